@@ -1,0 +1,50 @@
+"""Datasets: embedded defaults, standard distribution files, and bring-your-own data.
+
+``load_dataset(name, ...)`` is the single entry point; ``DATASETS`` lists the names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .base import DataError, Splits, make_splits
+from .embedded import load_mnist_digits, load_sklearn_digits
+
+# name -> loader(train_size=..., seed=..., data_dir=..., download=...) ; extended by other modules.
+_LOADERS: dict[str, Callable[..., Splits]] = {
+    "mnist-digits": lambda *, train_size=None, seed=0, data_dir=None, download=False: load_mnist_digits(
+        train_size=train_size, seed=seed
+    ),
+    "digits": lambda *, train_size=None, seed=0, data_dir=None, download=False: load_sklearn_digits(
+        train_size=train_size, seed=seed
+    ),
+}
+
+DATASETS: tuple[str, ...] = tuple(_LOADERS)
+
+
+def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
+    global DATASETS
+    _LOADERS[name] = loader
+    DATASETS = tuple(_LOADERS)
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    train_size: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> Splits:
+    """Load dataset ``name`` as normalised :class:`Splits`.
+
+    ``data_dir`` is where standard distribution files live (or an ``.npz`` file);
+    ``train_size`` takes a seeded, class-balanced subset of the training split.
+    """
+    if name not in _LOADERS:
+        raise DataError(f"Unknown dataset {name!r}. Choose one of: {', '.join(sorted(_LOADERS))}.")
+    return _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download)
+
+
+__all__ = ["DATASETS", "DataError", "Splits", "load_dataset", "make_splits", "register_dataset"]

@@ -1,0 +1,168 @@
+"""The data container every part of phasescope consumes, and helpers to build it.
+
+A dataset is a pair of splits held as tensors in memory: inputs as float32
+``(N, C, H, W)`` (or ``(N, D)`` for flat data) normalised per channel with the
+*training* split's statistics, and int64 labels. The normalisation is recorded so
+that reconstructions can be read in the same units as the paper (per-pixel MSE
+on the normalised input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class DataError(ValueError):
+    """A data file is missing, corrupt, or does not match what was asked for."""
+
+
+@dataclass
+class Splits:
+    """Normalised train/test splits, ready for training and measurement."""
+
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) float32, normalised
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    mean: list[float]  # per-channel mean of the raw training split (in [0, 1] units)
+    std: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+    # Optional per-sample annotations (for example the synthetic data's typical/atypical
+    # flag); arrays aligned with the splits, keyed by name.
+    train_meta: dict[str, np.ndarray] = field(default_factory=dict)
+    test_meta: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about its data in config.json."""
+        return {
+            "name": self.name,
+            "n_train": int(self.x_train.shape[0]),
+            "n_test": int(self.x_test.shape[0]),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "normalisation": {"mean": self.mean, "std": self.std},
+            **self.info,
+        }
+
+
+def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
+    """Raw images to float32 NCHW in [0, 1].
+
+    Accepts ``(N, H, W)`` (grey), ``(N, H, W, C)`` with C in {1, 3, 4} (channels last)
+    or ``(N, C, H, W)``; uint8 is divided by 255, floats above 1.5 are taken as 0..255.
+    """
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+            x = x.transpose(0, 3, 1, 2)
+    elif x.ndim != 2:
+        raise DataError(f"{name} has shape {x.shape}; expected (N, H, W), (N, H, W, C), (N, C, H, W) or (N, D).")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if x.size and float(np.nanmax(x)) > 1.5:
+        x = x / 255.0
+    if not np.isfinite(x).all():
+        raise DataError(f"{name} contains NaN or infinite values.")
+    return x
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded, stratified train/test split (same seed, same split)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+    return np.sort(tr), np.sort(te)
+
+
+def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded, class-balanced subset of ``size`` samples (all when None)."""
+    if size is None or size >= len(y):
+        return np.arange(len(y))
+    if size < len(np.unique(y)):
+        raise DataError(f"train_size={size} is smaller than the number of classes ({len(np.unique(y))}).")
+    idx, _ = stratified_split(y, test_fraction=1 - size / len(y), seed=seed)
+    return idx
+
+
+def make_splits(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: list[str] | None = None,
+    *,
+    train_size: int | None = None,
+    seed: int = 0,
+    info: dict[str, Any] | None = None,
+    normalise: bool = True,
+) -> Splits:
+    """Validate raw arrays, optionally subsample the training split, and normalise.
+
+    Per-channel mean and std are computed on the (subsampled) training split only,
+    then applied to both splits.
+    """
+    y_train = np.asarray(y_train).astype(np.int64).reshape(-1)
+    y_test = np.asarray(y_test).astype(np.int64).reshape(-1)
+    xtr = to_nchw_unit(x_train, name=f"{name} x_train")
+    xte = to_nchw_unit(x_test, name=f"{name} x_test")
+    if len(xtr) != len(y_train) or len(xte) != len(y_test):
+        raise DataError(
+            f"{name}: {len(xtr)} training inputs but {len(y_train)} labels, "
+            f"{len(xte)} test inputs but {len(y_test)} labels."
+        )
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{name}: training inputs have shape {xtr.shape[1:]} but test inputs {xte.shape[1:]}.")
+    if (y_train < 0).any() or (y_test < 0).any():
+        raise DataError(f"{name}: labels must be non-negative integers.")
+    n_cls = int(max(y_train.max(initial=0), y_test.max(initial=0)) + 1)
+    classes = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
+    if len(classes) < n_cls:
+        raise DataError(f"{name}: labels go up to {n_cls - 1} but only {len(classes)} class names were given.")
+    keep = stratified_subset(y_train, train_size, seed)
+    xtr, y_train = xtr[keep], y_train[keep]
+    axes = (0,) if xtr.ndim == 2 else (0, 2, 3)
+    if normalise:
+        mean = xtr.mean(axis=axes, keepdims=True)
+        std = xtr.std(axis=axes, keepdims=True) + 1e-6
+        if xtr.ndim == 2:  # flat data: one global channel
+            mean = np.full_like(mean, xtr.mean())
+            std = np.full_like(std, xtr.std() + 1e-6)
+    else:
+        mean = np.zeros([1] * xtr.ndim, np.float32)
+        std = np.ones([1] * xtr.ndim, np.float32)
+    xtr = (xtr - mean) / std
+    xte = (xte - mean) / std
+    info = dict(info or {})
+    if train_size is not None:
+        info["train_size"] = int(len(keep))
+    per_channel = mean.reshape(-1)[: (1 if xtr.ndim == 2 else xtr.shape[1])]
+    per_channel_std = std.reshape(-1)[: len(per_channel)]
+    return Splits(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(xtr, dtype=np.float32)),
+        y_train=torch.from_numpy(y_train),
+        x_test=torch.from_numpy(np.ascontiguousarray(xte, dtype=np.float32)),
+        y_test=torch.from_numpy(y_test),
+        classes=classes,
+        mean=[round(float(v), 6) for v in per_channel],
+        std=[round(float(v), 6) for v in per_channel_std],
+        info=info,
+    )

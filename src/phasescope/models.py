@@ -1,0 +1,164 @@
+"""Classifiers phasescope trains and measures, and the names of their trackable layers.
+
+Every model has a ``features`` ``nn.Sequential`` of blocks and a ``head``; a block's
+module name (``features.3``) is the natural layer to track: its output is what the
+next block sees. Any module name from ``model.named_modules()`` can be tracked.
+
+Build with :func:`build_model`; list names and output shapes with :func:`trackable_layers`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class ModelError(ValueError):
+    """An unknown model or layer name, or a model that does not fit the data."""
+
+
+def conv_block(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
+    """3x3 convolution, BatchNorm, ReLU: the unit of the VGG family."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Classifier(nn.Module):
+    """``features`` (a Sequential of blocks), then ``head`` (flatten + linear)."""
+
+    def __init__(self, features: nn.Sequential, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _flat_dim(features: nn.Module, input_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        was = features.training
+        features.eval()
+        out = features(torch.zeros(1, *input_shape))
+        features.train(was)
+    return int(out[0].numel())
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, depth: int = 3) -> Classifier:
+    """Fully connected net: ``depth`` hidden layers of ``256*width`` units with ReLU."""
+    d_in = 1
+    for s in input_shape:
+        d_in *= s
+    hidden = max(8, int(round(256 * width)))
+    blocks: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        blocks.append(nn.Sequential(nn.Linear(d_in if i == 0 else hidden, hidden), nn.ReLU(inplace=True)))
+    return Classifier(nn.Sequential(*blocks), nn.Linear(hidden, num_classes))
+
+
+def small_cnn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Classifier:
+    """Four stride-2 conv blocks (16-32-64-64 channels at width 1): the CPU-sized default."""
+    if len(input_shape) != 3:
+        raise ModelError(f"cnn needs image inputs (C, H, W); got input shape {input_shape}.")
+    widths = [max(4, int(round(w * width))) for w in (16, 32, 64, 64)]
+    chans = [input_shape[0], *widths]
+    features = nn.Sequential(*[conv_block(chans[i], chans[i + 1]) for i in range(4)])
+    return Classifier(features, nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(features, input_shape), num_classes)))
+
+
+# VGG channel plans: numbers are conv widths, "M" a 2x2 max-pool. VGG-8 is five stride-2
+# conv blocks (widths 32-64-128-256-512), as in method.md.
+VGG_PLANS: dict[str, list] = {
+    "vgg8": [32, 64, 128, 256, 512],
+}
+
+
+def vgg(plan: list, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Classifier:
+    """VGG from a channel plan; every entry of ``plan`` is a stride-2 conv block ("M" = max-pool)."""
+    if len(input_shape) != 3:
+        raise ModelError(f"VGG needs image inputs (C, H, W); got input shape {input_shape}.")
+    layers: list[nn.Module] = []
+    c = input_shape[0]
+    for v in plan:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            w = max(4, int(round(v * width)))
+            layers.append(conv_block(c, w, stride=2))
+            c = w
+    features = nn.Sequential(*layers)
+    return Classifier(features, nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(features, input_shape), num_classes)))
+
+
+MODELS: dict[str, Callable[..., Classifier]] = {
+    "mlp": mlp,
+    "cnn": small_cnn,
+    "vgg8": lambda input_shape, num_classes, width=1.0: vgg(VGG_PLANS["vgg8"], input_shape, num_classes, width),
+}
+
+# The layer tracked when the user names none: the last feature block (as in the papers).
+def default_layers(model: nn.Module) -> list[str]:
+    if isinstance(model, Classifier):
+        return [f"features.{len(model.features) - 1}"]
+    names = [n for n, _ in model.named_modules() if n]
+    return names[-2:-1] or names[-1:]
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
+    """Build model ``name`` for inputs of ``input_shape`` (without the batch axis)."""
+    if name not in MODELS:
+        raise ModelError(f"Unknown model {name!r}. Choose one of: {', '.join(MODELS)}.")
+    if width <= 0:
+        raise ModelError(f"width must be positive; got {width}.")
+    return MODELS[name](tuple(input_shape), num_classes, width=width)
+
+
+def trackable_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
+    """Name, output shape and feature count of every block worth tracking.
+
+    Blocks are the children of ``features`` (and of ``head``), listed in forward order.
+    """
+    if isinstance(model, Classifier):
+        names = [f"features.{i}" for i in range(len(model.features))]
+        names += [f"head.{i}" for i in range(len(model.head))] if isinstance(model.head, nn.Sequential) else []
+    else:
+        names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    names = [n for n in names if not isinstance(model.get_submodule(n), nn.Flatten)]
+    shapes = output_shapes(model, names, input_shape)
+    return [{"name": n, "shape": list(shapes[n]), "features": int(torch.Size(shapes[n]).numel())} for n in names]
+
+
+def output_shapes(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of each named module, from one dry forward pass."""
+    modules = resolve_layers(model, names)
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])))
+             for n, m in modules.items()]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p = next(model.parameters(), None)
+            model(torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu"))
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def resolve_layers(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """Map layer names to modules; an unknown name raises an error listing the valid ones."""
+    available = dict(model.named_modules())
+    missing = [n for n in names if n not in available or n == ""]
+    if missing:
+        blocks = [n for n in available if n.count(".") <= 1 and n]
+        raise ModelError(
+            f"Unknown layer name(s) {missing}. Trackable layers of this model include: {', '.join(blocks)} "
+            "(see `phasescope layers --model NAME`)."
+        )
+    return {n: available[n] for n in names}
