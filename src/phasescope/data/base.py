@@ -93,12 +93,28 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
 
 def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     """Indices of a seeded, class-balanced subset of ``size`` samples (all when None)."""
+    y = np.asarray(y)
     if size is None or size >= len(y):
         return np.arange(len(y))
-    if size < len(np.unique(y)):
-        raise DataError(f"train_size={size} is smaller than the number of classes ({len(np.unique(y))}).")
-    idx, _ = stratified_split(y, test_fraction=1 - size / len(y), seed=seed)
-    return idx
+    labels, counts = np.unique(y, return_counts=True)
+    if size < len(labels):
+        raise DataError(f"train_size={size} is smaller than the number of classes ({len(labels)}).")
+    n_drop = len(y) - size
+    if n_drop < len(labels):
+        # Too few samples left out for sklearn's stratified split: drop one sample from each
+        # of the n_drop largest classes (ties broken by the seed).
+        rng = np.random.RandomState(seed)
+        largest = np.lexsort((rng.permutation(len(labels)), -counts))[:n_drop]
+        drop = [rng.choice(np.flatnonzero(y == labels[k])) for k in largest]
+        return np.setdiff1d(np.arange(len(y)), drop)
+    from sklearn.model_selection import train_test_split
+
+    # Integer sizes: a float fraction can round to one sample fewer than asked for.
+    try:
+        idx, _ = train_test_split(np.arange(len(y)), train_size=size, test_size=n_drop, stratify=y, random_state=seed)
+    except ValueError as e:  # e.g. a class with a single sample
+        raise DataError(f"Cannot take a class-balanced subset of {size} from {len(y)} samples: {e}") from e
+    return np.sort(idx)
 
 
 def make_splits(
