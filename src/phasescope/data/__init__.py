@@ -4,11 +4,13 @@
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
+from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
 
 # name -> loader(train_size=..., seed=..., data_dir=..., download=...) ; extended by other modules.
 _LOADERS: dict[str, Callable[..., Splits]] = {
@@ -29,6 +31,13 @@ def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
     DATASETS = tuple(_LOADERS)
 
 
+# Standard distribution files (cifar10, cifar100, mnist, fashion-mnist) and bring-your-own
+# data (npz, folder); these read ``data_dir`` and honour ``download``.
+for _name in FILE_DATASETS:
+    register_dataset(_name, partial(load_file_dataset, _name))
+del _name
+
+
 def load_dataset(
     name: str,
     *,
@@ -47,4 +56,14 @@ def load_dataset(
     return _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download)
 
 
-__all__ = ["DATASETS", "DataError", "Splits", "load_dataset", "make_splits", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "FILE_DATASETS",
+    "STANDARD_DATASETS",
+    "DataError",
+    "Splits",
+    "default_download_dir",
+    "load_dataset",
+    "make_splits",
+    "register_dataset",
+]
