@@ -55,7 +55,7 @@ class RunConfig:
     measure_batch_size: int = 500
     bootstrap: int = 1000               # bootstrap resamples for intervals
     confidence: float = 0.95
-    min_effect: float = 0.01            # relative change below which a significant change is no phase
+    min_effect: float = 0.02            # relative change below which a significant change is no phase
     extra: dict[str, Any] = field(default_factory=dict)  # options of plug-ins (transfer, samples, ...)
 
     @classmethod

@@ -1,0 +1,143 @@
+"""The exact linear decoder and probe: ridge regression from streamed sufficient statistics.
+
+For features H (n, p) and targets T (n, D) the ridge solution with a bias is
+
+    W = (Hc^T Hc + lam I)^-1 Hc^T Tc,    b = mean(T) - mean(H) W
+
+with Hc, Tc centred. Everything it needs is in sums over samples (H^T H, H^T T, sums of H
+and T, and of T*T for the exact training error), so batches are accumulated once and
+memory does not grow with n. Products are formed per batch in float32 (fast BLAS) on
+data shifted by the first batch's mean (which removes most cancellation), and
+accumulated and solved in float64.
+
+``ridge`` is relative: lam = ridge * trace(Hc^T Hc) / p, i.e. ``ridge`` times the summed
+variance of an average feature. The default 1e-3 only regularises directions with
+almost no variance (dead ReLUs, duplicated channels); see the README.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class StreamingRidge:
+    """Ridge regression of several targets on the same features, fitted from batches.
+
+    ``partial_fit(H, {"x": X, "y": Y})`` accumulates; ``solve()`` computes ``coef_[name]``
+    (p, D), ``intercept_[name]`` (D,) and ``train_mse_[name]`` (mean over samples and
+    target dimensions, exact). ``predict(H, name)`` and ``per_sample_mse(H, T, name)``
+    use the solution.
+    """
+
+    def __init__(self, ridge: float = 1e-3):
+        self.ridge = ridge
+        self.n = 0
+
+    def partial_fit(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
+        H = H.detach().float()
+        if self.n == 0:
+            self._shift_h = H.mean(0)
+            p = H.shape[1]
+            dev = H.device
+            self._s_h = torch.zeros(p, dtype=torch.float64, device=dev)
+            self._s_hh = torch.zeros(p, p, dtype=torch.float64, device=dev)
+            self._shift_t, self._s_t, self._s_ht, self._s_tt = {}, {}, {}, {}
+            for k, T in targets.items():
+                T = T.detach().float().reshape(len(T), -1)
+                self._shift_t[k] = T.mean(0)
+                self._s_t[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
+                self._s_ht[k] = torch.zeros(p, T.shape[1], dtype=torch.float64, device=dev)
+                self._s_tt[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
+        Hs = H - self._shift_h
+        self._s_h += Hs.sum(0, dtype=torch.float64)
+        self._s_hh += (Hs.T @ Hs).double()
+        for k, T in targets.items():
+            Ts = T.detach().float().reshape(len(T), -1) - self._shift_t[k]
+            self._s_t[k] += Ts.sum(0, dtype=torch.float64)
+            self._s_ht[k] += (Hs.T @ Ts).double()
+            self._s_tt[k] += (Ts * Ts).sum(0, dtype=torch.float64)
+        self.n += len(H)
+        return self
+
+    def solve(self) -> "StreamingRidge":
+        if self.n < 2:
+            raise NotFittedError("StreamingRidge needs at least 2 samples before solve().")
+        n = self.n
+        m_h = self._s_h / n
+        C = self._s_hh - n * torch.outer(m_h, m_h)  # centred Gram (p, p)
+        p = C.shape[0]
+        lam = self.ridge * float(torch.trace(C)) / p
+        self.lam_ = lam
+        A = C + (lam if lam > 0 else 1e-12) * torch.eye(p, dtype=C.dtype, device=C.device)
+        L, info = torch.linalg.cholesky_ex(A)
+        self.coef_, self.intercept_, self.train_mse_ = {}, {}, {}
+        for k in self._s_ht:
+            m_t = self._s_t[k] / n
+            cross = self._s_ht[k] - n * torch.outer(m_h, m_t)  # (p, D)
+            W = torch.cholesky_solve(cross, L) if int(info) == 0 else torch.linalg.lstsq(A, cross).solution
+            b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
+            # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
+            tt = (self._s_tt[k] - n * m_t * m_t).sum()
+            sse = tt - 2 * (W * cross).sum() + (W * (C @ W)).sum()
+            self.coef_[k] = W
+            self.intercept_[k] = b
+            self.train_mse_[k] = float(max(sse, 0.0)) / (n * cross.shape[1])
+        return self
+
+    def _check(self, name: str) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("Call solve() before predicting.")
+        if name not in self.coef_:
+            raise KeyError(f"No target {name!r}; fitted targets: {list(self.coef_)}.")
+
+    def predict(self, H: torch.Tensor, name: str) -> torch.Tensor:
+        self._check(name)
+        W = self.coef_[name].to(H.device, torch.float32)
+        return H.float() @ W + self.intercept_[name].to(H.device, torch.float32)
+
+    def per_sample_mse(self, H: torch.Tensor, T: torch.Tensor, name: str) -> torch.Tensor:
+        """Mean squared error over target dimensions, one value per sample (float64)."""
+        T = T.float().reshape(len(T), -1)
+        return ((T - self.predict(H, name)) ** 2).mean(1, dtype=torch.float64)
+
+
+class RidgeDecoder:
+    """Exact linear decoder h -> x (scikit-learn style over :class:`StreamingRidge`)."""
+
+    def __init__(self, ridge: float = 1e-3):
+        self.ridge = ridge
+
+    def fit(self, H: torch.Tensor, X: torch.Tensor, batch_size: int = 1024) -> "RidgeDecoder":
+        self.solver_ = StreamingRidge(self.ridge)
+        for i in range(0, len(H), batch_size):
+            self.solver_.partial_fit(H[i : i + batch_size], {"x": X[i : i + batch_size]})
+        self.solver_.solve()
+        self.train_mse_ = self.solver_.train_mse_["x"]
+        return self
+
+    def predict(self, H: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "solver_"):
+            raise NotFittedError("RidgeDecoder is not fitted; call fit(H, X) first.")
+        return self.solver_.predict(H, "x")
+
+    def per_sample_error(self, H: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "solver_"):
+            raise NotFittedError("RidgeDecoder is not fitted; call fit(H, X) first.")
+        return self.solver_.per_sample_mse(H, X, "x")
+
+
+def one_hot(y: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(y.long(), k).float()
+
+
+def logistic_probe(H_train: np.ndarray, y_train: np.ndarray, seed: int = 0):
+    """Multinomial logistic regression solved to convergence (L-BFGS, L2 C=1 on standardised features)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(H_train, y_train)
