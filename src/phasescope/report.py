@@ -40,7 +40,7 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
     layers = [l for l in df.layer.unique() if l != "model" and not str(l).startswith("_")
               and (df[(df.layer == l) & (df.metric == "reconstruction_mse")].shape[0] > 0)]
     n = max(1, len(layers))
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(1, n, figsize=(max(6.4, 4.6 * n), 4.2), squeeze=False, constrained_layout=True)
     model_acc = {s: _series(df, "model", s, "accuracy") for s in ("train", "test")}
     for ax, layer in zip(axes[0], layers):
         ph = (phases.get(layer) or {}).get("phases", [])
@@ -75,7 +75,7 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
     for a in (axes[0][0], axes[0][0].figure.axes[-1] if n == 1 else axes[0][0].figure.axes[n]):
         handles += a.get_legend_handles_labels()[0]
     handles += [Patch(color=c, alpha=0.4, label=name) for name, c in PHASE_COLOURS.items()]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(3 if n == 1 else 5, len(handles)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.savefig(path, dpi=150)

@@ -1,0 +1,161 @@
+"""The ``phasescope`` command line: a thin layer that parses, calls the library, prints.
+
+    phasescope run                      # the main job on the embedded MNIST digits
+    phasescope run --model vgg8 --dataset cifar10 --data-dir ~/data --layers features.2,features.4
+    phasescope layers --model vgg8      # names of trackable layers
+    phasescope report RUN_DIR           # rebuild phases.json and curves.png from files
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, RunConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure the learning phases of neural-network classifiers.")
+console = Console()
+err = Console(stderr=True)
+
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _config_from_options(options: dict) -> RunConfig:
+    given = {k: v for k, v in options.items() if v is not None}
+    return RunConfig.from_dict({**RunConfig().to_dict(), **given})
+
+
+def print_summary(result) -> None:
+    from .report import summary_rows
+
+    table = Table(title=f"learning phases: {result.out}", title_justify="left")
+    for col in ("layer", "phases (iterations)", "reconstruction minimum", "relative decrease [95% CI]",
+                "relative increase [95% CI]"):
+        table.add_column(col)
+    for r in summary_rows(result.payload):
+        table.add_row(r["layer"], r["phases"], r["minimum"], r["decrease"], r["increase"])
+    console.print(table)
+    acc = result.payload.get("final_accuracy", {})
+    console.print(f"final accuracy: train {acc.get('train', float('nan')):.3f}, test {acc.get('test', float('nan')):.3f}"
+                  f"   ({result.seconds.get('total', 0):.0f} s, of which measurement "
+                  f"{result.seconds.get('measurement', 0):.0f} s)")
+    console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}")
+
+
+@app.command()
+def run(
+    dataset: Optional[str] = typer.Option(None, help="Dataset: mnist-digits (embedded, default), digits, cifar10, cifar100, mnist, fashion-mnist, npz, folder."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder with the standard distribution files, or an .npz file."),
+    download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
+    train_size: Optional[int] = typer.Option(None, help="Use a seeded, class-balanced subset of this many training samples."),
+    model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`)."),
+    width: Optional[float] = typer.Option(None, help="Width multiplier of the model's channels/units."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated module names to track (default: last feature block)."),
+    iterations: Optional[int] = typer.Option(None, help="Optimiser steps [4096]."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size [128]."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (momentum) or adam [sgd]."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate [0.01]."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay [0]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of initialisation, batch order and subsets [0]."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto [auto]."),
+    points_per_octave: Optional[int] = typer.Option(None, help="Checkpoints per doubling of the iteration [1]."),
+    fit_samples: Optional[int] = typer.Option(None, help="Training samples the decoder and probe are fitted on [4000]."),
+    test_samples: Optional[int] = typer.Option(None, help="Held-out samples they are scored on [2000]."),
+    decoder: Optional[str] = typer.Option(None, help="linear (exact ridge, default) or conv (transposed convolutions)."),
+    ridge: Optional[float] = typer.Option(None, help="Relative ridge strength of the linear decoder/probe [1e-3]."),
+    max_features: Optional[int] = typer.Option(None, help="Average-pool spatial layers above this many features [4096]."),
+    probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),
+    bn_mode: Optional[str] = typer.Option(None, help="BatchNorm when measuring: recalibrate (default), running, batch."),
+    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: a new folder under runs/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
+    opts = {k: v for k, v in locals().items() if k not in ("out", "resume", "overwrite", "quiet")}
+    from .data import DataError
+    from .experiment import run_experiment
+    from .models import ModelError
+    from .runs import RunFolderError
+    from .training import TrainingDiverged
+
+    try:
+        cfg = _config_from_options(opts)
+        result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    except (ConfigError, DataError, ModelError, RunFolderError, FileNotFoundError) as e:
+        fail(str(e))
+    except TrainingDiverged as e:
+        fail(str(e), EXIT_DIVERGED)
+    except ValueError as e:
+        fail(str(e))
+    if result.status == "interrupted":
+        err.print(f"[yellow]interrupted:[/] files in {result.out} hold every checkpoint measured so far; "
+                  f"continue with `phasescope run --out {result.out} --resume`.")
+    print_summary(result)
+    if result.status == "interrupted":
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@app.command("layers")
+def layers_cmd(
+    model: str = typer.Option("cnn", help="Model name."),
+    dataset: str = typer.Option("mnist-digits", help="Input shape from this dataset's family."),
+    width: float = typer.Option(1.0, help="Width multiplier."),
+) -> None:
+    """List the trackable layer names of a model, with output shapes."""
+    from .models import MODELS, ModelError, build_model, default_layers, trackable_layers
+
+    shape = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "digits": (1, 8, 8)}.get(dataset, (1, 28, 28))
+    try:
+        m = build_model(model, shape, 10, width)
+    except ModelError as e:
+        fail(str(e))
+    table = Table(title=f"{model} on {shape} inputs (default layer: {', '.join(default_layers(m))})", title_justify="left")
+    table.add_column("layer")
+    table.add_column("output shape")
+    table.add_column("features")
+    for l in trackable_layers(m, shape):
+        table.add_row(l["name"], "x".join(map(str, l["shape"])), str(l["features"]))
+    console.print(table)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`.")) -> None:
+    """Rebuild phases.json and curves.png of a run from its metrics.csv and errors.npz."""
+    from .report import phases_payload, plot_curves
+    from .runs import read_errors, read_json, read_metrics, write_json
+    from .phases import detect_phases
+
+    try:
+        df = read_metrics(run_dir)
+        cfg = read_json(run_dir / "config.json")["config"]
+    except FileNotFoundError as e:
+        fail(str(e))
+    results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
+                                    min_effect=cfg["min_effect"], seed=cfg["seed"])
+               for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
+    payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df)} if (run_dir / "phases.json").exists() \
+        else phases_payload(results, df)
+    write_json(run_dir / "phases.json", payload)
+    plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
+    console.print(f"rebuilt {run_dir}/phases.json and curves.png")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
