@@ -18,9 +18,10 @@ The rule (all tolerances are arguments, recorded in phases.json):
 * **constant** is the initial stretch: checkpoints whose change from iteration 0 is either
   not significant (adjusted interval includes zero) or small against the later decrease
   (below ``constant_tolerance`` = 10% of it). The decrease runs from the end of that
-  stretch to ``k_min``; the increase from ``k_min`` to the end. Without a significant
-  increase, the stretch after the minimum is reported as a trailing ``constant`` (plateau)
-  when it is longer than one checkpoint.
+  stretch to the first checkpoint that is level with the minimum (difference to it not
+  significant, or below ``constant_tolerance`` of the drop); the increase starts after
+  the last checkpoint level with the minimum and runs to the end. A broad bottom between
+  the two, or a plateau after the decrease when nothing rises, is a ``constant`` phase.
 """
 from __future__ import annotations
 
@@ -177,16 +178,35 @@ def detect_phases(
     if decrease:
         c = min(c, k_min - 1)
 
+    # Ends of the bottom: the decrease stops at the first checkpoint that is already as low as
+    # the minimum (no significant or no sizeable difference), the increase starts after the
+    # last such checkpoint; a broad bottom in between is reported as a constant phase.
+    def level_with_min(k: int, scale: float) -> bool:
+        diff = boot[k] - boot[k_min]
+        lo, _ = _interval(diff, adj_dec) if n > 1 else (diff[0], 0)
+        return lo <= 0 or (mean[k] - mmin) <= constant_tolerance * scale
+
+    dec_end = k_min
+    if decrease:
+        dec_end = next(k for k in range(c + 1, k_min + 1) if level_with_min(k, total_drop))
+    inc_start = k_min
+    if increase:
+        total_rise = mmax - mmin
+        while inc_start + 1 < k_max and level_with_min(inc_start + 1, total_rise):
+            inc_start += 1
+
     phases: list[Phase] = []
     if c > 0 or not (decrease or increase):
         phases.append(Phase("constant", int(it[0]), int(it[c if (decrease or increase) else K - 1])))
     if decrease:
-        phases.append(Phase("decrease", int(it[c]), int(it[k_min])))
+        phases.append(Phase("decrease", int(it[c]), int(it[dec_end])))
+    bottom_start = dec_end if decrease else c
     if increase:
-        start = k_min if decrease else max(c, k_min)
-        phases.append(Phase("increase", int(it[start]), int(it[-1])))
-    elif decrease and k_min < K - 1:
-        phases.append(Phase("constant", int(it[k_min]), int(it[-1])))
+        if inc_start > bottom_start:
+            phases.append(Phase("constant", int(it[bottom_start]), int(it[inc_start])))
+        phases.append(Phase("increase", int(it[max(inc_start, bottom_start)]), int(it[-1])))
+    elif decrease and dec_end < K - 1:
+        phases.append(Phase("constant", int(it[dec_end]), int(it[-1])))
 
     min_ci = _interval(boot[k_min], confidence) if n > 1 else (float("nan"), float("nan"))
     return PhaseResult(

@@ -75,7 +75,7 @@ def write_errors(out: Path, errors: dict[str, dict[int, np.ndarray]]) -> None:
         its = sorted(per_it)
         if its:
             arrays[f"{layer}::iterations"] = np.asarray(its)
-            arrays[f"{layer}::errors"] = np.stack([per_it[i] for i in its]).astype(np.float32)
+            arrays[f"{layer}::errors"] = np.stack([per_it[i] for i in its]).astype(np.float64)
     _atomic(out / "errors.npz", lambda p: np.savez_compressed(open(p, "wb"), **arrays))
 
 

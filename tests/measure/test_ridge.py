@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from phasescope.measure.ridge import NotFittedError, RidgeDecoder, StreamingRidge
+
+
+def data(n=400, p=20, d=30, seed=0, offset=5.0):
+    g = torch.Generator().manual_seed(seed)
+    H = torch.randn(n, p, generator=g) + offset  # large offset: tests the shifted accumulation
+    X = H @ torch.randn(p, d, generator=g) + 0.3 * torch.randn(n, d, generator=g) + 2.0
+    return H, X
+
+
+def closed_form(H, X, lam):
+    Hc = H.double() - H.double().mean(0)
+    Xc = X.double() - X.double().mean(0)
+    W = torch.linalg.solve(Hc.T @ Hc + lam * torch.eye(H.shape[1], dtype=torch.float64), Hc.T @ Xc)
+    b = X.double().mean(0) - H.double().mean(0) @ W
+    return W, b
+
+
+@pytest.mark.parametrize("batch", [7, 64, 400])
+def test_streamed_solution_equals_closed_form_for_any_batching(batch):
+    H, X = data()
+    dec = RidgeDecoder(ridge=1e-3).fit(H, X, batch_size=batch)
+    W, b = closed_form(H, X, dec.solver_.lam_)
+    torch.testing.assert_close(dec.solver_.coef_["x"], W, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dec.solver_.intercept_["x"], b, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_ridge_equals_least_squares():
+    H, X = data()
+    dec = RidgeDecoder(ridge=0.0).fit(H, X)
+    A = np.c_[H.double().numpy(), np.ones(len(H))]
+    sol, *_ = np.linalg.lstsq(A, X.double().numpy(), rcond=None)
+    np.testing.assert_allclose(dec.predict(H).numpy(), (A @ sol), rtol=1e-4, atol=1e-4)
+
+
+def test_exact_training_error_matches_residuals():
+    H, X = data()
+    dec = RidgeDecoder().fit(H, X, batch_size=50)
+    direct = float(((X - dec.predict(H)) ** 2).mean())
+    assert dec.train_mse_ == pytest.approx(direct, rel=1e-4)
+    assert float(dec.per_sample_error(H, X).mean()) == pytest.approx(direct, rel=1e-4)
+
+
+def test_relative_ridge_is_invariant_to_feature_scale():
+    H, X = data()
+    a = RidgeDecoder(ridge=1e-2).fit(H, X).per_sample_error(H, X)
+    b = RidgeDecoder(ridge=1e-2).fit(H * 1000, X).per_sample_error(H * 1000, X)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_several_targets_share_one_gram():
+    H, X = data()
+    Y = torch.nn.functional.one_hot(torch.arange(len(H)) % 3, 3).float()
+    s = StreamingRidge(1e-3).partial_fit(H, {"x": X, "y": Y}).solve()
+    alone = StreamingRidge(1e-3).partial_fit(H, {"y": Y}).solve()
+    torch.testing.assert_close(s.coef_["y"], alone.coef_["y"])
+
+
+def test_unfitted_and_unknown_target_errors():
+    with pytest.raises(NotFittedError):
+        RidgeDecoder().predict(torch.zeros(2, 3))
+    H, X = data()
+    s = StreamingRidge().partial_fit(H, {"x": X}).solve()
+    with pytest.raises(KeyError, match="fitted targets"):
+        s.predict(H, "y")
