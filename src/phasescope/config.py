@@ -48,7 +48,7 @@ class RunConfig:
     fit_samples: int | None = 4000      # training samples the decoder/probe are fitted on (None = all)
     test_samples: int | None = 2000     # held-out samples they are scored on (None = all)
     decoder: str = "linear"             # linear (exact ridge) | conv (transposed-conv, iterative)
-    ridge: float = 1e-3                 # ridge strength, relative to the mean feature variance
+    ridge: float = 0.1                  # ridge strength, relative to the mean feature variance
     max_features: int = 4096            # spatial layers above this are average-pooled to a grid
     probe: str = "ridge"                # ridge (closed form, one-hot targets) | logistic (L-BFGS)
     bn_mode: str = "recalibrate"        # recalibrate | running | batch (see measure.capture)

@@ -92,7 +92,7 @@ class PhaseTracker:
         decoder: str = "linear",
         probe: str = "ridge",
         bn_mode: str = "recalibrate",
-        ridge: float = 1e-3,
+        ridge: float = 0.1,
         max_features: int = 4096,
         batch_size: int = 500,
         bootstrap: int = 1000,

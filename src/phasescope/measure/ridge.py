@@ -11,8 +11,11 @@ data shifted by the first batch's mean (which removes most cancellation), and
 accumulated and solved in float64.
 
 ``ridge`` is relative: lam = ridge * trace(Hc^T Hc) / p, i.e. ``ridge`` times the summed
-variance of an average feature. The default 1e-3 only regularises directions with
-almost no variance (dead ReLUs, duplicated channels); see the README.
+variance of an average feature; it is invariant to rescaling the features. The default
+0.1 shrinks only directions with a tenth of the average variance or less (dead ReLUs,
+duplicated channels, noise directions the fit set cannot pin down): on 512 VGG-8 features
+of 10,000 CIFAR-10 images it lowers the held-out MSE from 0.3975 (ridge 1e-3) to 0.3925,
+below the research code's Adam-trained decoder (benchmarks/bench_decoder.py).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class StreamingRidge:
     use the solution.
     """
 
-    def __init__(self, ridge: float = 1e-3):
+    def __init__(self, ridge: float = 0.1):
         self.ridge = ridge
         self.n = 0
 
@@ -108,7 +111,7 @@ class StreamingRidge:
 class RidgeDecoder:
     """Exact linear decoder h -> x (scikit-learn style over :class:`StreamingRidge`)."""
 
-    def __init__(self, ridge: float = 1e-3):
+    def __init__(self, ridge: float = 0.1):
         self.ridge = ridge
 
     def fit(self, H: torch.Tensor, X: torch.Tensor, batch_size: int = 1024) -> "RidgeDecoder":
