@@ -20,7 +20,7 @@ from .config import ConfigError, RunConfig
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure the learning phases of neural-network classifiers.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages are never cut mid-word
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -30,9 +30,16 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
-def _config_from_options(options: dict) -> RunConfig:
-    given = {k: v for k, v in options.items() if v is not None}
-    return RunConfig.from_dict({**RunConfig().to_dict(), **given})
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        if "-" in text and "," not in text:
+            a, b = text.split("-")
+            return list(range(int(a), int(b) + 1))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds {text!r}: give a comma-separated list such as 0,1,2 or a range such as 0-4.")
 
 
 def print_summary(result) -> None:
@@ -52,8 +59,24 @@ def print_summary(result) -> None:
     console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}")
 
 
+def print_seed_summary(summary: dict) -> None:
+    table = Table(title=f"agreement across seeds: {summary['out']}", title_justify="left")
+    ag = summary["agreement"]
+    for col in ("layer", "seeds", "all three phases", "minimum at", "relative decrease", "relative increase"):
+        table.add_column(col)
+    for _, r in ag.iterrows():
+        table.add_row(r.layer, str(r.seeds), f"{int(r.three_phases)}/{r.seeds}",
+                      f"{r.min_iteration_low}-{r.min_iteration_high}",
+                      f"{100 * r.relative_decrease_mean:.1f}% ± {100 * (r.relative_decrease_std or 0):.1f}",
+                      f"{100 * r.relative_increase_mean:.1f}% ± {100 * (r.relative_increase_std or 0):.1f}")
+    console.print(table)
+    console.print(f"per seed: {summary['out']}/seeds.csv; curves: {summary['out']}/seeds.png")
+
+
 @app.command()
 def run(
+    preset: Optional[str] = typer.Option(None, help="Start from a named configuration (see `phasescope presets`)."),
+    seeds: Optional[str] = typer.Option(None, help="Run several seeds, e.g. 0,1,2: one sub-folder each plus a cross-seed summary."),
     dataset: Optional[str] = typer.Option(None, help="Dataset: mnist-digits (embedded, default), digits, cifar10, cifar100, mnist, fashion-mnist, npz, folder."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with the standard distribution files, or an .npz file."),
     download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
@@ -84,15 +107,25 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
-    opts = {k: v for k, v in locals().items() if k not in ("out", "resume", "overwrite", "quiet")}
+    opts = {k: v for k, v in locals().items() if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds")}
     from .data import DataError
-    from .experiment import run_experiment
+    from .experiment import run_experiment, run_seeds
     from .models import ModelError
+    from .presets import preset_config
     from .runs import RunFolderError
     from .training import TrainingDiverged
 
     try:
-        cfg = _config_from_options(opts)
+        if opts.get("layers") is not None:
+            opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
+        cfg = preset_config(preset, opts)
+        seed_list = _parse_seeds(seeds)
+        if seed_list:
+            results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet)
+            for r in results:
+                print_summary(r)
+            print_seed_summary(summary)
+            return
         result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
     except (ConfigError, DataError, ModelError, RunFolderError, FileNotFoundError) as e:
         fail(str(e))
@@ -151,6 +184,47 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `ph
     write_json(run_dir / "phases.json", payload)
     plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
     console.print(f"rebuilt {run_dir}/phases.json and curves.png")
+
+
+@app.command()
+def presets() -> None:
+    """List the named configurations for --preset."""
+    from .presets import PRESETS
+
+    table = Table(title="presets", title_justify="left")
+    table.add_column("name")
+    table.add_column("what it runs")
+    for name, p in PRESETS.items():
+        table.add_row(name, p["about"])
+    console.print(table)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders to overlay."),
+    out: Path = typer.Option(Path("compare"), help="Folder for compare.png and compare.csv."),
+    metric: str = typer.Option("reconstruction_mse", help="Test metric to overlay (e.g. probe_accuracy)."),
+) -> None:
+    """Overlay the curves of several runs in one figure and one table."""
+    from .compare import load_runs, phase_table, plot_compare, run_labels
+
+    try:
+        runs = load_runs(run_dirs)
+    except FileNotFoundError as e:
+        fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    labels = run_labels(runs)
+    table = phase_table(runs, labels)
+    table.to_csv(out / "compare.csv", index=False)
+    plot_compare(runs, out / "compare.png", labels, metric=metric)
+    t = Table(title=f"{len(runs)} runs", title_justify="left")
+    for col in ("run", "layer", "phases", "min at", "decrease", "increase", "test acc"):
+        t.add_column(col)
+    for _, r in table.iterrows():
+        t.add_row(r.run, r.layer, r.phases, str(r.min_iteration), f"{100 * r.relative_decrease:.1f}%",
+                  f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-")
+    console.print(t)
+    console.print(f"wrote {out}/compare.png and {out}/compare.csv")
 
 
 def main() -> None:

@@ -180,3 +180,29 @@ def _progress(enabled: bool, total: int, start: int) -> Any:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     transient=False)
+
+
+def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = None, *, resume: bool = False,
+              overwrite: bool = False, progress: bool = True, data: Splits | None = None) -> tuple[list[RunResult], dict]:
+    """Run ``cfg`` once per seed into ``out/seed-N`` and write the cross-seed summary to ``out``:
+    seeds.csv (phases per seed and layer), agreement.csv, aggregate.csv (mean/sd per checkpoint), seeds.png."""
+    from .compare import aggregate, load_runs, phase_table, plot_seeds, seed_agreement
+
+    out = prepare_out(Path(out) if out else None, f"{cfg.dataset}-{cfg.model}-seeds", resume=False,
+                      overwrite=True if (resume or overwrite) else False)
+    results = []
+    for s in seeds:
+        sub = out / f"seed-{s}"
+        again = resume and (sub / "state.pt").exists()
+        if again and (sub / "phases.json").exists() and read_json(sub / "phases.json").get("status") == "complete":
+            continue  # finished earlier
+        results.append(run_experiment(cfg.replace(seed=int(s)), sub, resume=again, overwrite=overwrite,
+                                      progress=progress, data=None if data is None else data))
+    runs = load_runs([out / f"seed-{s}" for s in seeds])
+    table = phase_table(runs, labels=[f"seed {r.config['seed']}" for r in runs])
+    agreement = seed_agreement(table)
+    table.to_csv(out / "seeds.csv", index=False)
+    agreement.to_csv(out / "agreement.csv", index=False)
+    aggregate(runs).to_csv(out / "aggregate.csv", index=False)
+    plot_seeds(runs, out / "seeds.png", title=f"{cfg.model} on {cfg.dataset}, seeds {', '.join(map(str, seeds))}")
+    return results, {"table": table, "agreement": agreement, "out": out}

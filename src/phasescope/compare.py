@@ -1,0 +1,161 @@
+"""Several runs side by side: seeds of one configuration, or different layers, datasets,
+optimisers, learning rates. Everything is computed from run folders (files only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .runs import read_json, read_metrics
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: dict
+    metrics: pd.DataFrame
+    phases: dict
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def load_runs(dirs: list[str | Path]) -> list[LoadedRun]:
+    runs = []
+    for d in map(Path, dirs):
+        if not (d / "config.json").exists():
+            raise FileNotFoundError(f"{d} is not a phasescope run folder (no config.json).")
+        ph = read_json(d / "phases.json") if (d / "phases.json").exists() else {"layers": {}}
+        runs.append(LoadedRun(d, read_json(d / "config.json")["config"], read_metrics(d), ph))
+    return runs
+
+
+def differing_keys(runs: list[LoadedRun]) -> list[str]:
+    """Configuration keys whose values differ between runs (what the comparison is about)."""
+    keys = set().union(*(r.config for r in runs))
+    return sorted(k for k in keys if len({repr(r.config.get(k)) for r in runs}) > 1)
+
+
+def run_labels(runs: list[LoadedRun]) -> list[str]:
+    keys = [k for k in differing_keys(runs) if k not in ("data_dir",)]
+    if not keys:
+        return [r.label for r in runs]
+    return [", ".join(f"{k}={r.config.get(k)}" for k in keys) for r in runs]
+
+
+def phase_table(runs: list[LoadedRun], labels: list[str] | None = None) -> pd.DataFrame:
+    """One row per run and layer: phases, minimum, relative decrease and increase with intervals."""
+    labels = labels or run_labels(runs)
+    rows = []
+    for run, label in zip(runs, labels):
+        for layer, p in run.phases.get("layers", {}).items():
+            rows.append({
+                "run": label, "path": str(run.path), "seed": run.config.get("seed"), "layer": layer,
+                "phases": "+".join(q["name"] for q in p["phases"]),
+                "min_iteration": p["min_iteration"], "min_value": p["min_value"]["value"],
+                "relative_decrease": p["relative_decrease"]["value"],
+                "relative_decrease_ci": (p["relative_decrease"]["ci_low"], p["relative_decrease"]["ci_high"]),
+                "relative_increase": p["relative_increase"]["value"],
+                "relative_increase_ci": (p["relative_increase"]["ci_low"], p["relative_increase"]["ci_high"]),
+                "three_phases": p["decrease_significant"] and p["increase_significant"],
+                "final_test_accuracy": run.phases.get("final_accuracy", {}).get("test"),
+            })
+    return pd.DataFrame(rows)
+
+
+def aggregate(runs: list[LoadedRun]) -> pd.DataFrame:
+    """Mean, standard deviation and count across runs per (iteration, layer, split, metric)."""
+    df = pd.concat([r.metrics.assign(run=i) for i, r in enumerate(runs)])
+    keys = [c for c in ("iteration", "layer", "split", "metric", "task") if c in df.columns]
+    g = df.groupby(keys, dropna=False)["value"]
+    return g.agg(mean="mean", std="std", n="count").reset_index()
+
+
+def seed_agreement(table: pd.DataFrame) -> pd.DataFrame:
+    """Per layer across seeds: how many show all three phases, and the spread of the minimum."""
+    if table.empty:
+        return table
+    return table.groupby("layer").agg(
+        seeds=("seed", "count"), three_phases=("three_phases", "sum"),
+        min_iteration_low=("min_iteration", "min"), min_iteration_high=("min_iteration", "max"),
+        relative_decrease_mean=("relative_decrease", "mean"), relative_decrease_std=("relative_decrease", "std"),
+        relative_increase_mean=("relative_increase", "mean"), relative_increase_std=("relative_increase", "std"),
+    ).reset_index()
+
+
+def plot_compare(runs: list[LoadedRun], path: Path, labels: list[str] | None = None,
+                 metric: str = "reconstruction_mse", title: str | None = None) -> Path:
+    """Overlay the test curve of ``metric`` of every run, one panel per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import _setup_axis
+
+    labels = labels or run_labels(runs)
+    layers = sorted({l for r in runs for l in r.metrics.layer.unique() if l != "model"
+                     and (r.metrics[(r.metrics.layer == l) & (r.metrics.metric == metric)].shape[0] > 0)})
+    n = max(1, len(layers))
+    fig, axes = plt.subplots(1, n, figsize=(max(6.4, 4.6 * n), 4.2), squeeze=False, constrained_layout=True)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(runs)))
+    for ax, layer in zip(axes[0], layers):
+        for run, label, c in zip(runs, labels, colours):
+            s = run.metrics[(run.metrics.layer == layer) & (run.metrics.split == "test") & (run.metrics.metric == metric)]
+            if s.empty:
+                continue
+            s = s.sort_values("iteration")
+            ax.plot(s.iteration, s.value, "o-", ms=2.5, color=c, label=label)
+            if s.ci_low.notna().any():
+                ax.fill_between(s.iteration, s.ci_low, s.ci_high, color=c, alpha=0.15, lw=0)
+            m = run.phases.get("layers", {}).get(layer, {}).get("min_iteration")
+            if m is not None:
+                ax.axvline(m, color=c, ls=":", lw=0.8)
+        _setup_axis(ax)
+        ax.set_title(layer, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(f"{metric.replace('_', ' ')} (test)")
+    axes[0][0].legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_seeds(runs: list[LoadedRun], path: Path, title: str | None = None) -> Path:
+    """Mean and spread across seeds of the test reconstruction curve, one panel per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import _setup_axis
+
+    agg = aggregate(runs)
+    rec = agg[(agg.metric == "reconstruction_mse") & (agg.split == "test") & (agg.layer != "model")]
+    layers = sorted(rec.layer.unique())
+    fig, axes = plt.subplots(1, max(1, len(layers)), figsize=(max(6.4, 4.6 * len(layers)), 4.2), squeeze=False,
+                             constrained_layout=True)
+    for ax, layer in zip(axes[0], layers):
+        for run in runs:
+            s = run.metrics[(run.metrics.layer == layer) & (run.metrics.split == "test") &
+                            (run.metrics.metric == "reconstruction_mse")].sort_values("iteration")
+            ax.plot(s.iteration, s.value, color="#9ecae1", lw=0.8)
+        s = rec[rec.layer == layer].sort_values("iteration")
+        ax.plot(s.iteration, s["mean"], "o-", color="#08519c", ms=3, label=f"mean of {len(runs)} seeds")
+        ax.fill_between(s.iteration, s["mean"] - s["std"], s["mean"] + s["std"], color="#08519c", alpha=0.2, lw=0,
+                        label="± 1 sd")
+        _setup_axis(ax)
+        ax.set_title(layer, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("reconstruction MSE (test)")
+        ax.legend(fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return Path(path)

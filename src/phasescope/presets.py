@@ -1,0 +1,51 @@
+"""Named configurations: the papers' settings at CPU-friendly and at full scale.
+
+``phasescope run --preset NAME`` starts from the preset; any other option overrides it.
+Runtimes are wall-clock on 2 CPU cores unless marked GPU (see README, measured figures).
+"""
+from __future__ import annotations
+
+from .config import ConfigError, RunConfig
+
+PRESETS: dict[str, dict] = {
+    "mnist-cnn": {
+        "about": "The default: small CNN on the embedded 5,000 MNIST digits (about a minute).",
+        "config": {},
+    },
+    "digits-mlp": {
+        "about": "MLP on scikit-learn's 8x8 digits (seconds).",
+        "config": {"dataset": "digits", "model": "mlp", "iterations": 2048, "lr": 0.01, "layers": ["features.3"]},
+    },
+    "cifar10-vgg8": {
+        "about": "VGG-8 at half width on CIFAR-10 (10,000 training images: pass the subset or --train-size), "
+                 "SGD lr 0.002, momentum 0.9, batch 128, last block tracked (a few minutes on CPU).",
+        "config": {"dataset": "cifar10", "model": "vgg8", "width": 0.5, "lr": 0.002, "train_size": 10000,
+                   "iterations": 4096, "fit_samples": 4000, "test_samples": 2000},
+    },
+    "cifar10-vgg8-full": {
+        "about": "The published setting: full-width VGG-8 on all of CIFAR-10 to 65,536 iterations (GPU).",
+        "config": {"dataset": "cifar10", "model": "vgg8", "width": 1.0, "lr": 0.002, "iterations": 65536,
+                   "fit_samples": 10000, "test_samples": 10000},
+    },
+    "fashion-vgg11": {
+        "about": "VGG-11 at quarter width on Fashion-MNIST (10,000 training images), lr 0.002.",
+        "config": {"dataset": "fashion-mnist", "model": "vgg11", "width": 0.25, "lr": 0.002, "train_size": 10000,
+                   "iterations": 4096, "fit_samples": 4000, "test_samples": 2000},
+    },
+    "cifar100-resnet10": {
+        "about": "ResNet-10 at quarter width on CIFAR-100 (10,000 training images), lr 0.002.",
+        "config": {"dataset": "cifar100", "model": "resnet10", "width": 0.25, "lr": 0.002, "train_size": 10000,
+                   "iterations": 4096, "fit_samples": 4000, "test_samples": 2000},
+    },
+}
+
+
+def preset_config(name: str | None, overrides: dict) -> RunConfig:
+    """The preset's configuration with ``overrides`` (options the user gave) on top."""
+    base = RunConfig().to_dict()
+    if name is not None:
+        if name not in PRESETS:
+            raise ConfigError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}.")
+        base.update(PRESETS[name]["config"])
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig.from_dict(base)
