@@ -19,7 +19,7 @@ The rule (all tolerances are arguments, recorded in phases.json):
   not significant (adjusted interval includes zero) or small against the later decrease
   (below ``constant_tolerance`` = 10% of it). The decrease runs from the end of that
   stretch to the first checkpoint that is level with the minimum (difference to it not
-  significant, or below ``constant_tolerance`` of the drop); the increase starts after
+  significant, or below ``min_effect`` relative to the minimum); the increase starts after
   the last checkpoint level with the minimum and runs to the end. A broad bottom between
   the two, or a plateau after the decrease when nothing rises, is a ``constant`` phase.
 """
@@ -181,18 +181,17 @@ def detect_phases(
     # Ends of the bottom: the decrease stops at the first checkpoint that is already as low as
     # the minimum (no significant or no sizeable difference), the increase starts after the
     # last such checkpoint; a broad bottom in between is reported as a constant phase.
-    def level_with_min(k: int, scale: float) -> bool:
+    def level_with_min(k: int) -> bool:
         diff = boot[k] - boot[k_min]
         lo, _ = _interval(diff, adj_dec) if n > 1 else (diff[0], 0)
-        return lo <= 0 or (mean[k] - mmin) <= constant_tolerance * scale
+        return lo <= 0 or (mean[k] - mmin) <= min_effect * mmin
 
     dec_end = k_min
     if decrease:
-        dec_end = next(k for k in range(c + 1, k_min + 1) if level_with_min(k, total_drop))
+        dec_end = next(k for k in range(c + 1, k_min + 1) if level_with_min(k))
     inc_start = k_min
     if increase:
-        total_rise = mmax - mmin
-        while inc_start + 1 < k_max and level_with_min(inc_start + 1, total_rise):
+        while inc_start + 1 < k_max and level_with_min(inc_start + 1):
             inc_start += 1
 
     phases: list[Phase] = []
