@@ -1,0 +1,1 @@
+"""Measurement: activations, decoders and probes fitted on a frozen network."""
