@@ -158,4 +158,8 @@ def test_init_only_stores_and_fit_validates():
         dec.fit(torch.randn(4, 4, 4, 4), torch.randn(4, 1, 8, 8))
     with pytest.raises(ValueError, match="lr=-1"):
         ConvDecoder(lr=-1).fit(torch.randn(4, 4, 4, 4), torch.randn(4, 1, 8, 8))
+    with pytest.raises(ValueError, match="seed"):
+        ConvDecoder(seed=None).fit(torch.randn(4, 4, 4, 4), torch.randn(4, 1, 8, 8))
+    with pytest.raises(ValueError, match="device"):
+        ConvDecoder(device="nonsense").fit(torch.randn(4, 4, 4, 4), torch.randn(4, 1, 8, 8))
     assert ConvDecoder(**ConvDecoder(seed=3).get_params()).get_params() == ConvDecoder(seed=3).get_params()

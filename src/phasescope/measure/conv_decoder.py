@@ -194,6 +194,14 @@ class ConvDecoder:
             raise ValueError(f"ConvDecoder: weight_decay={self.weight_decay!r} is invalid; use a value >= 0.")
         if not self.tol >= 0:
             raise ValueError(f"ConvDecoder: tol={self.tol!r} is invalid; use a value >= 0 such as 1e-3.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ConvDecoder: seed={self.seed!r} is invalid; use an integer >= 0.")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"ConvDecoder: device={self.device!r} is invalid; use 'cpu' or 'cuda'.") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"ConvDecoder: device={self.device!r} but CUDA is not available; use device='cpu'.")
 
     @staticmethod
     def _check_h(H: torch.Tensor) -> torch.Tensor:
@@ -304,6 +312,7 @@ class ConvDecoder:
         """Per-sample mean over pixels (and channels) of the squared reconstruction error:
         a float tensor of shape (N,), on the CPU."""
         self._check_fitted()
+        H = self._check_h(H)
         if not isinstance(X, torch.Tensor) or tuple(X.shape[1:]) != self.output_shape_ or X.shape[0] != H.shape[0]:
             raise ValueError(f"ConvDecoder: X must have shape (N, {', '.join(map(str, self.output_shape_))}) "
                              f"with N = len(H) = {H.shape[0]}; got "
