@@ -33,7 +33,7 @@ def _scaled(channels: int, width: float) -> int:
 
 
 class Classifier(nn.Module):
-    """``features`` (a Sequential of blocks), then ``head`` (flatten + linear)."""
+    """``features`` (a Sequential of blocks), then ``head`` ([pool,] flatten, linear)."""
 
     def __init__(self, features: nn.Sequential, head: nn.Module):
         super().__init__()
