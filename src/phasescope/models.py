@@ -27,8 +27,13 @@ def conv_block(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
     )
 
 
+def _scaled(channels: int, width: float) -> int:
+    """Channel count ``channels`` times the width multiplier (at least 4)."""
+    return max(4, int(round(channels * width)))
+
+
 class Classifier(nn.Module):
-    """``features`` (a Sequential of blocks), then ``head`` (flatten + linear)."""
+    """``features`` (a Sequential of blocks), then ``head`` ([pool,] flatten, linear)."""
 
     def __init__(self, features: nn.Sequential, head: nn.Module):
         super().__init__()
@@ -64,21 +69,33 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0
     """Four stride-2 conv blocks (16-32-64-64 channels at width 1): the CPU-sized default."""
     if len(input_shape) != 3:
         raise ModelError(f"cnn needs image inputs (C, H, W); got input shape {input_shape}.")
-    widths = [max(4, int(round(w * width))) for w in (16, 32, 64, 64)]
+    widths = [_scaled(w, width) for w in (16, 32, 64, 64)]
     chans = [input_shape[0], *widths]
     features = nn.Sequential(*[conv_block(chans[i], chans[i + 1]) for i in range(4)])
     return Classifier(features, nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(features, input_shape), num_classes)))
 
 
-# VGG channel plans: numbers are conv widths, "M" a 2x2 max-pool. VGG-8 is five stride-2
-# conv blocks (widths 32-64-128-256-512), as in method.md.
+# VGG channel plans, from the authors' research code for arXiv 2312.06887
+# (github.com/JohnTailor/LearnPhase, models.py, class ``Classifier``). Each entry is one
+# 3x3 conv-BN-ReLU block: a bare int ``w`` is a stride-2 block of width ``w``, a pair
+# ``(w, 1)`` a stride-1 block; ``"M"`` (kept for custom plans) is a 2x2 max-pool.
+# As in that code, the VGGs downsample with stride-2 convolutions, not max-pools, five
+# times in every plan: 32x32 inputs end at 1x1 (28x28 ones too: 28-14-7-4-2-1), so the
+# last block has 512*width features, like VGG-8's. The widths are narrower than the
+# ImageNet VGGs (32..512 instead of 64..512), and the head is one linear layer instead
+# of three (the conv counts, 8/10/13, are the standard ones). VGG-8 is five stride-2
+# blocks (32-64-128-256-512), as in method.md.
 VGG_PLANS: dict[str, list] = {
     "vgg8": [32, 64, 128, 256, 512],
+    "vgg11": [32, 64, (128, 1), 128, (256, 1), 256, (512, 1), 512],
+    "vgg13": [32, (32, 1), 64, (128, 1), 128, (256, 1), 256, (512, 1), (512, 1), 512],
+    "vgg16": [(32, 1), 32, (64, 1), 64, (128, 1), (128, 1), 128, (256, 1), (256, 1), 256,
+              (512, 1), (512, 1), 512],
 }
 
 
 def vgg(plan: list, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Classifier:
-    """VGG from a channel plan; every entry of ``plan`` is a stride-2 conv block ("M" = max-pool)."""
+    """VGG from a channel plan (see ``VGG_PLANS``): one child of ``features`` per entry."""
     if len(input_shape) != 3:
         raise ModelError(f"VGG needs image inputs (C, H, W); got input shape {input_shape}.")
     layers: list[nn.Module] = []
@@ -86,18 +103,73 @@ def vgg(plan: list, input_shape: tuple[int, ...], num_classes: int, width: float
     for v in plan:
         if v == "M":
             layers.append(nn.MaxPool2d(2))
-        else:
-            w = max(4, int(round(v * width)))
-            layers.append(conv_block(c, w, stride=2))
-            c = w
+            continue
+        w, stride = (v, 2) if isinstance(v, int) else v
+        layers.append(conv_block(c, _scaled(w, width), stride=stride))
+        c = _scaled(w, width)
     features = nn.Sequential(*layers)
     return Classifier(features, nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(features, input_shape), num_classes)))
+
+
+class BasicBlock(nn.Module):
+    """Residual block: two 3x3 conv-BN (ReLU between), identity or 1x1-conv-BN shortcut, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+def resnet10(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Classifier:
+    """ResNet-10 for small images: a 3x3 stem (64*width, stride 1), then four stages of one
+    BasicBlock each (64-128-256-512 times width, strides 1,2,2,2), global average pool and
+    a linear head.
+
+    ``features`` = [stem, stage1, stage2, stage3, stage4]; ``head`` = [avg-pool, flatten,
+    linear], so ``head.0`` (the pooled 512*width features) is trackable too. The default
+    layer is the last stage (512*width x 4 x 4 on 32x32 and on 28x28 inputs). The
+    authors' research code imports a ``resnet.R10`` that is not in their repository;
+    this is the standard CIFAR-style layout (conv1 + 4 stages, 8 convs + head = 10 layers
+    with weights, shortcuts not counted).
+    """
+    if len(input_shape) != 3:
+        raise ModelError(f"resnet10 needs image inputs (C, H, W); got input shape {input_shape}.")
+    widths = [_scaled(w, width) for w in (64, 128, 256, 512)]
+    stem = conv_block(input_shape[0], widths[0], stride=1)
+    stages = [BasicBlock(widths[0], widths[0], 1)]
+    stages += [BasicBlock(widths[i - 1], widths[i], 2) for i in range(1, 4)]
+    features = nn.Sequential(stem, *stages)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes))
+    return Classifier(features, head)
+
+
+def _vgg_builder(name: str) -> Callable[..., Classifier]:
+    def build(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> Classifier:
+        return vgg(VGG_PLANS[name], input_shape, num_classes, width)
+
+    build.__name__ = name
+    build.__doc__ = f"{name.upper()} with the plan VGG_PLANS[{name!r}] (stride-2 conv downsampling)."
+    return build
 
 
 MODELS: dict[str, Callable[..., Classifier]] = {
     "mlp": mlp,
     "cnn": small_cnn,
-    "vgg8": lambda input_shape, num_classes, width=1.0: vgg(VGG_PLANS["vgg8"], input_shape, num_classes, width),
+    "vgg8": _vgg_builder("vgg8"),
+    "vgg11": _vgg_builder("vgg11"),
+    "vgg13": _vgg_builder("vgg13"),
+    "vgg16": _vgg_builder("vgg16"),
+    "resnet10": resnet10,
 }
 
 # The layer tracked when the user names none: the last feature block (as in the papers).
