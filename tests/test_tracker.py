@@ -107,3 +107,14 @@ def test_bn_modes_differ_early_and_are_recorded(digits):
         vals[mode] = rows[(rows.metric == "reconstruction_mse") & (rows.split == "test")].value.tolist()
         assert t.describe()["bn_mode"] == mode
     assert vals["recalibrate"] != vals["running"]
+
+
+def test_conv_decoder_path_records_budget_and_convergence(digits):
+    model = fresh(digits)
+    t = PhaseTracker(model, ["features.1"], (digits.x_train[:200], digits.y_train[:200]),
+                     (digits.x_test[:100], digits.y_test[:100]), schedule=[0], decoder="conv", bootstrap=50,
+                     decoder_options={"epochs": 2, "channels": 4})
+    rows = pd.DataFrame(t.measure(model, 0))
+    assert set(rows.metric) >= {"reconstruction_mse", "decoder_epochs", "decoder_converged"}
+    rec = rows[(rows.metric == "reconstruction_mse") & (rows.split == "test")].value.item()
+    assert 0 < rec < 2.0

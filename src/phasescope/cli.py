@@ -96,6 +96,8 @@ def run(
     fit_samples: Optional[int] = typer.Option(None, help="Training samples the decoder and probe are fitted on [4000]."),
     test_samples: Optional[int] = typer.Option(None, help="Held-out samples they are scored on [2000]."),
     decoder: Optional[str] = typer.Option(None, help="linear (exact ridge, default) or conv (transposed convolutions)."),
+    conv_epochs: Optional[int] = typer.Option(None, help="Conv decoder: epoch budget per checkpoint [20]."),
+    conv_channels: Optional[int] = typer.Option(None, help="Conv decoder: channels at full resolution [16]."),
     ridge: Optional[float] = typer.Option(None, help="Relative ridge strength of the linear decoder/probe [0.1]."),
     max_features: Optional[int] = typer.Option(None, help="Average-pool spatial layers above this many features [4096]."),
     probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),

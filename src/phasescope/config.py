@@ -48,6 +48,8 @@ class RunConfig:
     fit_samples: int | None = 4000      # training samples the decoder/probe are fitted on (None = all)
     test_samples: int | None = 2000     # held-out samples they are scored on (None = all)
     decoder: str = "linear"             # linear (exact ridge) | conv (transposed-conv, iterative)
+    conv_epochs: int = 20               # conv decoder: epoch budget per checkpoint (early stop on convergence)
+    conv_channels: int = 16             # conv decoder: channels of its full-resolution stage (x2 per stage above)
     ridge: float = 0.1                  # ridge strength, relative to the mean feature variance
     max_features: int = 4096            # spatial layers above this are average-pooled to a grid
     probe: str = "ridge"                # ridge (closed form, one-hot targets) | logistic (L-BFGS)
@@ -92,7 +94,7 @@ class RunConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not valid; choose cpu, cuda, cuda:N or auto.")
         for name in ("iterations", "batch_size", "lr", "width", "points_per_octave", "max_features",
-                     "measure_batch_size", "bootstrap"):
+                     "measure_batch_size", "bootstrap", "conv_epochs", "conv_channels"):
             positive(name)
         for name in ("train_size", "fit_samples", "test_samples"):
             positive(name, allow_none=True)

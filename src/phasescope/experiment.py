@@ -56,7 +56,8 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
         decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, ridge=cfg.ridge,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
-        decoder_options=cfg.extra.get("decoder_options"), seed=cfg.seed,
+        decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
+        seed=cfg.seed,
     )
 
 

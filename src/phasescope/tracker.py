@@ -23,6 +23,7 @@ objects with ``name``, ``measure(ctx) -> list[row]`` and optionally ``state_dict
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
@@ -238,7 +239,10 @@ class PhaseTracker:
                 from .measure.conv_decoder import ConvDecoder
 
                 dec = ConvDecoder(seed=self.seed, device=str(self.device), **self.decoder_options)
-                dec.fit(torch.cat(raw_fit[n]), self.fit_x)
+                with warnings.catch_warnings():  # convergence is recorded as a metric instead
+                    warnings.simplefilter("ignore", UserWarning)
+                    dec.fit(torch.cat(raw_fit[n]), self.fit_x)
+                rows.append(self._row(it, n, "train", "decoder_converged", float(dec.converged_)))
                 err = dec.per_sample_error(torch.cat(raw_test[n]), self.test_x).double().cpu()
                 train_mse = float(dec.train_mse_)
                 rows.append(self._row(it, n, "train", "decoder_epochs", float(dec.epochs_run_)))
