@@ -1,0 +1,160 @@
+"""Figures and printed lines for the per-sample dynamics (phasescope.samples), drawn from
+the tidy results (metrics.csv, phases.json, samples.parquet) so they can be rebuilt."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .report import _series, _setup_axis
+
+CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
+    "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
+    "grad_share_top1": ("gradient share of top 1%", "#fb6a4a", "s-"),
+    "grad_effective_fraction": ("effective fraction of samples", "#3f007d", "^-"),
+    "misclassified_fraction": ("misclassified (train)", "#31a354", "--"),
+}
+
+
+def plot_samples(df: pd.DataFrame, payload: dict, path: Path, title: str | None = None) -> Path:
+    """Two panels on the same log iteration axis: the test reconstruction loss of each
+    tracked layer (top) and the concentration of the last-layer gradient on few samples
+    (bottom), with the reconstruction minimum and the top-10% half-crossing marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.8, 6.4), sharex=True, constrained_layout=True)
+    layers = payload.get("layers", {})
+    colours = plt.cm.Blues(np.linspace(0.9, 0.5, max(1, len(layers))))
+    for colour, (layer, p) in zip(colours, layers.items()):
+        te = _series(df, layer, "test", "reconstruction_mse")
+        top.plot(te.iteration, te.value, "o-", ms=3, color=colour, label=f"{layer} (test)")
+        if te.ci_low.notna().any():
+            top.fill_between(te.iteration, te.ci_low, te.ci_high, color=colour, alpha=0.2, lw=0)
+        if p.get("min_iteration") is not None:
+            for ax in (top, bottom):
+                ax.axvline(p["min_iteration"], color=colour, ls=":", lw=1.2)
+    top.set_ylabel("reconstruction MSE (per pixel)")
+    top.legend(fontsize=8, frameon=False)
+    for metric, (label, colour, style) in CONCENTRATION_STYLE.items():
+        s = _series(df, "model", "train", metric)
+        bottom.plot(s.iteration, s.value, style, color=colour, ms=3, label=label)
+    bottom.axhline(0.5, color="#999999", lw=0.8)
+    cross = (payload.get("samples") or {}).get("top10_half_iteration")
+    if cross is not None:
+        bottom.axvline(cross, color="#a50f15", ls="--", lw=1)
+        bottom.annotate(f"top 10% carry half: {cross}", (cross, 0.52), fontsize=8, color="#a50f15")
+    bottom.set_ylim(0, 1.02)
+    bottom.set_ylabel("fraction")
+    bottom.set_xlabel("iteration (dotted: reconstruction minimum)")
+    bottom.legend(fontsize=8, frameon=False, loc="center left")
+    for ax in (top, bottom):
+        _setup_axis(ax)
+    fig.suptitle(title or "Who drives the gradient? Concentration on few samples vs reconstruction", fontsize=10)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return Path(path)
+
+
+def learning_order(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(last, first): the table sorted from the latest learned (never learned first, then by
+    learned_at descending, ties by higher mean loss) and from the earliest learned (ties by
+    lower mean loss)."""
+    learned = table.learned_at.to_numpy(dtype=np.float64, na_value=np.inf)
+    t = table.assign(_learned=learned)
+    last = t.sort_values(["_learned", "mean_loss"], ascending=[False, False], kind="stable")
+    first = t[np.isfinite(learned)].sort_values(["_learned", "mean_loss"], ascending=[True, True], kind="stable")
+    return last.drop(columns="_learned"), first.drop(columns="_learned")
+
+
+def unnormalise(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """(C, H, W) normalised image -> (H, W) grey or (H, W, 3) RGB in [0, 1]."""
+    x = np.asarray(x, dtype=np.float64)
+    c = x.shape[0]
+    m = np.asarray(mean if mean is not None else [0.0] * c, dtype=np.float64).reshape(-1, 1, 1)
+    s = np.asarray(std if std is not None else [1.0] * c, dtype=np.float64).reshape(-1, 1, 1)
+    img = np.clip(x * s + m, 0, 1)
+    return img[0] if c == 1 else img.transpose(1, 2, 0)
+
+
+def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
+             path: Path, *, classes: Sequence[str] | None = None, per_class: int = 6) -> Path:
+    """Per class (rows): the samples learned last ("the few"), next to those learned first.
+    ``images`` is the set ``table['index']`` points into, (N, C, H, W), normalised."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if images.ndim != 4:
+        raise ValueError(f"few.png needs image inputs (N, C, H, W); got shape {tuple(images.shape)}.")
+    labels = sorted(table.label.unique())
+    k = per_class
+    fig, axes = plt.subplots(len(labels), 2 * k + 1, figsize=(0.85 * (2 * k + 1), 0.95 * len(labels) + 0.6),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * k + [0.25] + [1] * k})
+    for r, c in enumerate(labels):
+        last, first = learning_order(table[table.label == c])
+        for j, (sub, offset) in enumerate(((last, 0), (first, k + 1))):
+            for i in range(k):
+                ax = axes[r][offset + i]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for s in ax.spines.values():
+                    s.set_visible(False)
+                if i >= len(sub):
+                    continue
+                row = sub.iloc[i]
+                img = unnormalise(images[int(row["index"])], mean, std)
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+                when = "never" if pd.isna(row.learned_at) else f"t={int(row.learned_at)}"
+                ax.set_xlabel(when, fontsize=6, labelpad=1, color="#a50f15" if j == 0 else "#333333")
+        axes[r][k].axis("off")
+        axes[r][0].set_ylabel(classes[c] if classes is not None and c < len(classes) else str(c), fontsize=8)
+    axes[0][k // 2].set_title("learned last (the few)", fontsize=9, loc="left")
+    axes[0][k + 1 + k // 2].set_title("learned first", fontsize=9, loc="left")
+    fig.subplots_adjust(wspace=0.05, hspace=0.35, left=0.06, right=0.99, top=0.94, bottom=0.02)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _rho(d: dict) -> str:
+    return "-" if d.get("rho") is None else f"{d['rho']:+.2f}"
+
+
+def summary_lines(payload: dict[str, Any]) -> list[str]:
+    """The printed summary of the per-sample dynamics (empty when it was not recorded)."""
+    s = payload.get("samples")
+    if not s or not s.get("n"):
+        return []
+    lines = [f"samples ({s['n']} training samples, {s.get('source', '')}):"]
+    bracket = s.get("top10_half_bracket")
+    if s.get("top10_half_iteration") is None:
+        lines.append("  the top 10% of samples never carry half of the last-layer gradient norm")
+    else:
+        when = f"at {bracket[1]}" if bracket[0] is None else f"between {bracket[0]} and {bracket[1]}"
+        lines.append(f"  the top 10% of samples carry half of the last-layer gradient norm from iteration {when}")
+    for layer, c in (s.get("reconstruction") or {}).items():
+        rel = c.get("octaves_after_minimum")
+        rel_txt = "" if rel is None else f" ({abs(rel):.0f} octave(s) {'before' if rel > 0 else 'after'} the crossing)"
+        at = c.get("at_minimum") or {}
+        lines.append(f"  reconstruction minimum of {layer} at {c['min_iteration']}{rel_txt}: "
+                     f"{100 * at.get('misclassified_fraction', float('nan')):.1f}% misclassified, "
+                     f"top-10% share {at.get('grad_share_top10', float('nan')):.2f}")
+    end = s.get("final") or {}
+    lines.append(f"  at the end: {100 * end.get('misclassified_fraction', float('nan')):.1f}% misclassified, "
+                 f"top-10% share {end.get('grad_share_top10', float('nan')):.2f}; never learned: {s['never_learned']}, "
+                 f"forgotten at least once: {s['forgotten_at_least_once']}")
+    typ = s.get("typicality", {})
+    if typ:
+        parts = [f"{space} {_rho(t['learned_only'])} (learned only) / {_rho(t['never_as_latest'])} (never learned last)"
+                 for space, t in typ.items()]
+        lines.append("  Spearman(learned at, distance to class mean, within-class z): " + "; ".join(parts))
+    if s.get("seconds_per_checkpoint") is not None:
+        lines.append(f"  cost: {s['seconds_per_checkpoint']:.3f} s per checkpoint")
+    return lines
