@@ -84,8 +84,10 @@ def unnormalise(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std:
 
 def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None,
              path: Path, *, classes: Sequence[str] | None = None, per_class: int = 6) -> Path:
-    """Per class (rows): the samples learned last ("the few"), next to those learned first.
-    ``images`` is the set ``table['index']`` points into, (N, C, H, W), normalised."""
+    """Per class (rows): the samples learned last ("the few", never learned first), next
+    to those learned first, each labelled with the iteration it was learned at.
+    ``images`` is the set ``table['index']`` points into, (N, C, H, W), normalised with
+    ``mean``/``std``. Drawn as one mosaic image (one axes: fast)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,31 +95,35 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
 
     if images.ndim != 4:
         raise ValueError(f"few.png needs image inputs (N, C, H, W); got shape {tuple(images.shape)}.")
-    labels = sorted(table.label.unique())
-    k = per_class
-    fig, axes = plt.subplots(len(labels), 2 * k + 1, figsize=(0.85 * (2 * k + 1), 0.95 * len(labels) + 0.6),
-                             squeeze=False, gridspec_kw={"width_ratios": [1] * k + [0.25] + [1] * k})
+    labels = sorted(int(c) for c in table.label.unique())
+    k, (h, w) = per_class, images.shape[-2:]
+    pad, gap = max(1, h // 8), w  # pixels between tiles; between the two groups
+    cell_h, cell_w = h + 3 * pad, w + pad  # room under each tile for its label
+    width = 2 * k * cell_w + gap
+    canvas = np.ones((len(labels) * cell_h, width, 3))
+    captions = []  # (x, y, text, learned last?)
     for r, c in enumerate(labels):
         last, first = learning_order(table[table.label == c])
-        for j, (sub, offset) in enumerate(((last, 0), (first, k + 1))):
-            for i in range(k):
-                ax = axes[r][offset + i]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for s in ax.spines.values():
-                    s.set_visible(False)
-                if i >= len(sub):
-                    continue
-                row = sub.iloc[i]
+        for group, (sub, x0) in enumerate(((last, 0), (first, k * cell_w + gap))):
+            for i, (_, row) in enumerate(sub.head(k).iterrows()):
                 img = unnormalise(images[int(row["index"])], mean, std)
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+                y, x = r * cell_h, x0 + i * cell_w
+                canvas[y : y + h, x : x + w] = img[..., None] if img.ndim == 2 else img
                 when = "never" if pd.isna(row.learned_at) else f"t={int(row.learned_at)}"
-                ax.set_xlabel(when, fontsize=6, labelpad=1, color="#a50f15" if j == 0 else "#333333")
-        axes[r][k].axis("off")
-        axes[r][0].set_ylabel(classes[c] if classes is not None and c < len(classes) else str(c), fontsize=8)
-    axes[0][k // 2].set_title("learned last (the few)", fontsize=9, loc="left")
-    axes[0][k + 1 + k // 2].set_title("learned first", fontsize=9, loc="left")
-    fig.subplots_adjust(wspace=0.05, hspace=0.35, left=0.06, right=0.99, top=0.94, bottom=0.02)
+                captions.append((x + w / 2, y + h + 0.2 * pad, when, group == 0))
+    scale = 0.9 / max(h, w)  # inches per pixel: a tile is about 0.9 inch
+    fig = plt.figure(figsize=(width * scale + 0.9, len(labels) * cell_h * scale + 0.5))
+    ax = fig.add_axes([0.8 / (width * scale + 0.9), 0.02, width * scale / (width * scale + 0.9),
+                       len(labels) * cell_h * scale / (len(labels) * cell_h * scale + 0.5)])
+    ax.imshow(canvas, interpolation="nearest", vmin=0, vmax=1)
+    ax.set_axis_off()
+    for x, y, text, late in captions:
+        ax.text(x, y, text, ha="center", va="top", fontsize=6, color="#a50f15" if late else "#333333")
+    for r, c in enumerate(labels):
+        name = classes[c] if classes is not None and c < len(classes) else str(c)
+        ax.text(-pad, r * cell_h + h / 2, name, ha="right", va="center", fontsize=8)
+    ax.text(k * cell_w / 2, -pad, "learned last (the few)", ha="center", va="bottom", fontsize=9)
+    ax.text(k * cell_w + gap + k * cell_w / 2, -pad, "learned first", ha="center", va="bottom", fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
@@ -141,7 +147,8 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
         lines.append(f"  the top 10% of samples carry half of the last-layer gradient norm from iteration {when}")
     for layer, c in (s.get("reconstruction") or {}).items():
         rel = c.get("octaves_after_minimum")
-        rel_txt = "" if rel is None else f" ({abs(rel):.0f} octave(s) {'before' if rel > 0 else 'after'} the crossing)"
+        rel_txt = ("" if rel is None else " (the same checkpoint as the crossing)" if rel == 0 else
+                   f" ({abs(rel):.3g} octave(s) {'before' if rel > 0 else 'after'} the crossing)")
         at = c.get("at_minimum") or {}
         lines.append(f"  reconstruction minimum of {layer} at {c['min_iteration']}{rel_txt}: "
                      f"{100 * at.get('misclassified_fraction', float('nan')):.1f}% misclassified, "
