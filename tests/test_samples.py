@@ -298,6 +298,20 @@ def test_run_writes_the_sample_files_and_summary(tmp_path):
     m = result.metrics
     assert set(m[(m.layer == "model") & (m.metric.str.startswith("grad_"))].iteration) == {0, 1, 2, 4, 8}
 
+    # `phasescope report` rebuilds the samples key and samples.png from the files alone
+    from typer.testing import CliRunner
+
+    from phasescope.cli import app
+
+    (out / "samples.png").unlink()
+    r = CliRunner().invoke(app, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    rebuilt = json.loads((out / "phases.json").read_text())["samples"]
+    assert (out / "samples.png").exists()
+    for key in ("n", "source", "layer", "checkpoints", "top10_half_iteration", "never_learned", "typicality"):
+        assert rebuilt[key] == s[key], key
+    assert rebuilt["final"] == pytest.approx(s["final"], rel=1e-5)
+
 
 def test_cli_no_samples_turns_it_off(tmp_path):
     from typer.testing import CliRunner

@@ -158,6 +158,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `ph
                for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
     payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df)} if (run_dir / "phases.json").exists() \
         else phases_payload(results, df)
+    from .samples_report import rebuild_samples
+
+    rebuild_samples(run_dir, df, payload)  # the samples key and samples.png, when the run has them
     write_json(run_dir / "phases.json", payload)
     plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
     console.print(f"rebuilt {run_dir}/phases.json and curves.png")

@@ -165,3 +165,23 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
     if s.get("seconds_per_checkpoint") is not None:
         lines.append(f"  cost: {s['seconds_per_checkpoint']:.3f} s per checkpoint")
     return lines
+
+
+def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
+    """Recompute the ``samples`` key of ``payload`` and samples.png from a run folder's
+    files (samples.parquet/csv, metrics). few.png needs the images and is not redrawn.
+    Returns False (and changes nothing) when the run has no per-sample dynamics."""
+    from .samples import curves_from_metrics, read_samples_table, summarise_samples
+
+    try:
+        table = read_samples_table(run_dir)
+    except FileNotFoundError:
+        return False
+    old = dict(payload.get("samples") or {})
+    minima = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
+    followed = {k: old[k] for k in ("n", "max_samples", "seed", "source") if k in old}
+    new = summarise_samples(table, curves_from_metrics(df), minima, layer=old.get("layer"), followed=followed)
+    new["seconds_per_checkpoint"] = old.get("seconds_per_checkpoint")
+    payload["samples"] = new
+    plot_samples(df, payload, Path(run_dir) / "samples.png")
+    return True
