@@ -328,8 +328,7 @@ class SampleDynamics:
             "index": idx.astype(np.int64),
             "label": self.labels_.astype(np.int64),
             # nullable integer: missing (not a magic number) when never learned
-            "learned_at": pd.array([None if np.isnan(v) else int(v) for v in learned_at(correct, self.iterations)],
-                                   dtype="Int64"),
+            "learned_at": pd.array(learned_at(correct, self.iterations), dtype="Int64"),
             "forgotten": forgetting_counts(correct),
             "final_correct": correct[-1],
             "final_loss": self.history["loss"][-1],

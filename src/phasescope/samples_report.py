@@ -143,8 +143,8 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
     if s.get("top10_half_iteration") is None:
         lines.append("  the top 10% of samples never carry half of the last-layer gradient norm")
     else:
-        when = f"at {bracket[1]}" if bracket[0] is None else f"between {bracket[0]} and {bracket[1]}"
-        lines.append(f"  the top 10% of samples carry half of the last-layer gradient norm from iteration {when}")
+        when = f"by iteration {bracket[1]}" if bracket[0] is None else f"between iterations {bracket[0]} and {bracket[1]}"
+        lines.append(f"  the top 10% of samples come to carry half of the last-layer gradient norm {when}")
     for layer, c in (s.get("reconstruction") or {}).items():
         rel = c.get("octaves_after_minimum")
         rel_txt = ("" if rel is None else " (the same checkpoint as the crossing)" if rel == 0 else
