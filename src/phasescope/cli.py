@@ -56,7 +56,12 @@ def print_summary(result) -> None:
     console.print(f"final accuracy: train {acc.get('train', float('nan')):.3f}, test {acc.get('test', float('nan')):.3f}"
                   f"   ({result.seconds.get('total', 0):.0f} s, of which measurement "
                   f"{result.seconds.get('measurement', 0):.0f} s)")
-    console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}")
+    from .samples_report import summary_lines
+
+    for line in summary_lines(result.payload):
+        console.print(line)
+    console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}"
+                  + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else ""))
 
 
 def print_seed_summary(summary: dict) -> None:
@@ -103,13 +108,19 @@ def run(
     probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),
     bn_mode: Optional[str] = typer.Option(None, help="BatchNorm when measuring: recalibrate (default), running, batch."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
+    samples: Optional[bool] = typer.Option(None, "--samples/--no-samples", help="Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting [on]."),
+    samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: a new folder under runs/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
-    opts = {k: v for k, v in locals().items() if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds")}
+    opts = {k: v for k, v in locals().items()
+            if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max")}
+    sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
+    if sample_opts:
+        opts.setdefault("extra", {})["samples"] = sample_opts
     from .data import DataError
     from .experiment import run_experiment, run_seeds
     from .models import ModelError
@@ -183,6 +194,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `ph
                for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
     payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df)} if (run_dir / "phases.json").exists() \
         else phases_payload(results, df)
+    from .samples_report import rebuild_samples
+
+    rebuild_samples(run_dir, df, payload)  # the samples key and samples.png, when the run has them
     write_json(run_dir / "phases.json", payload)
     plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
     console.print(f"rebuilt {run_dir}/phases.json and curves.png")

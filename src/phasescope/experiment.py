@@ -24,6 +24,7 @@ from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
 from .runs import load_state, prepare_out, read_json, save_state, write_errors, write_json, write_metrics
+from .samples import sample_extensions
 from .schedule import log_schedule
 from .tracker import PhaseTracker
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
@@ -78,6 +79,9 @@ def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str 
     write_json(out / "phases.json", payload)
     if figure and len(df):
         plot_curves(df, payload["layers"], out / "curves.png", title=title)
+    for ext in tracker.extensions:  # extensions' own files (samples.parquet, samples.png, ...)
+        if hasattr(ext, "write"):
+            ext.write(out, df, payload, figure=figure and len(df) > 0)
     return df, phases, payload
 
 
@@ -103,6 +107,7 @@ def run_experiment(
                                                       seed=cfg.seed, download=cfg.download)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
+    extensions = [*extensions, *sample_extensions(cfg, data, extensions)]  # per-sample dynamics, unless disabled
     tracker = build_tracker(cfg, model, data, device, extensions)
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)

@@ -18,7 +18,9 @@ that phases get paired-bootstrap intervals.
 
 Extensions (per-sample dynamics, transfer probes, ...) plug in through ``extensions``:
 objects with ``name``, ``measure(ctx) -> list[row]`` and optionally ``state_dict`` /
-``load_state_dict``; ``ctx`` is a :class:`CheckpointContext`.
+``load_state_dict``; ``ctx`` is a :class:`CheckpointContext`. An extension with
+``needs_head_input = True`` also gets the input of the final ``nn.Linear`` on the fit set,
+captured in the same forward pass (``ctx.fit_head_inputs``).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .measure.capture import flatten_features, iter_batches, pool_grid, prepare
+from .measure.capture import capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
 from .measure.ridge import StreamingRidge, logistic_probe, one_hot
 from .models import output_shapes, resolve_layers
 from .phases import PhaseResult, bootstrap_weights, detect_phases
@@ -60,6 +62,8 @@ class CheckpointContext:
     test_features: dict[str, torch.Tensor] = field(default_factory=dict)
     fit_logits: torch.Tensor | None = None
     test_logits: torch.Tensor | None = None
+    head: str | None = None  # name of the final nn.Linear whose input is in fit_head_inputs
+    fit_head_inputs: torch.Tensor | None = None  # (n_fit, d) input of ``head``, same forward as fit_logits
 
 
 class Extension(Protocol):
@@ -122,6 +126,8 @@ class PhaseTracker:
         p = next(model.parameters(), None)
         self.device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
         self.extensions = list(extensions)
+        # The final Linear's input is captured in the fit pass only when an extension asks.
+        self.head = final_linear_name(model) if any(getattr(e, "needs_head_input", False) for e in self.extensions) else None
         shapes = output_shapes(model, self.layers, tuple(self.fit_x.shape[1:]))
         self.layer_shapes = {n: list(s) for n, s in shapes.items()}
         self.pooling = {n: pool_grid(tuple(s), max_features) for n, s in shapes.items()}
@@ -203,16 +209,18 @@ class PhaseTracker:
         fit_logits = []
         Y_fit = one_hot(self.fit_y, self.num_classes)
         # Pass 1: fit set -> sufficient statistics of the decoder and probe (one forward).
-        for rows_, logits, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
-            fit_logits.append(logits.float().cpu())
-            xb = self.fit_x[rows_].reshape(len(logits), -1).to(self.device)
-            for n in self.layers:
-                h = flatten_features(outs[n], self.pooling[n])
-                solvers[n].partial_fit(h, {"x": xb, "y": Y_fit[rows_].to(self.device)})
-                if keep:
-                    fit_feats[n].append(h.cpu())
-                if conv:
-                    raw_fit[n].append(outs[n].float().cpu())
+        with capture_inputs(frozen, [self.head] if self.head else []) as head_inputs:
+            for rows_, logits, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
+                fit_logits.append(logits.float().cpu())
+                xb = self.fit_x[rows_].reshape(len(logits), -1).to(self.device)
+                for n in self.layers:
+                    h = flatten_features(outs[n], self.pooling[n])
+                    solvers[n].partial_fit(h, {"x": xb, "y": Y_fit[rows_].to(self.device)})
+                    if keep:
+                        fit_feats[n].append(h.cpu())
+                    if conv:
+                        raw_fit[n].append(outs[n].float().cpu())
+        fit_head = torch.cat([a.float().cpu() for a in head_inputs[self.head]]) if self.head else None
         for s in solvers.values():
             s.solve()
         fit_logits_t = torch.cat(fit_logits)
@@ -262,6 +270,7 @@ class PhaseTracker:
                 fit_x=self.fit_x, fit_y=self.fit_y, test_x=self.test_x, test_y=self.test_y,
                 features=lambda x: self.features(frozen, x), fit_features=cached,
                 test_features=test_feats_t, fit_logits=fit_logits_t, test_logits=test_logits_t,
+                head=self.head, fit_head_inputs=fit_head,
             )
             for ext in self.extensions:
                 rows += ext.measure(ctx)

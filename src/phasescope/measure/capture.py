@@ -121,3 +121,30 @@ def iter_batches(
             xb = x[i : i + batch_size].to(device, non_blocking=True)
             logits = model(xb)
             yield slice(i, i + len(xb)), logits, dict(store)
+
+
+def final_linear_name(model: nn.Module) -> str | None:
+    """Name of the classifier's final ``nn.Linear`` (the last one registered), or None.
+
+    For phasescope's models that is the last module of ``head``; for other models it
+    assumes modules are registered in forward order, which callers can check by
+    comparing ``W a + b`` with the logits.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+@contextmanager
+def capture_inputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Forward hooks that append the (first) *input* of each named module, flattened to
+    (B, d), to a list per name, for every forward run while the context is open."""
+    store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    modules = resolve_layers(model, names)
+    handles = [m.register_forward_hook(
+        lambda _m, inp, _out, n=n: store[n].append(inp[0].detach().reshape(inp[0].shape[0], -1)))
+        for n, m in modules.items()]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
