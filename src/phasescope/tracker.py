@@ -289,8 +289,13 @@ class PhaseTracker:
 
     # ------------------------------------------------------------------ results
     def results(self) -> pd.DataFrame:
-        """All measurements so far as a tidy DataFrame (one row per measurement)."""
-        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
+        """All measurements so far as a tidy DataFrame (one row per measurement).
+
+        The core columns come first; keys that extensions add to their rows (``task`` for
+        transfer probes, ...) follow as extra columns, empty for rows without them.
+        """
+        extra = [k for k in dict.fromkeys(k for r in self.rows for k in r) if k not in METRIC_COLUMNS]
+        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS + extra)
         return df.sort_values(["iteration", "layer", "split", "metric"], kind="stable").reset_index(drop=True)
 
     def error_matrix(self, layer: str) -> tuple[list[int], np.ndarray]:
