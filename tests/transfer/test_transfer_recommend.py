@@ -77,12 +77,14 @@ def test_aggregate_runs_over_seeds_uses_t_intervals():
     row = out[(out.quantity == "acc_at_min")].iloc[0]
     vals = np.array([0.79 + s for s in shifts])
     h = stats.t.ppf(0.975, 2) * vals.std(ddof=1) / np.sqrt(3)
-    assert row.n_runs == 3 and row["mean"] == pytest.approx(vals.mean())
+    assert row.n_runs == 3 and row.estimate == pytest.approx(vals.mean()) and row.statistic == "mean"
     assert row.ci_low == pytest.approx(vals.mean() - h) and row.ci_high == pytest.approx(vals.mean() + h)
     assert row["values"] == pytest.approx(list(vals))
     gap = out[(out.quantity == "gap_min_minus_end")].iloc[0]
-    assert gap["mean"] == pytest.approx(0.07) and gap.ci_low == pytest.approx(0.07)  # identical in every run
+    assert gap.estimate == pytest.approx(0.07) and gap.ci_low == pytest.approx(0.07)  # identical in every run
     assert set(out.quantity) >= {"acc_at_peak", "acc_at_end", "checkpoints_min_to_peak", "peak_iteration"}
+    it = out[out.quantity == "min_iteration"].iloc[0]
+    assert (it.estimate, it.statistic) == (16, "median") and np.isnan(it.ci_low)
 
 
 def test_aggregate_runs_keeps_tasks_and_layers_apart():

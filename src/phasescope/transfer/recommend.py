@@ -149,8 +149,9 @@ def _t_interval(v: np.ndarray, confidence: float) -> tuple[float, float, float]:
 def aggregate_runs(tables: Sequence[pd.DataFrame], minima: Sequence[dict[str, int] | None] | None = None, *,
                    confidence: float = 0.95) -> pd.DataFrame:
     """The recommendation over several runs (seeds): one row per (task, layer, quantity)
-    with the mean over runs, a t-interval over runs (``ci_low``, ``ci_high``), the number of
-    runs and the per-run values.
+    with the mean over runs and a t-interval over runs (``ci_low``, ``ci_high``), the number
+    of runs and the per-run values. For the checkpoint iterations (``*_iteration``), which
+    are log-spaced, ``estimate`` is the median over runs and there is no interval.
 
     ``tables`` are the runs' metrics (``metrics.csv``); ``minima`` optionally the runs'
     reconstruction minima per layer. Quantities: see :data:`QUANTITIES`.
@@ -160,7 +161,7 @@ def aggregate_runs(tables: Sequence[pd.DataFrame], minima: Sequence[dict[str, in
         raise ValueError(f"{len(tables)} tables but {len(minima)} minima; give one per run or none.")
     per_run = [recommendation_table(t, m).assign(run=i) for i, (t, m) in enumerate(zip(tables, minima))]
     per_run = [p for p in per_run if len(p)]
-    cols = ["task", "layer", "quantity", "mean", "ci_low", "ci_high", "n_runs", "values"]
+    cols = ["task", "layer", "quantity", "estimate", "statistic", "ci_low", "ci_high", "n_runs", "values"]
     if not per_run:
         return pd.DataFrame(columns=cols)
     allr = pd.concat(per_run, ignore_index=True)
@@ -168,9 +169,12 @@ def aggregate_runs(tables: Sequence[pd.DataFrame], minima: Sequence[dict[str, in
     for (task, layer), g in allr.groupby(["task", "layer"], sort=False):
         for q in QUANTITIES:
             v = g[q].to_numpy(np.float64)
-            m, lo, hi = _t_interval(v, confidence)
-            rows.append({"task": task, "layer": layer, "quantity": q, "mean": m, "ci_low": lo, "ci_high": hi,
-                         "n_runs": int(len(v)), "values": [float(x) for x in v]})
+            if q.endswith("_iteration"):
+                m, lo, hi, stat = float(np.median(v)), float("nan"), float("nan"), "median"
+            else:
+                (m, lo, hi), stat = _t_interval(v, confidence), "mean"
+            rows.append({"task": task, "layer": layer, "quantity": q, "estimate": m, "statistic": stat,
+                         "ci_low": lo, "ci_high": hi, "n_runs": int(len(v)), "values": [float(x) for x in v]})
     return pd.DataFrame(rows, columns=cols)
 
 
