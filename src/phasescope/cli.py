@@ -61,7 +61,7 @@ def print_transfer(payload: dict) -> None:
                           r["peak_minus_min"])
         console.print(table)
         for r in rows:
-            console.print(f"  {r['task']} / {r['layer']}: {r['advice']}")
+            console.print(f"  {r['task']} / {r['layer']} (majority class: {r['majority']}): {r['advice']}")
     best = payload.get("best_features")
     if best and best.get("best_iteration") is not None:
         why = (best.get("decision") or {}).get("reason", "")

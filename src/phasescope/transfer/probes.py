@@ -80,9 +80,18 @@ class TransferProbes:
         return rows
 
     # ------------------------------------------------------------------ summary and resume
+    def _test_labels(self, task: TransferTask) -> torch.Tensor | None:
+        return task.test[1] if task.test is not None else self._labels.get(task.name, (None, None))[1]
+
     def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
         minimum = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
-        section = transfer_section(df, minimum, self.correct, {t.name: t.describe() for t in self.tasks},
+        info = {}
+        for t in self.tasks:
+            info[t.name] = t.describe()
+            y = self._test_labels(t)
+            if y is not None and len(y):  # the accuracy of always guessing the most frequent class
+                info[t.name]["majority_test_accuracy"] = float(torch.bincount(y.long()).max()) / len(y)
+        section = transfer_section(df, minimum, self.correct, info,
                                    confidence=self.confidence, n_boot=self.bootstrap, seed=self.seed)
         section["probe"] = self.probe
         return {"transfer": section}

@@ -195,8 +195,10 @@ def summary_rows(section: dict) -> list[dict[str, str]]:
 
     rows = []
     for task, t in section.get("tasks", {}).items():
+        majority = (t.get("info") or {}).get("majority_test_accuracy")
         for layer, e in t.get("layers", {}).items():
-            rows.append({"task": task, "layer": layer, "at_minimum": acc(e["reconstruction_minimum"]),
+            rows.append({"task": task, "layer": layer, "majority": "-" if majority is None else f"{majority:.3f}",
+                         "at_minimum": acc(e["reconstruction_minimum"]),
                          "at_peak": acc(e["transfer_peak"]), "at_end": acc(e["end"]),
                          "min_minus_end": gap(e["gaps"]["gap_min_minus_end"]),
                          "peak_minus_min": gap(e["gaps"]["gap_peak_minus_min"]), "advice": e["advice"]})
