@@ -105,3 +105,19 @@ def test_cli_transfer_flags(tmp_path):
     bad = CliRunner().invoke(app, ["run", "--dataset", "digits", "--transfer", "colour", "--iterations", "2",
                                    "--out", str(tmp_path / "bad"), "-q"])
     assert bad.exit_code == 2 and "needs colour (RGB) images" in bad.output
+
+
+def test_run_experiment_stops_when_the_keeper_says_so(tmp_path, monkeypatch):
+    import phasescope.transfer.keeper as keeper_module
+
+    def scripted(iterations, errors, **kw):  # stop at the third checkpoint, best at the second
+        its = list(iterations)
+        return keeper_module.Decision(len(its) >= 3, "scripted stop", len(its) == 2, its[min(1, len(its) - 1)])
+
+    monkeypatch.setattr(keeper_module, "decide", scripted)
+    cfg = RunConfig(**{**SMALL, "iterations": 64}, extra={"keep_best": True, "stop_on_increase": True})
+    res = run_experiment(cfg, tmp_path / "stop", progress=False)
+    assert res.status == "stopped" and res.payload["checkpoints"] == [0, 1, 2]
+    assert res.payload["best_features"]["best_iteration"] == 1
+    assert json.loads((res.out / "phases.json").read_text())["status"] == "stopped"
+    assert torch.load(res.out / "best_features.pt", weights_only=False)["iteration"] == 1
