@@ -42,6 +42,40 @@ def _parse_seeds(text: str | None) -> list[int] | None:
         fail(f"--seeds {text!r}: give a comma-separated list such as 0,1,2 or a range such as 0-4.")
 
 
+def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bool) -> dict:
+    """RunConfig.extra entries of the transfer flags (validated by the library)."""
+    extra: dict = {}
+    if transfer:
+        extra["transfer"] = [s.strip() for s in transfer.split(",") if s.strip()]
+    if keep_best or stop_on_increase:
+        extra["keep_best"] = True
+    if stop_on_increase:
+        extra["stop_on_increase"] = True
+    return extra
+
+
+def print_transfer(payload: dict) -> None:
+    from .transfer import summary_rows
+
+    rows = summary_rows(payload.get("transfer") or {})
+    if rows:
+        table = Table(title="transfer accuracy (test) [95% CI] @ iteration", title_justify="left")
+        for col in ("task", "layer", "at reconstruction minimum", "at transfer peak", "at end",
+                    "minimum - end (points)", "peak - minimum (points)"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["task"], r["layer"], r["at_minimum"], r["at_peak"], r["at_end"], r["min_minus_end"],
+                          r["peak_minus_min"])
+        console.print(table)
+        for r in rows:
+            console.print(f"  {r['task']} / {r['layer']} (majority class: {r['majority']}): {r['advice']}")
+    best = payload.get("best_features")
+    if best and best.get("best_iteration") is not None:
+        why = (best.get("decision") or {}).get("reason", "")
+        console.print(f"best features (reconstruction minimum of {best['layer']}): iteration {best['best_iteration']}"
+                      f" -> {best['file']}" + (f"; {why}" if payload.get("status") == "stopped" else ""))
+
+
 def print_summary(result) -> None:
     from .report import summary_rows
 
@@ -56,6 +90,7 @@ def print_summary(result) -> None:
     console.print(f"final accuracy: train {acc.get('train', float('nan')):.3f}, test {acc.get('test', float('nan')):.3f}"
                   f"   ({result.seconds.get('total', 0):.0f} s, of which measurement "
                   f"{result.seconds.get('measurement', 0):.0f} s)")
+    print_transfer(result.payload)
     from .samples_report import summary_lines
 
     for line in summary_lines(result.payload):
@@ -110,6 +145,12 @@ def run(
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
     samples: Optional[bool] = typer.Option(None, "--samples/--no-samples", help="Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting [on]."),
     samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),
+    transfer: Optional[str] = typer.Option(None, help="Transfer tasks probed at every checkpoint, comma-separated: "
+                                           "colour, class-split, switch:DATASET[@PATH], npz:PATH."),
+    keep_best: bool = typer.Option(False, "--keep-best", help="Save the weights at the reconstruction minimum "
+                                   "to best_features.pt in the run folder."),
+    stop_on_increase: bool = typer.Option(False, "--stop-on-increase", help="Like --keep-best, and stop training "
+                                          "once the reconstruction error rises significantly after its minimum."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: a new folder under runs/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
@@ -117,21 +158,26 @@ def run(
 ) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     opts = {k: v for k, v in locals().items()
-            if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max")}
+            if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
+                         "transfer", "keep_best", "stop_on_increase")}
+    extra = transfer_options(transfer, keep_best, stop_on_increase)
     sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
     if sample_opts:
-        opts.setdefault("extra", {})["samples"] = sample_opts
+        extra["samples"] = sample_opts
+    opts["extra"] = extra or None
     from .data import DataError
     from .experiment import run_experiment, run_seeds
     from .models import ModelError
     from .presets import preset_config
     from .runs import RunFolderError
     from .training import TrainingDiverged
+    from .transfer import validate_extra
 
     try:
         if opts.get("layers") is not None:
             opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
         cfg = preset_config(preset, opts)
+        validate_extra(cfg.extra)  # transfer task names, before any data is loaded
         seed_list = _parse_seeds(seeds)
         if seed_list:
             results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet)

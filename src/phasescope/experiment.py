@@ -27,6 +27,8 @@ from .runs import load_state, prepare_out, read_json, save_state, write_errors, 
 from .samples import sample_extensions
 from .schedule import log_schedule
 from .tracker import PhaseTracker
+from .transfer import from_config as transfer_from_config, keeper_from_config
+from .transfer.keeper import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
 
 
@@ -37,7 +39,7 @@ class RunResult:
     metrics: pd.DataFrame
     phases: dict[str, PhaseResult]
     payload: dict
-    status: str = "complete"  # complete | interrupted | diverged
+    status: str = "complete"  # complete | interrupted | diverged | stopped (--stop-on-increase)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -105,10 +107,12 @@ def run_experiment(
     t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download)
+    data, transfer = transfer_from_config(cfg, data)  # class-split replaces the pre-training data
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
-    extensions = [*extensions, *sample_extensions(cfg, data, extensions)]  # per-sample dynamics, unless disabled
+    extensions = [*extensions, *transfer, *sample_extensions(cfg, data, extensions)]  # per-sample dynamics, unless disabled
     tracker = build_tracker(cfg, model, data, device, extensions)
+    keeper = keeper_from_config(cfg, tracker)  # --keep-best: weights at the reconstruction minimum
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     start = 0
@@ -119,24 +123,32 @@ def run_experiment(
         stream.load_state_dict(state["stream"])
         tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["rng"])
+        if keeper is not None and state.get("keeper"):
+            keeper.load_state_dict(state["keeper"])
         start = state["iteration"]
     write_json(out / "config.json", {
         "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
         "model": {"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
                   "device": str(device)},
         "versions": versions(),
+        **({"transfer": transfer[0].describe()} if transfer else {}),
     })
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:
         if tracker.maybe_measure(m, t) is None:
             return
+        decision = keeper.update(m, t) if keeper is not None else None
+        if decision is not None and decision.new_best:
+            keeper.save(out / "best_features.pt", model=cfg.model, config=cfg.to_dict())
         write_outputs(out, tracker, figure=False)
         save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
                          "stream": stream.state_dict(), "tracker": tracker.state_dict(),
-                         "rng": torch.get_rng_state()})
+                         "rng": torch.get_rng_state(), "keeper": keeper.state_dict() if keeper else None})
         if on_checkpoint is not None:
             on_checkpoint(t, tracker)
+        if decision is not None and decision.stop:
+            raise StopTraining(decision)
 
     status = "complete"
     bar = _progress(progress, cfg.iterations, start)
@@ -150,6 +162,8 @@ def run_experiment(
             train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint, on_step=step)
     except KeyboardInterrupt:
         status = "interrupted"
+    except StopTraining:
+        status = "stopped"
     except TrainingDiverged:
         status = "diverged"
         df, phases, payload = write_outputs(out, tracker, figure=True, title=title)
@@ -159,6 +173,8 @@ def run_experiment(
             df, phases, payload = write_outputs(out, tracker, figure=True, title=title)
     seconds = {"total": time.perf_counter() - t0, "measurement": float(sum(tracker.timings.values()))}
     payload["status"] = status
+    if keeper is not None:
+        payload["best_features"] = {**keeper.describe(), "file": "best_features.pt"}
     payload["seconds"] = seconds
     write_json(out / "phases.json", payload)
     return RunResult(out, cfg, df, phases, payload, status, seconds)

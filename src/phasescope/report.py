@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 PHASE_COLOURS = {"constant": "#bdbdbd", "decrease": "#74c476", "increase": "#fb6a4a"}
+TASK_COLOURS = ["#756bb1", "#dd1c77", "#8c6d31", "#636363", "#17becf", "#bcbd22"]  # transfer curves, one per task
 
 
 def _series(df: pd.DataFrame, layer: str, split: str, metric: str) -> pd.DataFrame:
@@ -66,9 +67,10 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
             ax2.plot(s.iteration, s.value, style, color="#31a354", label=f"model accuracy ({split})")
         for metric, colour in (("transfer_accuracy", "#756bb1"),):
             s = df[(df.layer == layer) & (df.split == "test") & (df.metric == metric)]
-            for task, g in (s.groupby("task") if "task" in s.columns else []):
+            for i, (task, g) in enumerate(s.groupby("task", sort=False) if "task" in s.columns else []):
                 g = g.sort_values("iteration")
-                ax2.plot(g.iteration, g.value, "^-", color=colour, ms=2.5, label=f"transfer {task}")
+                ax2.plot(g.iteration, g.value, "^v<>Dp"[i % 6] + "-", color=TASK_COLOURS[i % len(TASK_COLOURS)],
+                         ms=2.5, label=f"transfer {task} (test)")
         ax2.set_ylim(0, 1.02)
         ax2.set_ylabel("accuracy")
     handles = []

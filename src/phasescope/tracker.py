@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .measure.capture import capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
-from .measure.ridge import StreamingRidge, logistic_probe, one_hot
+from .measure.ridge import DEFAULT_RIDGE, StreamingRidge, logistic_probe, one_hot
 from .models import output_shapes, resolve_layers
 from .phases import PhaseResult, bootstrap_weights, detect_phases
 from .schedule import log_schedule
@@ -97,7 +97,7 @@ class PhaseTracker:
         decoder: str = "linear",
         probe: str = "ridge",
         bn_mode: str = "recalibrate",
-        ridge: float = 0.1,
+        ridge: float = DEFAULT_RIDGE,
         max_features: int = 4096,
         batch_size: int = 500,
         bootstrap: int = 1000,
@@ -302,8 +302,13 @@ class PhaseTracker:
 
     # ------------------------------------------------------------------ results
     def results(self) -> pd.DataFrame:
-        """All measurements so far as a tidy DataFrame (one row per measurement)."""
-        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
+        """All measurements so far as a tidy DataFrame (one row per measurement).
+
+        The core columns come first; keys that extensions add to their rows (``task`` for
+        transfer probes, ...) follow as extra columns, empty for rows without them.
+        """
+        extra = [k for k in dict.fromkeys(k for r in self.rows for k in r) if k not in METRIC_COLUMNS]
+        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS + extra)
         return df.sort_values(["iteration", "layer", "split", "metric"], kind="stable").reset_index(drop=True)
 
     def error_matrix(self, layer: str) -> tuple[list[int], np.ndarray]:

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 
+DEFAULT_RIDGE = 0.1  # relative ridge; see the module docstring for how it was chosen
+
+
 class NotFittedError(RuntimeError):
     pass
 
@@ -36,7 +39,7 @@ class StreamingRidge:
     use the solution.
     """
 
-    def __init__(self, ridge: float = 0.1):
+    def __init__(self, ridge: float = DEFAULT_RIDGE):
         self.ridge = ridge
         self.n = 0
 
@@ -111,7 +114,7 @@ class StreamingRidge:
 class RidgeDecoder:
     """Exact linear decoder h -> x (scikit-learn style over :class:`StreamingRidge`)."""
 
-    def __init__(self, ridge: float = 0.1):
+    def __init__(self, ridge: float = DEFAULT_RIDGE):
         self.ridge = ridge
 
     def fit(self, H: torch.Tensor, X: torch.Tensor, batch_size: int = 1024) -> "RidgeDecoder":

@@ -1,0 +1,105 @@
+"""``TransferProbes``: a tracker extension that probes frozen features for transfer tasks.
+
+At every checkpoint, for every task and tracked layer, a fresh linear probe (the engine
+of the tracker's label probes, :class:`~phasescope.measure.probe.LinearProbe`) is fitted on
+the frozen layer's features of the task's training inputs and scored on its training and
+test inputs. Rows go to the tidy metrics as ``transfer_accuracy`` / ``transfer_loss`` with
+a ``task`` column and bootstrap intervals; per-sample test correctness is kept for paired
+intervals of the gaps in the ``transfer`` section of phases.json.
+
+    tracker = PhaseTracker(model, layers, fit, test, extensions=[TransferProbes(tasks)])
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..measure.probe import LinearProbe
+from ..measure.ridge import DEFAULT_RIDGE
+from ..phases import bootstrap_weights
+from .recommend import transfer_section
+from .tasks import TransferError, TransferTask
+
+
+class TransferProbes:
+    name = "transfer"
+
+    def __init__(self, tasks: Sequence[TransferTask], *, probe: str = "ridge", ridge: float = DEFAULT_RIDGE,
+                 bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0):
+        self.tasks = list(tasks)
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise TransferError(f"Transfer task names must be unique; got {names}.")
+        self.probe, self.ridge, self.seed = probe, ridge, seed
+        self.bootstrap, self.confidence = bootstrap, confidence
+        # task -> layer -> iteration -> per-sample test correctness (uint8, n_test)
+        self.correct: dict[str, dict[str, dict[int, np.ndarray]]] = {n: {} for n in names}
+        self._labels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._boot: dict[int, np.ndarray] = {}
+
+    def describe(self) -> dict:
+        return {"probe": self.probe, "ridge": self.ridge, "tasks": {t.name: t.describe() for t in self.tasks}}
+
+    # ------------------------------------------------------------------ measurement
+    def _row(self, it: int, layer: str, split: str, metric: str, values: np.ndarray, task: str) -> dict:
+        n = len(values)
+        if n not in self._boot:
+            self._boot[n] = bootstrap_weights(n, self.bootstrap, self.seed)
+        lo, hi = np.quantile(self._boot[n] @ values, [(1 - self.confidence) / 2, (1 + self.confidence) / 2])
+        return {"iteration": it, "layer": layer, "split": split, "metric": metric, "value": float(values.mean()),
+                "ci_low": float(lo), "ci_high": float(hi), "task": task}
+
+    def _data(self, task: TransferTask, ctx) -> tuple[dict, torch.Tensor, dict, torch.Tensor]:
+        """Features (per layer) and labels of the task's train and test inputs at this checkpoint."""
+        if task.uses_tracker_inputs:
+            if task.name not in self._labels:
+                self._labels[task.name] = (task.label_fn(ctx.fit_x), task.label_fn(ctx.test_x))
+            y_fit, y_test = self._labels[task.name]
+            H_fit = ctx.fit_features if ctx.fit_features is not None else ctx.features(ctx.fit_x)[1]
+            H_test = ctx.test_features or ctx.features(ctx.test_x)[1]
+            return H_fit, y_fit, H_test, y_test
+        (x_fit, y_fit), (x_test, y_test) = task.train, task.test
+        return ctx.features(x_fit)[1], y_fit, ctx.features(x_test)[1], y_test
+
+    def measure(self, ctx) -> list[dict]:
+        rows: list[dict] = []
+        it = ctx.iteration
+        for task in self.tasks:
+            H_fit, y_fit, H_test, y_test = self._data(task, ctx)
+            for layer in ctx.layers:
+                probe = LinearProbe(self.probe, ridge=self.ridge, num_classes=task.num_classes, seed=self.seed,
+                                    device=ctx.device).fit(H_fit[layer], y_fit)
+                for split, H, y in (("train", H_fit[layer], y_fit), ("test", H_test[layer], y_test)):
+                    correct, loss = probe.per_sample(H, y)
+                    rows.append(self._row(it, layer, split, "transfer_accuracy", correct, task.name))
+                    rows.append(self._row(it, layer, split, "transfer_loss", loss, task.name))
+                    if split == "test":
+                        self.correct[task.name].setdefault(layer, {})[it] = correct.astype(np.uint8)
+        return rows
+
+    # ------------------------------------------------------------------ summary and resume
+    def _test_labels(self, task: TransferTask) -> torch.Tensor | None:
+        return task.test[1] if task.test is not None else self._labels.get(task.name, (None, None))[1]
+
+    def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
+        minimum = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
+        info = {}
+        for t in self.tasks:
+            info[t.name] = t.describe()
+            y = self._test_labels(t)
+            if y is not None and len(y):  # the accuracy of always guessing the most frequent class
+                info[t.name]["majority_test_accuracy"] = float(torch.bincount(y.long()).max()) / len(y)
+        section = transfer_section(df, minimum, self.correct, info,
+                                   confidence=self.confidence, n_boot=self.bootstrap, seed=self.seed)
+        section["probe"] = self.probe
+        return {"transfer": section}
+
+    def state_dict(self) -> dict:
+        return {"correct": {t: {l: dict(v) for l, v in per.items()} for t, per in self.correct.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for t, per in state.get("correct", {}).items():
+            self.correct[t] = {l: {int(k): np.asarray(v) for k, v in its.items()} for l, its in per.items()}
