@@ -57,9 +57,11 @@ def phase_table(runs: list[LoadedRun], labels: list[str] | None = None) -> pd.Da
                 "phases": "+".join(q["name"] for q in p["phases"]),
                 "min_iteration": p["min_iteration"], "min_value": p["min_value"]["value"],
                 "relative_decrease": p["relative_decrease"]["value"],
-                "relative_decrease_ci": (p["relative_decrease"]["ci_low"], p["relative_decrease"]["ci_high"]),
+                "relative_decrease_ci_low": p["relative_decrease"]["ci_low"],
+                "relative_decrease_ci_high": p["relative_decrease"]["ci_high"],
                 "relative_increase": p["relative_increase"]["value"],
-                "relative_increase_ci": (p["relative_increase"]["ci_low"], p["relative_increase"]["ci_high"]),
+                "relative_increase_ci_low": p["relative_increase"]["ci_low"],
+                "relative_increase_ci_high": p["relative_increase"]["ci_high"],
                 "three_phases": p["decrease_significant"] and p["increase_significant"],
                 "final_test_accuracy": run.phases.get("final_accuracy", {}).get("test"),
             })
