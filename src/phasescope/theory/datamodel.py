@@ -122,3 +122,12 @@ class DataModel:
         X = base + self.noise * rng.standard_normal((n, self.dim))
         order = rng.permutation(n)
         return X[order], y[order], typical[order]
+
+
+def normalise(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Both splits in units of the training split's global mean and std (one scalar each,
+    as :func:`phasescope.data.make_splits` normalises flat data)."""
+    mean, std = float(X_train.mean()), float(X_train.std())
+    if std == 0:
+        raise ValueError("The training inputs are constant; nothing to normalise (noise=0 and identical prototypes?).")
+    return (X_train - mean) / std, (X_test - mean) / std, mean, std

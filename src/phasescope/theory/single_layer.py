@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..phases import PhaseResult, bootstrap_weights, detect_phases
 from ..schedule import log_schedule
-from .datamodel import DataModel
+from .datamodel import DataModel, normalise
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 OUTPUT_LAYERS = ("logits", "softmax")
@@ -187,7 +187,7 @@ def _descend(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, trainin
     XcT = np.ascontiguousarray(Xc.T)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 4]))
     perm, pos = rng.permutation(n), 0
-    rows = np.arange(B)
+    onehot = np.eye(K)[y]  # (n, K)
     Z = np.empty((B, K))
     Zc = np.empty((B, K), cdt) if mixed else Z
     s = np.empty((B, 1))
@@ -195,6 +195,7 @@ def _descend(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, trainin
     step = training.lr / B
     todo = sorted(set(schedule))
     k = 0
+    matmul, exp, rowsum, divide, subtract, multiply = np.matmul, np.exp, np.add.reduce, np.divide, np.subtract, np.multiply
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported at the next checkpoint
         for t in range(training.iterations + 1):
             if k < len(todo) and t == todo[k]:
@@ -205,28 +206,28 @@ def _descend(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, trainin
             if t == training.iterations:
                 break
             if full:
-                xb, xbT, yb = Xc, XcT, y
+                xb, xbT, yb = Xc, XcT, onehot
             else:  # epochs of a seeded permutation, batches of B (a short remainder is skipped)
                 if pos + B > n:
                     perm, pos = rng.permutation(n), 0
                 idx = perm[pos:pos + B]
                 pos += B
-                xb, yb = Xc[idx], y[idx]
+                xb, yb = Xc[idx], onehot[idx]
                 xbT = xb.T
             if mixed:
-                np.matmul(xb, Wa.astype(np.float32), out=Zc)
+                matmul(xb, Wa.astype(np.float32), out=Zc)
                 Z[:] = Zc
             else:
-                np.matmul(xb, Wa, out=Z)
-            np.exp(Z, out=Z)
-            np.sum(Z, axis=1, keepdims=True, out=s)
-            np.divide(Z, s, out=Z)
-            Z[rows, yb] -= 1.0  # residuals softmax - onehot, in float64 (no cancellation when they are tiny)
+                matmul(xb, Wa, out=Z)
+            exp(Z, out=Z)
+            rowsum(Z, 1, None, s, True)
+            divide(Z, s, out=Z)
+            subtract(Z, yb, out=Z)  # residuals softmax - onehot, in float64 (no cancellation when they are tiny)
             if mixed:
                 Zc[:] = Z
-            np.matmul(xbT, Zc, out=G)
-            G *= step
-            Wa -= G
+            matmul(xbT, Zc, out=G)
+            multiply(G, step, out=G)
+            subtract(Wa, G, out=Wa)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -291,8 +292,7 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
     t0 = time.perf_counter()
     X_raw, y, typical = data.generate(seed, "train")
     Xt_raw, yt, typical_t = data.generate(seed, "test")
-    mean, std = X_raw.mean(), X_raw.std()  # global, like make_splits for flat data
-    X, Xt = (X_raw - mean) / std, (Xt_raw - mean) / std
+    X, Xt, mean, std = normalise(X_raw, Xt_raw)
     mu = data.prototypes(seed)
     mu_c = mu - mu.mean(0)
     K, d = data.num_classes, data.dim
