@@ -36,3 +36,19 @@ def test_crossing_and_octaves():
     s = pd.Series([0.1, 0.5, 0.4, 0.9], index=[0, 1, 2, 4])
     assert first_crossing(s, 0.5) == 1 and first_crossing(s, 0.95) is None
     assert octaves_between(16, 64) == 2 and octaves_between(0, 1) == 1
+
+
+def test_max_margin_limit():
+    import numpy as np
+
+    from phasescope.theory import DataModel, Training
+    from phasescope.theory.analysis import max_margin_reconstruction
+    from phasescope.theory.datamodel import normalise
+
+    dm = DataModel(num_classes=3, dim=20, n_train=60, n_test=60, atypical_fraction=0.2)
+    mm = max_margin_reconstruction(dm, Training(), seed=0)
+    assert mm["train_accuracy"] == 1.0 and mm["min_margin"] == pytest.approx(1.0, abs=1e-3)  # hard margin reached
+    X, _, _ = dm.generate(0)
+    X, _, _, _ = normalise(X, X)
+    ev = np.linalg.eigvalsh(np.cov(X.T, bias=True))
+    assert ev[:-3].sum() / dm.dim - 1e-9 <= mm["train"] < 1 and 0 < mm["test"] < 1.5  # rank K (the K-1 SVM directions and the fixed sum): at least the PCA floor

@@ -232,27 +232,38 @@ def _descend(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, trainin
 
 # ----------------------------------------------------------------------------- measuring
 class _Rows:
-    """Tidy rows with percentile-bootstrap intervals of per-sample means (weights cached per size)."""
+    """Tidy rows; the percentile-bootstrap intervals of per-sample means are computed at the
+    end, in one batched quantile per sample size (the same resampling weights for every
+    metric of that size, as the tracker does)."""
 
     def __init__(self, bootstrap: int, confidence: float, seed: int):
         self.bootstrap, self.confidence, self.seed = bootstrap, confidence, seed
-        self._w: dict[int, np.ndarray] = {}
         self.rows: list[dict] = []
+        self._pending: dict[int, list[tuple[int, np.ndarray]]] = {}  # size -> [(row index, values)]
 
     def add(self, it: int, layer: str, split: str, metric: str, values) -> None:
         if np.isscalar(values):
-            v, lo, hi = float(values), float("nan"), float("nan")
+            v = float(values)
         else:
             x = np.asarray(values, dtype=np.float64)
             if x.size == 0:
                 return
-            v, lo, hi = float(x.mean()), float("nan"), float("nan")
+            v = float(x.mean())
             if x.size > 1 and self.bootstrap > 0:
-                if x.size not in self._w:
-                    self._w[x.size] = bootstrap_weights(x.size, self.bootstrap, self.seed)
-                lo, hi = np.quantile(self._w[x.size] @ x, [(1 - self.confidence) / 2, (1 + self.confidence) / 2])
+                self._pending.setdefault(x.size, []).append((len(self.rows), x))
         self.rows.append({"iteration": int(it), "layer": layer, "split": split, "metric": metric,
-                          "value": v, "ci_low": float(lo), "ci_high": float(hi)})
+                          "value": v, "ci_low": float("nan"), "ci_high": float("nan")})
+
+    def frame(self) -> pd.DataFrame:
+        q = [(1 - self.confidence) / 2, (1 + self.confidence) / 2]
+        for size, items in self._pending.items():
+            means = np.stack([x for _, x in items]) @ bootstrap_weights(size, self.bootstrap, self.seed).T  # (m, B)
+            lo, hi = np.quantile(means, q, axis=1)
+            for (i, _), l, h in zip(items, lo, hi):
+                self.rows[i]["ci_low"], self.rows[i]["ci_high"] = float(l), float(h)
+        self._pending = {}
+        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
+        return df.sort_values(["iteration", "layer", "split", "metric"], kind="stable").reset_index(drop=True)
 
 
 @dataclass
@@ -284,6 +295,13 @@ class TheoryResult:
         return {layer: dict(zip(self.iterations, E)) for layer, E in self.errors.items()}
 
 
+def initial_weights(data: DataModel, training: Training, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """W0 (K, d) with entries N(0, init_scale^2 / d) from the seed's own stream, and b0 = 0."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
+    W0 = training.init_scale / np.sqrt(data.dim) * rng.standard_normal((data.num_classes, data.dim))
+    return W0, np.zeros(data.num_classes)
+
+
 def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *, bootstrap: int = 1000,
              confidence: float = 0.95, min_effect: float = 0.02) -> TheoryResult:
     """Generate the data of ``seed``, train the single layer and measure it at every checkpoint."""
@@ -295,10 +313,8 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
     X, Xt, mean, std = normalise(X_raw, Xt_raw)
     mu = data.prototypes(seed)
     mu_c = mu - mu.mean(0)
-    K, d = data.num_classes, data.dim
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
-    W0 = training.init_scale / np.sqrt(d) * rng.standard_normal((K, d))
-    b0 = np.zeros(K)
+    K = data.num_classes
+    W0, b0 = initial_weights(data, training, seed)
     schedule = log_schedule(training.iterations, training.points_per_octave)
     rows = _Rows(bootstrap, confidence, seed)
     errors: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_LAYERS}
@@ -338,8 +354,7 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
         timing["measure"] += time.perf_counter() - tm
 
     _descend(X, y, W0, b0, training, schedule, seed, measure)
-    metrics = pd.DataFrame(rows.rows, columns=METRIC_COLUMNS)
-    metrics = metrics.sort_values(["iteration", "layer", "split", "metric"], kind="stable").reset_index(drop=True)
+    metrics = rows.frame()
     E = {name: np.stack(v) for name, v in errors.items()}
     phases = {name: detect_phases(schedule, E[name], confidence=confidence, n_boot=bootstrap,
                                   min_effect=min_effect, seed=seed) for name in OUTPUT_LAYERS}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..runs import prepare_out, write_json, write_metrics
@@ -87,6 +88,9 @@ def table_row(result: TheoryResult, layer: str = PRIMARY_LAYER) -> dict:
         "max_after_min_iteration": p.max_after_min_iteration, "min_value": p.min_value.value,
         "test_loss_initial": float(result.errors[layer][0].mean()), "test_loss_final": float(result.errors[layer][-1].mean()),
     })
+    train = result.curve("reconstruction_mse", layer, "train")
+    k = int(np.argmin(train.values))
+    row["train_relative_increase"] = float((train.values[k:].max() - train.values[k]) / train.values[k])
     for other, q in result.phases.items():
         if other != layer:
             row[f"{other}_relative_increase"] = q.relative_increase.value
