@@ -51,4 +51,5 @@ def test_max_margin_limit():
     X, _, _ = dm.generate(0)
     X, _, _, _ = normalise(X, X)
     ev = np.linalg.eigvalsh(np.cov(X.T, bias=True))
-    assert ev[:-3].sum() / dm.dim - 1e-9 <= mm["train"] < 1 and 0 < mm["test"] < 1.5  # rank K (the K-1 SVM directions and the fixed sum): at least the PCA floor
+    # Rank K (the K-1 SVM directions and the fixed sum of the weights): at least the PCA floor.
+    assert ev[:-3].sum() / dm.dim - 1e-9 <= mm["train"] < 1 and 0 < mm["test"] < 1.5

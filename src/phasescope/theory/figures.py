@@ -126,12 +126,20 @@ def plot_sweep(table: pd.DataFrame, param: str, path: Path, *, title: str | None
         ax.set_title(f"({'ab'[key == 'relative_increase']}) {label}", fontsize=9, loc="left")
         ax.legend(fontsize=7.5, frameon=False)
     ax = axes[2]
-    for key, marker, colour, label in (("min_iteration", "o", BLUE, "reconstruction minimum"),
-                                       ("share_crossing_iteration", "s", ORANGE, "atypical gradient share reaches 1/2")):
-        g = table.dropna(subset=[key])
-        if len(g):
-            ax.plot([pos[v] + jitter[s] for v, s in zip(g["value"], g["seed"])], g[key].astype(float), marker,
-                    color=colour, ms=4, mec="k", mew=0.4, ls="none", label=label)
+    def x_of(g, shift=0.0):  # minima a little left, crossings a little right: both stay visible
+        return [pos[v] + jitter[s] + shift * span for v, s in zip(g["value"], g["seed"])]
+
+    turned = table[table["increase_significant"].astype(bool)]
+    flat = table[~table["increase_significant"].astype(bool)]
+    ax.plot(x_of(turned, -0.005), turned["min_iteration"].astype(float), "o", color=BLUE, ms=4, mec="k", mew=0.4, ls="none",
+            label="reconstruction minimum (turn)")
+    if len(flat):
+        ax.plot(x_of(flat, -0.005), flat["min_iteration"].astype(float).clip(lower=0.5), "o", mfc="none", color=BLUE, ms=4,
+                ls="none", label="minimum, no significant increase")
+    g = table.dropna(subset=["share_crossing_iteration"])
+    if len(g):
+        ax.plot(x_of(g, 0.005), g["share_crossing_iteration"].astype(float), "s", color=ORANGE, ms=3.5, mec="k", mew=0.4,
+                ls="none", label="atypical gradient share reaches 1/2")
     ax.set_yscale("log", base=2)
     ax.set_ylabel("iteration")
     ax.set_title("(c) when the loss turns", fontsize=9, loc="left")

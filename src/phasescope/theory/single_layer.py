@@ -15,7 +15,8 @@ checkpoints of :func:`phasescope.log_schedule` it records, with no fitting noise
   (:func:`gradient_shares`);
 * the angle between each class's weight vector and its prototype.
 
-Everything is float64 numpy. Training is the fused loop of :func:`_descend`: two skinny
+Everything is numpy in float64 (``Training.precision="mixed"`` runs the two matrix products
+of a training step in float32). Training is the fused loop of :func:`_descend`: two skinny
 matrix products and one softmax per step, nothing else between checkpoints.
 """
 from __future__ import annotations
@@ -49,8 +50,8 @@ class LinearReconstruction:
     onto the column space of the centred outputs: with the thin SVD ``Zc = U S V^T``,
     ``B = V S^-1 U^T Xc``. Singular values below ``rcond * s_max`` are dropped (the
     centred softmax probabilities sum to zero, so they have rank at most K-1); the
-    threshold is relative, so the fit is invariant to rescaling, and more generally to any
-    invertible linear map of, the outputs. There is no regularisation and no iteration:
+    threshold is relative, so the fit is invariant to any invertible affine map of the
+    outputs, rescaling included. There is no regularisation and no iteration:
     the training error is the exact minimum over all affine decoders.
     """
 
@@ -200,7 +201,8 @@ def _descend(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, trainin
         for t in range(training.iterations + 1):
             if k < len(todo) and t == todo[k]:
                 if not np.isfinite(Wa).all():
-                    raise FloatingPointError(f"Training diverged before iteration {t} (lr={training.lr}); use a smaller lr.")
+                    raise FloatingPointError(f"Training diverged before iteration {t} (lr={training.lr}, "
+                                             f"init_scale={training.init_scale}); use a smaller lr.")
                 on_checkpoint(t, Wa[:-1].T.copy(), Wa[-1].copy())
                 k += 1
             if t == training.iterations:
@@ -307,6 +309,8 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
     """Generate the data of ``seed``, train the single layer and measure it at every checkpoint."""
     training = (training or Training()).validate()
     data.validate()
+    if bootstrap < 1 or not 0 < confidence < 1:
+        raise ValueError(f"bootstrap must be >= 1 and confidence in (0, 1); got {bootstrap} and {confidence}.")
     t0 = time.perf_counter()
     X_raw, y, typical = data.generate(seed, "train")
     Xt_raw, yt, typical_t = data.generate(seed, "test")
@@ -353,7 +357,9 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
         rows.add(it, "model", "train", "weight_norm", float(np.linalg.norm(W)))
         timing["measure"] += time.perf_counter() - tm
 
+    t_train = time.perf_counter()
     _descend(X, y, W0, b0, training, schedule, seed, measure)
+    t_train = time.perf_counter() - t_train - timing["measure"]
     metrics = rows.frame()
     E = {name: np.stack(v) for name, v in errors.items()}
     phases = {name: detect_phases(schedule, E[name], confidence=confidence, n_boot=bootstrap,
@@ -363,5 +369,5 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
         data=data, training=training, seed=seed, metrics=metrics, iterations=schedule, errors=E, phases=phases,
         settings={"normalisation": {"mean": float(mean), "std": float(std)}, "bootstrap": bootstrap,
                   "confidence": confidence, "min_effect": min_effect},
-        seconds={"total": total, "measure": timing["measure"], "train": total - timing["measure"]},
+        seconds={"total": total, "train": t_train, "measure": timing["measure"]},
     )
