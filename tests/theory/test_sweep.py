@@ -40,7 +40,12 @@ def test_sweep_folder(tmp_path):
     assert len(table) == 4 and {"relative_increase_ci_low", "min_iteration", "share_crossing_iteration"} <= set(table.columns)
     assert (tmp_path / "s" / "sweep.png").stat().st_size > 10_000
     metrics = pd.read_csv(tmp_path / "s" / "metrics.csv")
-    assert set(metrics.seed) == {0, 1} and set(metrics.value) == {0.0, 0.2}
+    assert set(metrics.seed) == {0, 1} and set(metrics.atypical_fraction) == {0.0, 0.2}
+    rec = metrics[(metrics.metric == "reconstruction_mse") & (metrics.layer == "logits") & (metrics.split == "test")]
+    assert len(rec) == 4 * 8 and rec.value.between(0.05, 1.5).all()  # the measurements, not the swept values
+    last = rec[(rec.iteration == 64) & (rec.seed == 1) & (rec.atypical_fraction == 0.2)].value.iloc[0]
+    row = table[(table.seed == 1) & (table.value == 0.2)].iloc[0]
+    assert last == pytest.approx(row.test_loss_final, rel=1e-5)
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
     assert cfg["parameter"] == "atypical_fraction" and cfg["seeds"] == [0, 1]
     s = summarise(res.table)

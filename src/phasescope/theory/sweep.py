@@ -4,7 +4,8 @@ the phase magnitudes of every run in one table.
     config.json   base data model and training, the swept parameter, values, seeds
     sweep.csv     one row per (value, seed): phases, relative decrease / increase with
                   intervals, iteration of the minimum, the turn summary
-    metrics.csv   the tidy metrics of every run, with columns ``value`` and ``seed``
+    metrics.csv   the tidy metrics of every run, with two more columns: the swept
+                  parameter (named after it) and ``seed``
     sweep.png     phase magnitudes against the swept parameter
 """
 from __future__ import annotations
@@ -132,7 +133,7 @@ def run_sweep(data: DataModel, training: Training, param: str, values: Sequence,
             r = simulate(dm, tr, s, bootstrap=bootstrap, confidence=confidence, min_effect=min_effect)
             row = {"parameter": param, "value": v, "seed": s, **table_row(r)}
             rows.append(row)
-            frames.append(r.metrics.assign(value=v, seed=s))
+            frames.append(r.metrics.assign(**{param: v, "seed": s}))
             if on_run is not None:
                 on_run(v, s, row)
     table = pd.DataFrame(rows)
