@@ -179,57 +179,56 @@ def _descend(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, trainin
     n, d = X.shape
     K = W.shape[0]
     Xa = np.hstack([X, np.ones((n, 1))])  # (n, d+1)
-    Wa = np.ascontiguousarray(np.hstack([W, b[:, None]]).T)  # (d+1, K), float64 master copy
+    Wa = np.hstack([W, b[:, None]])  # (K, d+1), float64 master copy
     full = training.batch_size is None or training.batch_size >= n
     B = n if full else int(training.batch_size)
     mixed = training.precision == "mixed"
     cdt = np.float32 if mixed else np.float64
-    Xc = Xa.astype(cdt)
-    XcT = np.ascontiguousarray(Xc.T)
+    Xc = Xa.astype(cdt)  # (n, d+1)
+    XcT = np.ascontiguousarray(Xc.T)  # (d+1, n)
+    onehotT = np.ascontiguousarray(np.eye(K)[y].T)  # (K, n)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 4]))
     perm, pos = rng.permutation(n), 0
-    onehot = np.eye(K)[y]  # (n, K)
-    Z = np.empty((B, K))
-    Zc = np.empty((B, K), cdt) if mixed else Z
-    s = np.empty((B, 1))
-    G = np.empty((d + 1, K), cdt)
+    # Scores are kept as (K, B): the softmax then works on K contiguous rows of length B.
+    Z = np.empty((K, B))
+    Zc = np.empty((K, B), cdt) if mixed else Z
+    s = np.empty(B)
+    G = np.empty((K, d + 1), cdt)
     step = training.lr / B
     todo = sorted(set(schedule))
     k = 0
-    matmul, exp, rowsum, divide, subtract, multiply = np.matmul, np.exp, np.add.reduce, np.divide, np.subtract, np.multiply
+    matmul, exp, colsum, divide, subtract = np.matmul, np.exp, np.add.reduce, np.divide, np.subtract
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported at the next checkpoint
         for t in range(training.iterations + 1):
             if k < len(todo) and t == todo[k]:
                 if not np.isfinite(Wa).all():
                     raise FloatingPointError(f"Training diverged before iteration {t} (lr={training.lr}, "
                                              f"init_scale={training.init_scale}); use a smaller lr.")
-                on_checkpoint(t, Wa[:-1].T.copy(), Wa[-1].copy())
+                on_checkpoint(t, Wa[:, :-1].copy(), Wa[:, -1].copy())
                 k += 1
             if t == training.iterations:
                 break
             if full:
-                xb, xbT, yb = Xc, XcT, onehot
+                xb, xbT, yb = Xc, XcT, onehotT
             else:  # epochs of a seeded permutation, batches of B (a short remainder is skipped)
                 if pos + B > n:
                     perm, pos = rng.permutation(n), 0
                 idx = perm[pos:pos + B]
                 pos += B
-                xb, yb = Xc[idx], onehot[idx]
-                xbT = xb.T
+                xb, xbT, yb = Xc[idx], XcT[:, idx], onehotT[:, idx]
             if mixed:
-                matmul(xb, Wa.astype(np.float32), out=Zc)
+                matmul(Wa.astype(np.float32), xbT, out=Zc)
                 Z[:] = Zc
             else:
-                matmul(xb, Wa, out=Z)
+                matmul(Wa, xbT, out=Z)
             exp(Z, out=Z)
-            rowsum(Z, 1, None, s, True)
+            colsum(Z, 0, None, s)
             divide(Z, s, out=Z)
             subtract(Z, yb, out=Z)  # residuals softmax - onehot, in float64 (no cancellation when they are tiny)
             if mixed:
                 Zc[:] = Z
-            matmul(xbT, Zc, out=G)
-            multiply(G, step, out=G)
-            subtract(Wa, G, out=Wa)
+            matmul(Zc, xb, out=G)  # (K, d+1) gradient times B
+            Wa -= step * G
 
 
 # ----------------------------------------------------------------------------- measuring
