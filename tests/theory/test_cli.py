@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+import runpy
 import sys
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from phasescope.theory.cli import app
@@ -44,7 +44,9 @@ def test_errors_name_the_parameter(tmp_path):
     assert res.exit_code == 2 and "--overwrite" in res.output
 
 
-def test_module_entry_point():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # pytest's pythonpath=src, for the child too
-    res = subprocess.run([sys.executable, "-m", "phasescope.theory", "--help"], capture_output=True, text=True, env=env)
-    assert res.returncode == 0 and "--atypical-fraction" in res.stdout and "--sweep" in res.stdout
+def test_module_entry_point(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["python -m phasescope.theory", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("phasescope.theory", run_name="__main__")
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--atypical-fraction" in out and "--sweep" in out

@@ -75,17 +75,17 @@ def plot_theory_curves(df: pd.DataFrame, phases: dict, path: Path, *, title: str
     if len(_series(df, "model", "train", "loss_atypical")):
         ax.plot(s.iteration, s.value, "o-", color=ORANGE, ms=2.5, label=r"$\|G_A\| / (\|G_A\| + \|G_T\|)$")
         ax.plot(q.iteration, q.value, "--", color=ORANGE, lw=1, label="share of per-sample gradient norms")
+        ax.legend(fontsize=7.5, loc="upper left", frameon=False)
     else:
-        ax.text(0.5, 0.5, "no atypical samples", transform=ax.transAxes, ha="center", va="center", color=GREY)
+        ax.text(0.5, 0.75, "no atypical samples", transform=ax.transAxes, ha="center", va="center", color=GREY)
     ax.axhline(0.5, color=GREY, lw=0.8)
-    if atypical_fraction is not None:
+    if atypical_fraction:
         ax.axhline(atypical_fraction, color=GREY, lw=0.8, ls="--")
         ax.text(1.02, atypical_fraction, "atypical\nfraction", transform=ax.get_yaxis_transform(), fontsize=6.5,
                 va="center", color=GREY)
     ax.set_ylim(0, 1)
     ax.set_ylabel("atypical share\nof the gradient")
     ax.set_title("(c) share of the training gradient from atypical samples", fontsize=9, loc="left")
-    ax.legend(fontsize=7.5, loc="upper left", frameon=False)
     for ax in axes:
         _setup_axis(ax)
     axes[-1].set_xlabel("iteration (gradient steps; log scale, 0 included)")
