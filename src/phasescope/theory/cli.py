@@ -120,11 +120,12 @@ def _single(console, data, training, seed, out, overwrite, bootstrap, confidence
         console.print(f"[bold]{layer}[/bold]: {spans}; minimum {p['min_value']['value']:.4f} at {p['min_iteration']}; "
                       f"decrease {fmt_estimate(p['relative_decrease'])}, increase {fmt_estimate(p['relative_increase'])}"
                       + ("" if p["increase_significant"] else " (no significant increase)"))
-    t = run.payload["turn"]["logits"]
-    if t.get("share_crossing_iteration") is not None or has_atyp:
+    if has_atyp:
+        t = run.payload["turn"]["logits"]
+        cross = t["share_crossing_iteration"]
         console.print(f"turn: typical loss at {100 * t['typical_loss_ratio']:.1f}% of its start, atypical at "
                       f"{100 * t['atypical_loss_ratio']:.1f}%; atypical gradient share {t['gradient_share_at_min']:.2f} "
-                      f"at the minimum, reaches 1/2 at iteration {t['share_crossing_iteration']}")
+                      "at the minimum, " + (f"reaches 1/2 at iteration {cross}" if cross is not None else "never reaches 1/2"))
     console.print(f"{r.seconds['total']:.1f} s; wrote {run.out}")
 
 
