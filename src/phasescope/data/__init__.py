@@ -11,6 +11,7 @@ from typing import Callable
 from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
+from .synthetic import load_synthetic
 
 # name -> loader(train_size=..., seed=..., data_dir=..., download=...) ; extended by other modules.
 _LOADERS: dict[str, Callable[..., Splits]] = {
@@ -36,6 +37,10 @@ def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
 for _name in FILE_DATASETS:
     register_dataset(_name, partial(load_file_dataset, _name))
 del _name
+
+# The data model of the single-layer theory; its knobs are keyword arguments of the loader
+# (RunConfig.extra["synthetic"]).
+register_dataset("synthetic", load_synthetic)
 
 
 def load_dataset(
