@@ -50,3 +50,20 @@ def test_report_rebuilds_from_files(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((out / "phases.json").read_text())["layers"] == before
     assert (out / "curves.png").stat().st_size > 10_000
+
+
+def test_synthetic_dataset_knobs_reach_the_data_model(tmp_path):
+    out = tmp_path / "syn"
+    res = runner.invoke(app, ["run", "--dataset", "synthetic", "--synthetic", "atypical_fraction=0.2,dim=40",
+                              "--model", "mlp", "--iterations", "8", "--bootstrap", "50", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["extra"]["synthetic"] == {"atypical_fraction": 0.2, "dim": 40}
+    assert cfg["data"]["input_shape"] == [40]
+    res = runner.invoke(app, ["run", "--dataset", "digits", "--synthetic", "dim", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+
+
+def test_theory_is_mounted():
+    res = runner.invoke(app, ["theory", "--help"])
+    assert res.exit_code == 0 and "--atypical-fraction" in res.output

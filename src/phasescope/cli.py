@@ -30,6 +30,24 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
+def _parse_knobs(text: str) -> dict:
+    """'a=1,b=0.5,c=random' -> {'a': 1, 'b': 0.5, 'c': 'random'}."""
+    knobs = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            fail(f"--synthetic {text!r}: give KEY=VALUE pairs separated by commas, e.g. atypical_fraction=0.1,dim=100.")
+        k, v = item.split("=", 1)
+        for cast in (int, float):
+            try:
+                knobs[k.strip()] = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            knobs[k.strip()] = v.strip()
+    return knobs
+
+
 def _parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -120,6 +138,7 @@ def run(
     dataset: Optional[str] = typer.Option(None, help="Dataset: mnist-digits (embedded, default), digits, cifar10, cifar100, mnist, fashion-mnist, npz, folder."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with the standard distribution files, or an .npz file."),
     download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
+    synthetic: Optional[str] = typer.Option(None, help="Knobs of --dataset synthetic, e.g. atypical_fraction=0.1,dim=100 (see `phasescope theory --help`)."),
     train_size: Optional[int] = typer.Option(None, help="Use a seeded, class-balanced subset of this many training samples."),
     model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`)."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model's channels/units."),
@@ -159,8 +178,10 @@ def run(
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
-                         "transfer", "keep_best", "stop_on_increase")}
+                         "transfer", "keep_best", "stop_on_increase", "synthetic")}
     extra = transfer_options(transfer, keep_best, stop_on_increase)
+    if synthetic:
+        extra["synthetic"] = _parse_knobs(synthetic)
     sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
     if sample_opts:
         extra["samples"] = sample_opts
@@ -287,6 +308,11 @@ def compare(
                   f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-")
     console.print(t)
     console.print(f"wrote {out}/compare.png and {out}/compare.csv")
+
+
+from .theory.cli import theory_command  # noqa: E402
+
+app.command("theory", help="Simulate the single-layer theory of the learning phases (data model + one layer).")(theory_command)
 
 
 def main() -> None:

@@ -106,7 +106,8 @@ def run_experiment(
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
-                                                      seed=cfg.seed, download=cfg.download)
+                                                      seed=cfg.seed, download=cfg.download,
+                                                      **(cfg.extra.get("synthetic") or {}))
     data, transfer = transfer_from_config(cfg, data)  # class-split replaces the pre-training data
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)

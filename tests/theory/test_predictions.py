@@ -31,7 +31,7 @@ def test_1_with_atypical_samples_the_loss_falls_then_rises(table):
         assert r.increase_significant and r.relative_increase_ci_low > 0.03
         assert r.relative_increase_ci_low > 1000 * NUMERICAL_NOISE
         names = [p.split()[0] for p in r.phases.split(", ")]
-        assert names in (["decrease", "increase"], ["constant", "decrease", "increase"]), r.phases
+        assert [p for p in names if p != "constant"] == ["decrease", "increase"], r.phases  # a broad bottom may be constant
 
 
 def test_2_without_atypical_samples_there_is_no_increase(table):

@@ -50,15 +50,19 @@ def load_dataset(
     train_size: int | None = None,
     seed: int = 0,
     download: bool = False,
+    **params,
 ) -> Splits:
     """Load dataset ``name`` as normalised :class:`Splits`.
 
     ``data_dir`` is where standard distribution files live (or an ``.npz`` file);
-    ``train_size`` takes a seeded, class-balanced subset of the training split.
+    ``train_size`` takes a seeded, class-balanced subset of the training split;
+    ``params`` go to loaders that take knobs (``synthetic``: the data model's).
     """
     if name not in _LOADERS:
         raise DataError(f"Unknown dataset {name!r}. Choose one of: {', '.join(sorted(_LOADERS))}.")
-    return _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download)
+    if params and name != "synthetic":
+        raise DataError(f"Dataset {name!r} takes no parameters; got {sorted(params)}.")
+    return _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
 
 
 __all__ = [
