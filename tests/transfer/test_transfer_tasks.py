@@ -84,9 +84,13 @@ def test_switch_with_other_channel_count_is_a_clear_error():
         dataset_task("switch:grey", grey, rgb, allow_resize=True)
 
 
-def test_switch_to_unknown_dataset_names_the_task():
+def test_switch_errors_name_the_task_and_the_fix(tmp_path):
     with pytest.raises(TransferError, match="switch:nope.*Unknown dataset"):
         switch_task("switch:nope", _splits("a", (1, 8, 8)))
+    with pytest.raises(TransferError, match="switch:cifar100.*switch:cifar100@PATH"):
+        switch_task("switch:cifar100", _splits("a", (3, 32, 32)))
+    with pytest.raises(TransferError, match="switch:fashion-mnist@.*does not exist"):
+        switch_task(f"switch:fashion-mnist@{tmp_path / 'none'}", _splits("a", (1, 28, 28)))
 
 
 def _save_npz(path, shape, n=40, classes=4):
@@ -169,3 +173,11 @@ def test_build_tasks_keeps_the_order_given():
     pre, tasks = build_tasks("colour,class-split", data, fit_samples=None, test_samples=None)
     assert [t.name for t in tasks] == ["colour", "class-split"]
     assert pre.num_classes == 3
+
+
+def test_switch_reads_a_standard_dataset_from_the_path_given_and_shrinks_it(tmp_path):
+    _save_npz(tmp_path / "c100.npz", (16, 16, 3), n=40, classes=5)  # stands in for CIFAR-100 files
+    task = switch_task(f"switch:cifar100@{tmp_path / 'c100.npz'}", _splits("rgb", (3, 8, 8)),
+                       fit_samples=20, test_samples=10)
+    assert task.train[0].shape == (20, 3, 8, 8) and task.test[0].shape == (10, 3, 8, 8)
+    assert task.info["resized"] == "bilinear [16, 16] -> [8, 8]" and task.num_classes == 5

@@ -195,7 +195,8 @@ def switch_task(spec: str, data: Splits, *, fit_samples: int | None = 4000, test
     try:
         other = load_dataset(name, data_dir=path or None, download=download)
     except DataError as e:
-        raise TransferError(f"Transfer task {spec!r}: {e}") from e
+        hint = "" if path else f" Give the dataset's location in the task itself: switch:{name}@PATH."
+        raise TransferError(f"Transfer task {spec!r}: {e}{hint}") from e
     return dataset_task(spec, other, data, allow_resize=True, fit_samples=fit_samples, test_samples=test_samples,
                         seed=seed, info={"path": path or None})
 
