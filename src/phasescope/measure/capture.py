@@ -94,17 +94,23 @@ def flatten_features(out: torch.Tensor, grid: int | None) -> torch.Tensor:
 
 
 @contextmanager
-def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Register forward hooks on ``layers``; the yielded dict holds the latest outputs."""
-    store: dict[str, torch.Tensor] = {}
-    modules = resolve_layers(model, layers)
-    handles = [m.register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out.detach()))
-               for n, m in modules.items()]
+def _hooks(model: nn.Module, names: list[str], hook) -> Iterator[None]:
+    """``hook(name, inputs, output)`` on every forward of each named module while open."""
+    handles = [m.register_forward_hook(lambda _m, inp, out, n=n: hook(n, inp, out))
+               for n, m in resolve_layers(model, names).items()]
     try:
-        yield store
+        yield
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Register forward hooks on ``layers``; the yielded dict holds the latest outputs."""
+    store: dict[str, torch.Tensor] = {}
+    with _hooks(model, layers, lambda n, _inp, out: store.__setitem__(n, out.detach())):
+        yield store
 
 
 @torch.no_grad()
@@ -139,12 +145,5 @@ def capture_inputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, lis
     """Forward hooks that append the (first) *input* of each named module, flattened to
     (B, d), to a list per name, for every forward run while the context is open."""
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    modules = resolve_layers(model, names)
-    handles = [m.register_forward_hook(
-        lambda _m, inp, _out, n=n: store[n].append(inp[0].detach().reshape(inp[0].shape[0], -1)))
-        for n, m in modules.items()]
-    try:
+    with _hooks(model, names, lambda n, inp, _out: store[n].append(inp[0].detach().reshape(inp[0].shape[0], -1))):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
