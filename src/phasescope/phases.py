@@ -18,8 +18,8 @@ The rule (all tolerances are arguments, recorded in phases.json):
 * **constant** is the initial stretch: checkpoints whose change from iteration 0 is either
   not significant (adjusted interval includes zero) or small against the later decrease
   (below ``constant_tolerance`` = 10% of it). The decrease runs from the end of that
-  stretch to the first checkpoint that is level with the minimum (difference to it not
-  significant, or below ``min_effect`` relative to the minimum); the increase starts after
+  stretch to the first checkpoint that is level with the minimum (its difference to the
+  minimum is not significant, Bonferroni-adjusted); the increase starts after
   the last checkpoint level with the minimum and runs to the end. A broad bottom between
   the two, or a plateau after the decrease when nothing rises, is a ``constant`` phase.
 """
@@ -184,7 +184,7 @@ def detect_phases(
     def level_with_min(k: int) -> bool:
         diff = boot[k] - boot[k_min]
         lo, _ = _interval(diff, adj_dec) if n > 1 else (diff[0], 0)
-        return lo <= 0 or (mean[k] - mmin) <= min_effect * mmin
+        return lo <= 0  # not significantly above the minimum
 
     dec_end = k_min
     if decrease:
