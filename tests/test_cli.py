@@ -67,3 +67,15 @@ def test_synthetic_dataset_knobs_reach_the_data_model(tmp_path):
 def test_theory_is_mounted():
     res = runner.invoke(app, ["theory", "--help"])
     assert res.exit_code == 0 and "--atypical-fraction" in res.output
+
+
+def test_threads_option(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        res = runner.invoke(app, ["run", *TINY, "--threads", "1", "--out", str(tmp_path / "t")])
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -178,10 +178,6 @@ def run(
                                           "other jobs, 1 avoids oversubscription (it can be 20x faster)."),
 ) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
                          "transfer", "keep_best", "stop_on_increase", "synthetic", "threads")}
@@ -192,6 +188,10 @@ def run(
     if sample_opts:
         extra["samples"] = sample_opts
     opts["extra"] = extra or None
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
     from .data import DataError
     from .experiment import run_experiment, run_seeds
     from .models import ModelError
