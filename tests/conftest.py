@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tests are small; one thread avoids oversubscription on shared CI cores
+torch.set_num_threads(1)  # tests are small: one thread is as fast as two and immune to a busy second core
 
 
 @pytest.fixture

@@ -20,16 +20,6 @@ N_FIT, N_TEST = 200, 100
 FAST = dict(epochs=12, lr=1e-2, batch_size=50, channels=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is as fast as two, and immune to a busy second core
-    (with two OpenMP threads and one core taken, each op waits for a time slice)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     """300 images of i.i.d. standard normal pixels, 1x8x8: nothing to guess from smoothness."""

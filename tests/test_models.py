@@ -21,16 +21,6 @@ SHAPES = [(3, 32, 32), (1, 28, 28)]
 NUM_CLASSES = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is as fast as two, and immune to a busy second core
-    (with two OpenMP threads and one core taken, each op waits for a time slice)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def forward_shapes(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     """Per-sample output shapes of the named modules, from hooks on a real forward pass."""
     seen: dict[str, tuple[int, ...]] = {}
