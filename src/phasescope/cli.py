@@ -108,6 +108,8 @@ def print_summary(result) -> None:
     console.print(f"final accuracy: train {acc.get('train', float('nan')):.3f}, test {acc.get('test', float('nan')):.3f}"
                   f"   ({result.seconds.get('total', 0):.0f} s, of which measurement "
                   f"{result.seconds.get('measurement', 0):.0f} s)")
+    for w in result.payload.get("warnings") or []:
+        err.print(f"[bold yellow]warning:[/] {w}")
     print_transfer(result.payload)
     from .samples_report import summary_lines
 
@@ -265,8 +267,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `ph
     results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
                                     min_effect=cfg["min_effect"], seed=cfg["seed"])
                for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
-    payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df)} if (run_dir / "phases.json").exists() \
-        else phases_payload(results, df)
+    k = (read_json(run_dir / "config.json").get("data") or {}).get("num_classes")
+    payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df, k)} if (run_dir / "phases.json").exists() \
+        else phases_payload(results, df, k)
     from .samples_report import rebuild_samples
 
     rebuild_samples(run_dir, df, payload)  # the samples key and samples.png, when the run has them

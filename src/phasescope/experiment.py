@@ -72,7 +72,7 @@ def versions() -> dict[str, str]:
 def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str | None = None) -> tuple[pd.DataFrame, dict, dict]:
     df = tracker.results()
     phases = tracker.phases()
-    payload = phases_payload(phases, df)
+    payload = phases_payload(phases, df, tracker.num_classes)
     for ext in tracker.extensions:
         if hasattr(ext, "summarise"):
             payload.update(ext.summarise(df, payload))

@@ -8,7 +8,8 @@ Build with :func:`build_model`; list names and output shapes with :func:`trackab
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -44,12 +45,22 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+@contextmanager
+def preserved_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every submodule's own train/eval mode on exit (``model.train(was)`` would set
+    them all to the top-level mode, unfreezing a BatchNorm the user had put in eval)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _flat_dim(features: nn.Module, input_shape: tuple[int, ...]) -> int:
-    with torch.no_grad():
-        was = features.training
+    with torch.no_grad(), preserved_modes(features):
         features.eval()
         out = features(torch.zeros(1, *input_shape))
-        features.train(was)
     return int(out[0].numel())
 
 
@@ -210,14 +221,12 @@ def output_shapes(model: nn.Module, names: list[str], input_shape: tuple[int, ..
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])))
              for n, m in modules.items()]
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), preserved_modes(model):
+            model.eval()
             p = next(model.parameters(), None)
             model(torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu"))
     finally:
-        model.train(was)
         for h in hooks:
             h.remove()
     return shapes

@@ -128,12 +128,15 @@ def curve_table(df: pd.DataFrame, layer: str) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def phases_payload(phase_results: dict, df: pd.DataFrame) -> dict:
-    """The phases.json document."""
+def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | None = None) -> dict:
+    """The phases.json document; ``warnings`` (see diagnostics) are checked when the class count is known."""
+    from .diagnostics import run_warnings
+
     return {
         "layers": {n: r.to_dict() for n, r in phase_results.items()},
         "final_accuracy": final_accuracy(df),
         "checkpoints": sorted(int(i) for i in df.iteration.unique()) if len(df) else [],
+        "warnings": run_warnings(df, num_classes),
     }
 
 

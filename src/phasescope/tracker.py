@@ -36,10 +36,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from .measure.capture import capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
+from .errors import NonFiniteActivations, NonFiniteInput
+from .measure.precision import full_precision
 from .measure.ridge import DEFAULT_RIDGE, StreamingRidge, logistic_probe, one_hot
-from .models import output_shapes, resolve_layers
+from .models import output_shapes, preserved_modes, resolve_layers
 from .phases import PhaseResult, bootstrap_weights, detect_phases
 from .schedule import log_schedule
+
+class _FiniteCheck:
+    """Collects, without a device sync per batch, whether each named tensor stream stayed finite."""
+
+    def __init__(self, iteration: int):
+        self.iteration, self.ok = iteration, {}
+
+    def add(self, what: str, t: torch.Tensor) -> None:
+        ok = torch.isfinite(t).all()
+        self.ok[what] = ok if what not in self.ok else self.ok[what] & ok
+
+    def raise_if_any(self) -> None:
+        bad = [what for what, ok in self.ok.items() if not bool(ok)]
+        if bad:
+            raise NonFiniteActivations(self.iteration, " and ".join(bad))
+
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed
@@ -72,17 +90,65 @@ class Extension(Protocol):
     def measure(self, ctx: CheckpointContext) -> list[dict]: ...
 
 
+def _batches(data: Any, name: str) -> list[tuple[Any, Any]]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list, dict)):
+        return [(data[0], data[1])]
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
+        batches = []
+        for b in data:
+            if isinstance(b, dict):
+                raise TypeError(f"{name} yields dicts (keys {sorted(b)}); give batches of (x, y) instead, e.g. a "
+                                "DataLoader with collate_fn=lambda b: (inputs, labels), or tensors (x, y).")
+            if not isinstance(b, (tuple, list)) or len(b) < 2:
+                raise TypeError(f"{name} must yield (x, y) batches; got a {type(b).__name__}.")
+            batches.append((b[0], b[1]))
+        return batches
+    raise TypeError(f"{name} must be (x, y) arrays/tensors or an iterable of (x, y) batches; got {type(data).__name__}.")
+
+
 def _as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) tensors from a pair of arrays/tensors or an iterable of (x, y) batches."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
-        x, y = data
-        return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float(), torch.as_tensor(
-            np.asarray(y) if not torch.is_tensor(y) else y
-        ).long()
-    if isinstance(data, Iterable):
-        xs, ys = zip(*[(b[0], b[1]) for b in data])
-        return torch.cat([torch.as_tensor(x) for x in xs]).float(), torch.cat([torch.as_tensor(y) for y in ys]).long()
-    raise TypeError(f"{name} must be (x, y) arrays/tensors or an iterable of (x, y) batches; got {type(data)}.")
+    """Validated (x float32, y int64) tensors from (x, y) arrays/tensors or an iterable of (x, y) batches."""
+    xs, ys = [], []
+    for x, y in _batches(data, name):
+        x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+        y = y if torch.is_tensor(y) else torch.as_tensor(np.asarray(y))
+        if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int8, torch.int16,
+                                                                                torch.int32, torch.int64, torch.bool)):
+            raise TypeError(f"{name}: inputs have dtype {x.dtype}; give real numbers (float or integer pixels).")
+        xs.append(x.detach().cpu())
+        ys.append(y.detach().cpu().reshape(-1) if y.dim() > 1 and y.shape[1:].numel() == 1 else y.detach().cpu())
+    x = torch.cat(xs) if xs else torch.zeros(0)
+    y = torch.cat(ys) if ys else torch.zeros(0)
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty; give at least two samples per split.")
+    if y.dim() != 1:
+        raise ValueError(f"{name}: labels must be a 1-D vector of class indices; got shape {tuple(y.shape)} "
+                         "(one-hot labels: pass y.argmax(1)).")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: {len(x)} inputs but {len(y)} labels; give one label per input.")
+    if y.dtype.is_floating_point:
+        if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
+            raise ValueError(f"{name}: labels must be integer class indices 0..K-1; got non-integer values.")
+    if (y < 0).any():
+        raise ValueError(f"{name}: labels must be class indices 0..K-1; found {int(y.min())}.")
+    x = x.float()
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{name}: {bad} input values are NaN or infinite; clean or drop those samples.")
+    return x, y.long()
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a device name ({e}); use 'cpu', 'cuda' or 'cuda:N'.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return dev
 
 
 class PhaseTracker:
@@ -107,12 +173,21 @@ class PhaseTracker:
         extensions: Sequence[Extension] = (),
         decoder_options: dict | None = None,
         seed: int = 0,
+        num_classes: int | None = None,
     ):
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
         self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
         self.test_x, self.test_y = _as_tensors(test_data, "test_data")
-        self.num_classes = int(max(self.fit_y.max(), self.test_y.max()) + 1)
+        if self.fit_x.shape[1:] != self.test_x.shape[1:]:
+            raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
+                             f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
+        top = int(max(self.fit_y.max(), self.test_y.max()))
+        if num_classes is not None and top >= num_classes:
+            raise ValueError(f"labels go up to {top} but num_classes={num_classes}; labels must be 0..{num_classes - 1}.")
+        self.num_classes = int(num_classes) if num_classes is not None else top + 1
+        if self.num_classes < 2:
+            raise ValueError("the labels hold a single class; a classifier's phases need at least two.")
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
         if decoder not in ("linear", "conv"):
             raise ValueError(f"decoder={decoder!r}; choose linear or conv.")
@@ -124,7 +199,7 @@ class PhaseTracker:
         self.decoder_options = dict(decoder_options or {})
         self.seed = seed
         p = next(model.parameters(), None)
-        self.device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
+        self.device = _check_device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
         self.extensions = list(extensions)
         # The final Linear's input is captured in the fit pass only when an extension asks.
         self.head = final_linear_name(model) if any(getattr(e, "needs_head_input", False) for e in self.extensions) else None
@@ -191,15 +266,18 @@ class PhaseTracker:
         """Measure now, at ``iteration`` (scheduled or not), and return the new rows."""
         t0 = time.perf_counter()
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # measurement never moves training's RNG
-            rows = self._measure(model, iteration)
+        try:  # never moves training's RNG, no TF32, and every submodule keeps its own train/eval mode
+            with torch.random.fork_rng(devices=devices), full_precision(), preserved_modes(model):
+                rows = self._measure(model, iteration)
+        except NonFiniteInput as e:  # a decoder/probe solve met overflowed statistics
+            raise NonFiniteActivations(iteration, "the decoder's statistics (products of the features overflowed)") from e
         self.timings[iteration] = time.perf_counter() - t0
         self.rows.extend(rows)
         return rows
 
     def _measure(self, model: nn.Module, it: int) -> list[dict]:
         frozen = prepare(model, self.bn_mode, self.fit_x, self.batch_size, self.device)
-        was_training = model.training
+        finite = _FiniteCheck(it)
         conv = self.decoder == "conv"
         solvers = {n: StreamingRidge(self.ridge) for n in self.layers}
         keep = conv or self.probe == "logistic" or self.extensions or (
@@ -212,14 +290,17 @@ class PhaseTracker:
         with capture_inputs(frozen, [self.head] if self.head else []) as head_inputs:
             for rows_, logits, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
                 fit_logits.append(logits.float().cpu())
+                finite.add("the logits", logits)
                 xb = self.fit_x[rows_].reshape(len(logits), -1).to(self.device)
                 for n in self.layers:
                     h = flatten_features(outs[n], self.pooling[n])
+                    finite.add(f"activations of layer {n!r}", h)
                     solvers[n].partial_fit(h, {"x": xb, "y": Y_fit[rows_].to(self.device)})
                     if keep:
                         fit_feats[n].append(h.cpu())
                     if conv:
                         raw_fit[n].append(outs[n].float().cpu())
+        finite.raise_if_any()  # before any solve: nothing of this checkpoint is recorded
         fit_head = torch.cat([a.float().cpu() for a in head_inputs[self.head]]) if self.head else None
         for s in solvers.values():
             s.solve()
@@ -230,16 +311,21 @@ class PhaseTracker:
         raw_test: dict[str, list] = {n: [] for n in self.layers}
         for rows_, logits, outs in iter_batches(frozen, self.layers, self.test_x, self.batch_size, self.device):
             test_logits.append(logits.float().cpu())
+            finite.add("the logits", logits)
             for n in self.layers:
-                test_feats[n].append(flatten_features(outs[n], self.pooling[n]).cpu())
+                h = flatten_features(outs[n], self.pooling[n])
+                finite.add(f"activations of layer {n!r}", h)
+                test_feats[n].append(h.cpu())
                 if conv:
                     raw_test[n].append(outs[n].float().cpu())
+        finite.raise_if_any()
         test_logits_t = torch.cat(test_logits)
         test_feats_t = {n: torch.cat(v) for n, v in test_feats.items()}
         if cached is None:  # features too large to keep: one more forward over the fit set
             _, cached = self.features(frozen, self.fit_x)
 
         rows: list[dict] = []
+        errors: dict[str, np.ndarray] = {}  # recorded only once the whole checkpoint succeeded
         X_test = self.test_x.reshape(len(self.test_x), -1)
         for n in self.layers:
             s = solvers[n]
@@ -257,7 +343,9 @@ class PhaseTracker:
             else:
                 err = s.per_sample_mse(test_feats_t[n].to(self.device), X_test.to(self.device), "x").cpu()
                 train_mse = s.train_mse_["x"]
-            self.errors[n][it] = err.numpy()
+            if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
+                raise NonFiniteActivations(it, f"the reconstructions from layer {n!r}")
+            errors[n] = err.numpy()
             rows.append(self._row(it, n, "test", "reconstruction_mse", err))
             rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse))
             rows += self._probe_rows(it, n, s, cached[n], test_feats_t[n])
@@ -274,7 +362,8 @@ class PhaseTracker:
             )
             for ext in self.extensions:
                 rows += ext.measure(ctx)
-        model.train(was_training)
+        for n, err in errors.items():
+            self.errors[n][it] = err
         return rows
 
     def _feature_dim(self, layer: str) -> int:

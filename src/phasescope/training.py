@@ -16,18 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, iteration: int, loss: float):
-        self.iteration, self.loss = iteration, loss
-        super().__init__(
-            f"Training diverged at iteration {iteration}: loss is {loss}. "
-            "Lower --lr (or use --optimizer adam), or check the input data for NaN/inf. "
-            "Everything measured before this iteration has been written."
-        )
+from .errors import TrainingDiverged  # noqa: F401  (re-exported: raised by train())
 
 
 def resolve_device(name: str) -> torch.device:

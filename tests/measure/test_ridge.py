@@ -67,3 +67,57 @@ def test_unfitted_and_unknown_target_errors():
     s = StreamingRidge().partial_fit(H, {"x": X}).solve()
     with pytest.raises(KeyError, match="fitted targets"):
         s.predict(H, "y")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_features_raise_a_clear_error_never_reach_lstsq(bad):
+    from phasescope.errors import NonFiniteInput
+
+    H, X = data()
+    H[17, 3] = bad
+    with pytest.raises(NonFiniteInput, match="not\\s+finite"):
+        RidgeDecoder(ridge=0.1).fit(H, X)
+    with pytest.raises(NonFiniteInput):
+        RidgeDecoder(ridge=0.0).fit(H, X)
+
+
+def test_float32_overflow_of_the_products_is_caught():
+    from phasescope.errors import NonFiniteInput
+
+    H, X = data()
+    H[5] = 1e30  # finite, but its square overflows float32
+    with pytest.raises(NonFiniteInput):
+        RidgeDecoder(ridge=0.1).fit(H, X)
+
+
+def test_zero_ridge_with_collinear_features_is_the_minimum_norm_least_squares_solution():
+    H, X = data(p=10)
+    H = torch.cat([H, H[:, :4], 2 * H[:, :2]], 1)  # 6 exactly duplicated directions: rank 10 of 16
+    dec = RidgeDecoder(ridge=0.0).fit(H, X)
+    Hc = H.double() - H.double().mean(0)
+    Xc = X.double() - X.double().mean(0)
+    W = torch.linalg.pinv(Hc, rtol=1e-8) @ Xc  # minimum-norm least squares
+    assert dec.solver_.rank_ == 10
+    torch.testing.assert_close(dec.solver_.coef_["x"], W, rtol=1e-3, atol=1e-4)
+    assert torch.isfinite(dec.predict(H)).all()
+
+
+def test_constant_features_predict_the_mean():
+    _, X = data()
+    H = torch.full((len(X), 8), 3.0)  # dead layer: every feature constant
+    for ridge in (0.0, 0.1):
+        pred = RidgeDecoder(ridge=ridge).fit(H, X).predict(H)
+        torch.testing.assert_close(pred, X.mean(0, keepdim=True).expand_as(X), rtol=1e-4, atol=1e-4)
+
+
+def test_products_ignore_a_callers_reduced_precision_setting():
+    H, X = data()
+    ref = RidgeDecoder(ridge=0.1).fit(H, X).solver_.coef_["x"]
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = RidgeDecoder(ridge=0.1).fit(H, X).solver_.coef_["x"]
+        assert torch.get_float32_matmul_precision() == "medium"  # the caller's setting is restored
+    finally:
+        torch.set_float32_matmul_precision(before)
+    torch.testing.assert_close(got, ref)

@@ -16,14 +16,27 @@ variance of an average feature; it is invariant to rescaling the features. The d
 duplicated channels, noise directions the fit set cannot pin down): on 512 VGG-8 features
 of 10,000 CIFAR-10 images it lowers the held-out MSE from 0.3975 (ridge 1e-3) to 0.3925,
 below the research code's Adam-trained decoder (benchmarks/bench_decoder.py).
+
+The solve never trusts its inputs: non-finite statistics raise :class:`NonFiniteInput`
+(a diverged network, or float32 products that overflowed), and a system that Cholesky
+cannot factor (``ridge`` 0 with collinear or dead features) is solved through an
+eigendecomposition that drops directions below ``RCOND`` of the largest variance: the
+minimum-norm least-squares solution, never an arbitrary jitter.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ..errors import NonFiniteInput
+from .precision import full_precision
+
 
 DEFAULT_RIDGE = 0.1  # relative ridge; see the module docstring for how it was chosen
+# Eigen-directions of the centred Gram matrix below this fraction of the largest one are
+# treated as zero in the rank-revealing solve: the products are formed in float32, whose
+# rounding (about 1e-7 relative, summed over batches) leaves such directions unresolved.
+RCOND = 1e-6
 
 
 class NotFittedError(RuntimeError):
@@ -44,6 +57,10 @@ class StreamingRidge:
         self.n = 0
 
     def partial_fit(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
+        with full_precision():  # no TF32 in the Gram products, whatever the caller's loop set
+            return self._accumulate(H, targets)
+
+    def _accumulate(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
         H = H.detach().float()
         if self.n == 0:
             self._shift_h = H.mean(0)
@@ -69,22 +86,32 @@ class StreamingRidge:
         self.n += len(H)
         return self
 
+    def _statistics_finite(self) -> bool:
+        stats = [self._s_h, self._s_hh, *self._s_t.values(), *self._s_ht.values(), *self._s_tt.values()]
+        return all(bool(torch.isfinite(s).all()) for s in stats)
+
     def solve(self) -> "StreamingRidge":
         if self.n < 2:
             raise NotFittedError("StreamingRidge needs at least 2 samples before solve().")
+        if not self._statistics_finite():
+            raise NonFiniteInput(
+                "The decoder's accumulated statistics hold NaN or inf: the features or targets were not "
+                "finite, or their products overflowed float32. Check the inputs; in training this means "
+                "the network diverged (lower the learning rate).")
         n = self.n
         m_h = self._s_h / n
         C = self._s_hh - n * torch.outer(m_h, m_h)  # centred Gram (p, p)
         p = C.shape[0]
         lam = self.ridge * float(torch.trace(C)) / p
         self.lam_ = lam
-        A = C + (lam if lam > 0 else 1e-12) * torch.eye(p, dtype=C.dtype, device=C.device)
-        L, info = torch.linalg.cholesky_ex(A)
+        solve = self._cholesky_solver(C, lam) if lam > 0 else None
+        if solve is None:  # ridge 0, or a system too ill-conditioned to factor
+            solve = self._eigen_solver(C, lam)
         self.coef_, self.intercept_, self.train_mse_ = {}, {}, {}
         for k in self._s_ht:
             m_t = self._s_t[k] / n
             cross = self._s_ht[k] - n * torch.outer(m_h, m_t)  # (p, D)
-            W = torch.cholesky_solve(cross, L) if int(info) == 0 else torch.linalg.lstsq(A, cross).solution
+            W = solve(cross)
             b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
             # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
             tt = (self._s_tt[k] - n * m_t * m_t).sum()
@@ -93,6 +120,21 @@ class StreamingRidge:
             self.intercept_[k] = b
             self.train_mse_[k] = float(max(sse, 0.0)) / (n * cross.shape[1])
         return self
+
+    @staticmethod
+    def _cholesky_solver(C: torch.Tensor, lam: float):
+        A = C + lam * torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
+        L, info = torch.linalg.cholesky_ex(A)
+        return (lambda B: torch.cholesky_solve(B, L)) if int(info) == 0 else None
+
+    def _eigen_solver(self, C: torch.Tensor, lam: float):
+        """(C + lam I)^+ B through eigh: directions below RCOND of the largest are dropped."""
+        s, V = torch.linalg.eigh(C)
+        top = float(s.max()) if len(s) else 0.0
+        keep = s > RCOND * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)  # all-constant features: W = 0
+        inv = torch.where(keep, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+        self.rank_ = int(keep.sum())
+        return lambda B: V @ (inv[:, None] * (V.T @ B))
 
     def _check(self, name: str) -> None:
         if not hasattr(self, "coef_"):

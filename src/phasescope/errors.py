@@ -1,0 +1,34 @@
+"""Exceptions a user's code may want to catch, in one place (no imports: any module may use them)."""
+from __future__ import annotations
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced NaN or infinite numbers: the loss, or the activations a checkpoint measured.
+
+    Everything measured before ``iteration`` is kept (and, in ``run_experiment``, written).
+    """
+
+    def __init__(self, iteration: int, loss: float, detail: str | None = None):
+        self.iteration, self.loss = iteration, loss
+        what = detail or f"loss is {loss}"
+        super().__init__(
+            f"Training diverged at iteration {iteration}: {what}. "
+            "Lower --lr (or use --optimizer adam), or check the input data for NaN/inf. "
+            "Everything measured before this iteration has been written."
+        )
+
+
+class NonFiniteActivations(TrainingDiverged):
+    """A checkpoint found NaN/inf in a layer's activations, the logits, or the decoder's statistics.
+
+    Raised by :meth:`PhaseTracker.measure` before anything of that checkpoint is recorded, so
+    the tracker's results still hold every earlier checkpoint. ``where`` names what was not finite.
+    """
+
+    def __init__(self, iteration: int, where: str):
+        self.where = where
+        super().__init__(iteration, float("nan"), detail=f"NaN or inf in {where} at this checkpoint")
+
+
+class NonFiniteInput(ValueError):
+    """An estimator was given NaN/inf data (features, targets or accumulated statistics)."""

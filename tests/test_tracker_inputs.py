@@ -1,0 +1,139 @@
+"""The tracker never trusts its inputs and never changes the user's model."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from phasescope import PhaseTracker, log_schedule
+from phasescope.data import load_dataset
+from phasescope.errors import NonFiniteActivations, TrainingDiverged
+from phasescope.models import build_model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def model_for(digits, seed=0):
+    torch.manual_seed(seed)
+    return build_model("cnn", digits.input_shape, 10, width=0.5)
+
+
+def tracker(model, digits, **kw):
+    fit = kw.pop("fit", (digits.x_train[:300], digits.y_train[:300]))
+    test = kw.pop("test", (digits.x_test[:150], digits.y_test[:150]))
+    return PhaseTracker(model, ["features.3"], fit, test, schedule=log_schedule(8), bootstrap=50, **kw)
+
+
+def test_non_finite_activations_raise_one_catchable_error_and_keep_earlier_checkpoints(digits):
+    m = model_for(digits)
+    t = tracker(m, digits)
+    t.maybe_measure(m, 0)
+    before = t.results()
+    with torch.no_grad():
+        m.features[0][0].weight.fill_(float("inf"))  # what a diverged step leaves behind
+    with pytest.raises(NonFiniteActivations, match="features.3") as info:
+        t.maybe_measure(m, 1)
+    assert isinstance(info.value, TrainingDiverged) and info.value.iteration == 1
+    assert t.measured == [0]  # the failed checkpoint left nothing behind
+    assert t.results().equals(before)
+    assert sorted(t.errors["features.3"]) == [0]
+
+
+def test_overflowing_but_finite_activations_are_caught(digits):
+    m = model_for(digits)
+    t = tracker(m, digits)
+    with torch.no_grad():
+        m.features[3][1].weight.mul_(1e20)  # finite features of ~1e20: their squares overflow float32
+    with pytest.raises(NonFiniteActivations, match="statistics"):
+        t.maybe_measure(m, 0)
+
+
+def test_each_submodules_mode_is_restored(digits):
+    """A BatchNorm deliberately frozen in eval stays in eval after measuring."""
+    m = model_for(digits)
+    m.train()
+    m.features[0].eval()
+    modes = {n: mod.training for n, mod in m.named_modules()}
+    assert not all(modes.values()) and any(modes.values())  # mixed modes
+    tracker(m, digits).maybe_measure(m, 0)
+    assert {n: mod.training for n, mod in m.named_modules()} == modes
+
+
+def test_frozen_batchnorm_training_is_unchanged_by_tracking(digits):
+    """Same weights and BatchNorm statistics after 8 steps with a frozen-BN submodule, with and without tracking."""
+    def train(track: bool):
+        m = model_for(digits)
+        m.train()
+        m.features[0].eval()  # frozen BatchNorm statistics in the first block
+        opt = torch.optim.SGD(m.parameters(), lr=0.05)
+        t = tracker(m, digits) if track else None
+        g = torch.Generator().manual_seed(0)
+        for it in range(9):
+            if t is not None:
+                t.maybe_measure(m, it)
+            if it == 8:
+                break
+            idx = torch.randint(0, len(digits.x_train), (32,), generator=g)
+            loss = nn.functional.cross_entropy(m(digits.x_train[idx]), digits.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.state_dict()
+
+    plain, tracked = train(False), train(True)
+    for k in plain:
+        assert torch.equal(plain[k], tracked[k]), k
+
+
+@pytest.mark.parametrize("case, data, message", [
+    ("lengths", lambda d: (d.x_train[:100], d.y_train[:90]), "100 inputs but 90 labels"),
+    ("nan", lambda d: (torch.where(torch.arange(100)[:, None, None, None] == 3, float("nan"), d.x_train[:100]),
+                       d.y_train[:100]), "NaN or infinite"),
+    ("float labels", lambda d: (d.x_train[:100], d.y_train[:100].float() + 0.5), "integer class indices"),
+    ("negative labels", lambda d: (d.x_train[:100], d.y_train[:100] - 1), "found -1"),
+    ("one-hot", lambda d: (d.x_train[:100], nn.functional.one_hot(d.y_train[:100], 10)), "argmax"),
+    ("empty", lambda d: (d.x_train[:0], d.y_train[:0]), "empty"),
+    ("dict loader", lambda d: [{"pixel_values": d.x_train[:10], "labels": d.y_train[:10]}], "yields dicts"),
+    ("string", lambda d: "x.npz", "(x, y)"),
+])
+def test_bad_fit_data_says_what_to_fix(digits, case, data, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        tracker(model_for(digits), digits, fit=data(digits))
+
+
+def test_labels_beyond_the_declared_class_count_are_an_error(digits):
+    with pytest.raises(ValueError, match="num_classes=5"):
+        tracker(model_for(digits), digits, num_classes=5)
+
+
+def test_a_single_class_is_an_error(digits):
+    one = digits.y_train[:100] * 0
+    with pytest.raises(ValueError, match="single class"):
+        tracker(model_for(digits), digits, fit=(digits.x_train[:100], one), test=(digits.x_test[:50], one[:50]))
+
+
+def test_a_dataloader_of_pairs_is_accepted(digits):
+    ds = torch.utils.data.TensorDataset(digits.x_train[:300], digits.y_train[:300])
+    t = tracker(model_for(digits), digits, fit=torch.utils.data.DataLoader(ds, batch_size=64))
+    assert t.fit_x.shape[0] == 300 and t.fit_y.dtype == torch.int64
+
+
+def test_a_device_that_does_not_exist_is_an_error(digits):
+    bad = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match="CUDA|cuda"):
+        tracker(model_for(digits), digits, device=bad)
+    with pytest.raises(ValueError, match="not a device name"):
+        tracker(model_for(digits), digits, device="gpu7")
+
+
+def test_measurement_restores_a_reduced_matmul_precision(digits):
+    m = model_for(digits)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # what enabling TF32 in a training loop does
+    try:
+        tracker(m, digits).maybe_measure(m, 0)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
