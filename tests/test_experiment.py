@@ -15,7 +15,7 @@ def test_run_writes_every_output(tmp_path, tiny_cfg):
     assert FILES <= {p.name for p in (tmp_path / "run").iterdir()}
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["config"]["iterations"] == 64 and cfg["versions"]["torch"]
-    assert cfg["measurement"]["bn_mode"] == "recalibrate" and cfg["measurement"]["ridge"] == 0.1
+    assert cfg["measurement"]["bn_mode"] == "recalibrate" and cfg["measurement"]["relative_ridge"] == 0.1
     df = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert {"iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"} <= set(df.columns)
     ph = json.loads((tmp_path / "run" / "phases.json").read_text())

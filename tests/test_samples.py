@@ -89,7 +89,7 @@ def test_tracker_captures_head_input_in_its_pass_and_norms_match_autograd():
     tracker = _tracker(model, x, y, ext, (0, 4))
     model.load_state_dict(states[4])
     rows = tracker.measure(model, 4)
-    assert tracker.head == "head"
+    assert tracker.module_inputs == {"<head>": "head"}
     model.eval()
     torch.testing.assert_close(torch.as_tensor(ext.matrix("grad_norm")[0], dtype=torch.float64),
                                _autograd_norms(model, model.head, x, y), rtol=1e-4, atol=1e-6)
@@ -101,7 +101,7 @@ def test_tracker_captures_head_input_in_its_pass_and_norms_match_autograd():
 
 def test_own_data_forward_gives_the_same_as_the_tracker_pass():
     model, x, y, states = _trajectory((0, 2))
-    a, b = SampleDynamics(), SampleDynamics(data=(x, y))
+    a, b = SampleDynamics(), SampleDynamics(data=(x, y), name="samples-own-data")
     tracker = PhaseTracker(model, ["features.2"], (x, y), (x[:30], y[:30]), schedule=[0, 2], bootstrap=20,
                            extensions=[a, b], device="cpu")
     for t in (0, 2):

@@ -56,7 +56,7 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
     return PhaseTracker(
         model, cfg.layers or default_layers(model), fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
-        decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, ridge=cfg.ridge,
+        decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.ridge,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,

@@ -15,7 +15,7 @@ final layer's input a, grad_W = (p - e) a^T and grad_b = p - e, so
     ||grad||^2 = ||p - e||^2 (||a||^2 + 1)        (without a bias: ||p - e||^2 ||a||^2)
 
 No per-sample backward pass is run: the tracker captures ``a`` in the forward pass it
-already makes over the fit set (``needs_head_input``).
+already makes over the fit set (``requires = Requires(module_inputs=(HEAD,))``).
 
 Per checkpoint it adds to metrics.csv (layer ``model``, split ``train``):
 
@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
+from .extension import HEAD, Extension, Requires
 
 METRICS = ("grad_share_top1", "grad_share_top10", "grad_effective_fraction", "misclassified_fraction")
 HISTORY = ("correct", "loss", "margin", "grad_norm")  # per-checkpoint, per-sample arrays kept in state
@@ -192,7 +193,20 @@ def samples_options(extra: dict | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the extension
-class SampleDynamics:
+class _LazyFeatures:
+    """``layer in feats`` / ``feats[layer]`` over the context's fit features, computed only when read."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def __contains__(self, layer: str) -> bool:
+        return layer in self.ctx.layers
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        return self.ctx.fit_features[layer]
+
+
+class SampleDynamics(Extension):
     """Tracker extension recording per-sample dynamics on the training set.
 
     Parameters
@@ -210,12 +224,13 @@ class SampleDynamics:
     """
 
     name = "samples"
-    needs_head_input = True
+    requires = Requires(module_inputs=(HEAD,))  # the final Linear's input, from the tracker's fit pass
 
     def __init__(self, data: Any = None, *, index: Sequence[int] | None = None, max_samples: int | None = None,
                  layer: str | None = None, seed: int = 0, images: torch.Tensor | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 classes: Sequence[str] | None = None):
+                 classes: Sequence[str] | None = None, name: str = "samples"):
+        self.name = name  # unique among a tracker's extensions (state and files are keyed by it)
         if max_samples is not None and max_samples <= 0:
             raise ValueError(f"max_samples must be positive or None (all samples); got {max_samples}.")
         self.data, self.index, self.max_samples, self.layer, self.seed = data, index, max_samples, layer, seed
@@ -239,11 +254,11 @@ class SampleDynamics:
         from .measure.capture import capture_inputs, final_linear_name
         from .tracker import _as_tensors
 
-        if self.data is None and ctx.fit_head_inputs is not None:
-            return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.fit_head_inputs, ctx.fit_features or {}
+        if self.data is None and HEAD in ctx.module_inputs:
+            return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.module_inputs[HEAD], _LazyFeatures(ctx)
         # Own forward: followed data of the user's, or a tracker that did not capture the head.
         x, y = (ctx.fit_x, ctx.fit_y) if self.data is None else _as_tensors(self.data, "data")
-        head = ctx.head or final_linear_name(ctx.model)
+        head = final_linear_name(ctx.model)
         if head is None:
             raise ValueError("SampleDynamics needs a final nn.Linear producing the logits; the model has none.")
         with capture_inputs(ctx.model, [head]) as store:
@@ -301,7 +316,7 @@ class SampleDynamics:
         """The captured input must be what the logits are computed from: logits = a W^T + b."""
         from .measure.capture import final_linear_name
 
-        lin = ctx.model.get_submodule(ctx.head or final_linear_name(ctx.model))
+        lin = ctx.model.get_submodule(final_linear_name(ctx.model))
         self.bias_ = lin.bias is not None
         k = min(8, len(a))
         pred = F.linear(a[:k].to(lin.weight.device, lin.weight.dtype), lin.weight, lin.bias).float().cpu()

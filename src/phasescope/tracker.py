@@ -10,24 +10,29 @@
 
 At each scheduled iteration the tracker works on a frozen, BatchNorm-prepared copy of
 the model (see measure.capture), so training is never disturbed: it touches neither the
-model's weights nor any random number generator. Per layer it fits a fresh decoder
-(exact ridge by default) of the input from the layer's activations, and a fresh linear
-probe of the label, on ``fit_data``, and scores both on ``test_data``; it also records the
-classifier's own accuracy and loss. Per-sample test reconstruction errors are kept so
-that phases get paired-bootstrap intervals.
+model's weights, nor its submodules' train/eval modes, nor any random number generator.
+A checkpoint is three steps:
 
-Extensions (per-sample dynamics, transfer probes, ...) plug in through ``extensions``:
-objects with ``name``, ``measure(ctx) -> list[row]`` and optionally ``state_dict`` /
-``load_state_dict``; ``ctx`` is a :class:`CheckpointContext`. An extension with
-``needs_head_input = True`` also gets the input of the final ``nn.Linear`` on the fit set,
-captured in the same forward pass (``ctx.fit_head_inputs``).
+1. **fit pass** (one forward over ``fit_data``): per layer, the sufficient statistics of
+   one ridge regression whose targets are the input (the decoder) and the one-hot label
+   (the probe): both share the Gram matrix of the features, so one accumulation serves two
+   estimators. Features are kept for the probe's training accuracy when they fit in
+   ``CACHE_BYTES``, else recomputed by one more forward pass.
+2. **test pass** (one forward over ``test_data``): features and logits.
+3. **scoring**: per-sample test reconstruction errors (kept for paired-bootstrap phase
+   intervals), probe and classifier accuracy/loss with bootstrap intervals; then the
+   extensions (see :mod:`phasescope.extension`).
+
+Nothing is trusted: NaN/inf in activations, logits or the decoder's statistics raise
+:class:`~phasescope.errors.NonFiniteActivations` (a :class:`TrainingDiverged`) before
+anything of that checkpoint is recorded.
 """
 from __future__ import annotations
 
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,13 +40,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .measure.capture import capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
 from .errors import NonFiniteActivations, NonFiniteInput
+from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
+from .measure.capture import bn_layers, capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
 from .measure.precision import full_precision
-from .measure.ridge import DEFAULT_RIDGE, StreamingRidge, logistic_probe, one_hot
+from .measure.probe import LinearProbe
+from .measure.ridge import DEFAULT_RIDGE, StreamingRidge, one_hot
 from .models import output_shapes, preserved_modes, resolve_layers
 from .phases import PhaseResult, bootstrap_weights, detect_phases
 from .schedule import log_schedule
+
+METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
+CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed when needed
+# BatchNorm statistics are recalibrated on a seeded subset of the fit set of this size: the
+# per-channel means and variances it estimates average over samples *and* positions, and
+# 1,024 samples move the reconstruction curve by far less than its interval (README).
+DEFAULT_BN_SAMPLES = 1024
+
 
 class _FiniteCheck:
     """Collects, without a device sync per batch, whether each named tensor stream stayed finite."""
@@ -57,37 +72,6 @@ class _FiniteCheck:
         bad = [what for what, ok in self.ok.items() if not bool(ok)]
         if bad:
             raise NonFiniteActivations(self.iteration, " and ".join(bad))
-
-
-METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
-CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed
-
-
-@dataclass
-class CheckpointContext:
-    """What an extension sees at a checkpoint."""
-
-    iteration: int
-    model: nn.Module  # frozen, BatchNorm-prepared copy; do not train it
-    layers: list[str]
-    device: torch.device
-    fit_x: torch.Tensor
-    fit_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    features: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-    fit_features: dict[str, torch.Tensor] | None = None  # pooled (n_fit, p) per layer when cached
-    test_features: dict[str, torch.Tensor] = field(default_factory=dict)
-    fit_logits: torch.Tensor | None = None
-    test_logits: torch.Tensor | None = None
-    head: str | None = None  # name of the final nn.Linear whose input is in fit_head_inputs
-    fit_head_inputs: torch.Tensor | None = None  # (n_fit, d) input of ``head``, same forward as fit_logits
-
-
-class Extension(Protocol):
-    name: str
-
-    def measure(self, ctx: CheckpointContext) -> list[dict]: ...
 
 
 def _batches(data: Any, name: str) -> list[tuple[Any, Any]]:
@@ -151,7 +135,43 @@ def _check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+@dataclass
+class _FitPass:
+    solvers: dict[str, StreamingRidge]  # per layer: decoder (target "x") and ridge probe (target "y")
+    logits: torch.Tensor  # (n_fit, K)
+    features: dict[str, torch.Tensor] | None  # (n_fit, p) per layer when kept (see CACHE_BYTES)
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)  # unpooled outputs, conv decoder only
+    module_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # as extensions require
+
+
+@dataclass
+class _TestPass:
+    logits: torch.Tensor  # (n_test, K)
+    features: dict[str, torch.Tensor]  # (n_test, p) per layer
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _requires(ext: Any) -> Requires:
+    return getattr(ext, "requires", None) or Requires()
+
+
+def _hook(ext: Any, name: str):
+    """An extension's hook, or the base class's no-op for objects that only implement some hooks."""
+    return getattr(ext, name, None) or getattr(Extension(), name)
+
+
 class PhaseTracker:
+    """Measures reconstruction and probes of ``layers`` at the ``schedule``'s iterations.
+
+    ``fit_data`` / ``test_data``: (x, y) tensors or arrays, or an iterable of (x, y) batches.
+    ``decoder``: ``linear`` (exact ridge) or ``conv``; ``probe``: ``ridge`` or ``logistic``;
+    ``relative_ridge``: ridge strength relative to the mean feature variance;
+    ``bn_mode``/``bn_samples``: how BatchNorm statistics of the frozen copy are prepared
+    (recalibrated on a seeded subset of ``bn_samples`` fit samples by default);
+    ``extensions``: :class:`~phasescope.extension.Extension` objects; ``num_classes``:
+    the label count when some class may be absent from the measurement samples.
+    """
+
     def __init__(
         self,
         model: nn.Module,
@@ -163,7 +183,8 @@ class PhaseTracker:
         decoder: str = "linear",
         probe: str = "ridge",
         bn_mode: str = "recalibrate",
-        ridge: float = DEFAULT_RIDGE,
+        bn_samples: int | None = DEFAULT_BN_SAMPLES,
+        relative_ridge: float = DEFAULT_RIDGE,
         max_features: int = 4096,
         batch_size: int = 500,
         bootstrap: int = 1000,
@@ -174,7 +195,12 @@ class PhaseTracker:
         decoder_options: dict | None = None,
         seed: int = 0,
         num_classes: int | None = None,
+        ridge: float | None = None,  # deprecated name of relative_ridge
     ):
+        if ridge is not None:
+            warnings.warn("PhaseTracker(ridge=...) is deprecated; use relative_ridge=...", DeprecationWarning,
+                          stacklevel=2)
+            relative_ridge = ridge
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
         self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
@@ -193,23 +219,51 @@ class PhaseTracker:
             raise ValueError(f"decoder={decoder!r}; choose linear or conv.")
         if probe not in ("ridge", "logistic"):
             raise ValueError(f"probe={probe!r}; choose ridge or logistic.")
+        if bn_mode not in ("recalibrate", "running", "batch"):
+            raise ValueError(f"bn_mode={bn_mode!r}; choose recalibrate, running or batch.")
+        if bn_samples is not None and bn_samples < 1:
+            raise ValueError(f"bn_samples must be positive or None (all fit samples); got {bn_samples}.")
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode
-        self.ridge, self.max_features, self.batch_size = ridge, max_features, batch_size
+        self.relative_ridge, self.max_features, self.batch_size = relative_ridge, max_features, batch_size
         self.bootstrap, self.confidence, self.min_effect = bootstrap, confidence, min_effect
         self.decoder_options = dict(decoder_options or {})
         self.seed = seed
         p = next(model.parameters(), None)
         self.device = _check_device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-        self.extensions = list(extensions)
-        # The final Linear's input is captured in the fit pass only when an extension asks.
-        self.head = final_linear_name(model) if any(getattr(e, "needs_head_input", False) for e in self.extensions) else None
+        # BatchNorm recalibration: a seeded subset of the fit set; none at all without BatchNorm.
+        self.bn_x = self._bn_subset(model, bn_samples)
         shapes = output_shapes(model, self.layers, tuple(self.fit_x.shape[1:]))
         self.layer_shapes = {n: list(s) for n, s in shapes.items()}
         self.pooling = {n: pool_grid(tuple(s), max_features) for n, s in shapes.items()}
         self.rows: list[dict] = []
         self.errors: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.layers}  # layer -> it -> (n_test,)
         self.timings: dict[int, float] = {}
+        self.decisions: dict[int, Decision] = {}
         self._boot: dict[int, np.ndarray] = {}
+        self.extensions = list(extensions)
+        names = [e.name for e in self.extensions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"extension names must be unique; got {names}.")
+        for e in self.extensions:
+            _hook(e, "setup")(self)
+        # Module inputs captured in the fit pass, only as extensions require (HEAD = final Linear).
+        wanted = dict.fromkeys(n for e in self.extensions for n in _requires(e).module_inputs)
+        self.module_inputs = {n: (final_linear_name(model) if n == HEAD else n) for n in wanted}
+        if None in self.module_inputs.values():
+            raise ValueError("An extension needs the input of the model's final nn.Linear, but the model has none.")
+
+    @property
+    def ridge(self) -> float:  # deprecated alias
+        return self.relative_ridge
+
+    def _bn_subset(self, model: nn.Module, bn_samples: int | None) -> torch.Tensor | None:
+        if self.bn_mode != "recalibrate" or not bn_layers(model):
+            return None
+        n = len(self.fit_x)
+        if bn_samples is None or bn_samples >= n:
+            return self.fit_x
+        rows = np.sort(np.random.default_rng(self.seed).choice(n, bn_samples, replace=False))
+        return self.fit_x[torch.as_tensor(rows)]
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -223,20 +277,29 @@ class PhaseTracker:
         """Measure if ``iteration`` is scheduled and not yet measured; else do nothing."""
         return self.measure(model, iteration) if self.should_measure(iteration) else None
 
+    @property
+    def stop(self) -> Decision | None:
+        """The first extension decision to stop training, if any (e.g. --stop-on-increase)."""
+        return next((d for _, d in sorted(self.decisions.items()) if d.stop), None)
+
     def describe(self) -> dict:
         """Measurement settings, as recorded in config.json."""
         return {
             "layers": self.layers, "layer_shapes": self.layer_shapes,
             "pooled_to_grid": {n: g for n, g in self.pooling.items()}, "decoder": self.decoder,
             "decoder_options": self.decoder_options, "probe": self.probe, "bn_mode": self.bn_mode,
-            "ridge": self.ridge, "max_features": self.max_features, "measure_batch_size": self.batch_size,
+            "bn_samples": None if self.bn_x is None else int(len(self.bn_x)),
+            "relative_ridge": self.relative_ridge, "max_features": self.max_features,
+            "measure_batch_size": self.batch_size,
             "fit_samples": int(len(self.fit_x)), "test_samples": int(len(self.test_x)),
             "bootstrap": self.bootstrap, "confidence": self.confidence, "min_effect": self.min_effect,
             "schedule": self.schedule,
+            "extensions": {e.name: _hook(e, "describe")() or {} for e in self.extensions},
         }
 
     # ------------------------------------------------------------------ measurement
-    def _ci(self, values: torch.Tensor | np.ndarray) -> tuple[float, float, float]:
+    def estimate(self, values: torch.Tensor | np.ndarray) -> tuple[float, float, float]:
+        """Mean of per-sample ``values`` with its bootstrap interval (seeded, cached per size)."""
         v = np.asarray(values.cpu() if torch.is_tensor(values) else values, dtype=np.float64).reshape(-1)
         if v.size < 2:
             return float(v.mean()) if v.size else float("nan"), float("nan"), float("nan")
@@ -246,21 +309,15 @@ class PhaseTracker:
         lo, hi = np.quantile(means, [(1 - self.confidence) / 2, (1 + self.confidence) / 2])
         return float(v.mean()), float(lo), float(hi)
 
-    def _row(self, it: int, layer: str, split: str, metric: str, values: Any) -> dict:
-        if isinstance(values, float):
-            v, lo, hi = values, float("nan"), float("nan")
-        else:
-            v, lo, hi = self._ci(values)
-        return {"iteration": it, "layer": layer, "split": split, "metric": metric, "value": v, "ci_low": lo, "ci_high": hi}
-
     def features(self, frozen: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and pooled (N, p) features of every tracked layer for inputs ``x``."""
-        logits, feats = [], {n: [] for n in self.layers}
-        for _, lg, outs in iter_batches(frozen, self.layers, x, self.batch_size, self.device):
-            logits.append(lg.float().cpu())
+        logits = torch.empty(len(x), self.num_classes)
+        feats = {n: torch.empty(len(x), self._feature_dim(n)) for n in self.layers}  # filled in place: one copy
+        for rows, lg, outs in iter_batches(frozen, self.layers, x, self.batch_size, self.device):
+            logits[rows] = lg.float().cpu()
             for n in self.layers:
-                feats[n].append(flatten_features(outs[n], self.pooling[n]).cpu())
-        return torch.cat(logits), {n: torch.cat(v) for n, v in feats.items()}
+                feats[n][rows] = flatten_features(outs[n], self.pooling[n]).cpu()
+        return logits, feats
 
     def measure(self, model: nn.Module, iteration: int) -> list[dict]:
         """Measure now, at ``iteration`` (scheduled or not), and return the new rows."""
@@ -268,126 +325,153 @@ class PhaseTracker:
         devices = [self.device] if self.device.type == "cuda" else []
         try:  # never moves training's RNG, no TF32, and every submodule keeps its own train/eval mode
             with torch.random.fork_rng(devices=devices), full_precision(), preserved_modes(model):
-                rows = self._measure(model, iteration)
+                rows, errors, ctx = self._measure(model, iteration)
         except NonFiniteInput as e:  # a decoder/probe solve met overflowed statistics
             raise NonFiniteActivations(iteration, "the decoder's statistics (products of the features overflowed)") from e
-        self.timings[iteration] = time.perf_counter() - t0
+        # The checkpoint succeeded as a whole: record it, then let extensions act on it.
+        for n, err in errors.items():
+            self.errors[n][iteration] = err
         self.rows.extend(rows)
+        self.timings[iteration] = time.perf_counter() - t0
+        for ext in self.extensions:
+            d = _hook(ext, "after_checkpoint")(ctx)
+            if d is not None:
+                self.decisions[iteration] = d if d.stop or iteration not in self.decisions else self.decisions[iteration]
         return rows
 
-    def _measure(self, model: nn.Module, it: int) -> list[dict]:
-        frozen = prepare(model, self.bn_mode, self.fit_x, self.batch_size, self.device)
+    def _measure(self, model: nn.Module, it: int) -> tuple[list[dict], dict[str, np.ndarray], CheckpointContext]:
+        no_bn = self.bn_mode == "recalibrate" and self.bn_x is None  # no BatchNorm: nothing to recalibrate
+        frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.batch_size, self.device)
+        fit = self._fit_pass(frozen, it)
+        test = self._test_pass(frozen, it)
+        if fit.features is None and self.probe == "logistic":  # the iterative probe needs them all at once
+            fit.features = self.features(frozen, self.fit_x)[1]
+        rows, errors = self._score(it, fit, test, frozen)
+        ctx = CheckpointContext(
+            iteration=it, model=frozen, live_model=model, tracker=self, layers=self.layers, device=self.device,
+            fit_x=self.fit_x, fit_y=self.fit_y, test_x=self.test_x, test_y=self.test_y,
+            features=lambda x: self.features(frozen, x), test_features=test.features, fit_logits=fit.logits,
+            test_logits=test.logits, module_inputs=fit.module_inputs, estimate=self.estimate,
+            _fit_features=fit.features, _fit_features_fn=lambda: self.features(frozen, self.fit_x)[1],
+        )
+        for ext in self.extensions:
+            rows += ext.measure(ctx)
+        return rows, errors, ctx
+
+    def _keep_fit_features(self) -> bool:
+        return sum(self._feature_dim(n) for n in self.layers) * len(self.fit_x) * 4 <= CACHE_BYTES
+
+    def _fit_pass(self, frozen: nn.Module, it: int) -> _FitPass:
+        """One forward over the fit set: the ridge statistics of decoder and probe, per layer."""
         finite = _FiniteCheck(it)
-        conv = self.decoder == "conv"
-        solvers = {n: StreamingRidge(self.ridge) for n in self.layers}
-        keep = conv or self.probe == "logistic" or self.extensions or (
-            sum(self._feature_dim(n) for n in self.layers) * len(self.fit_x) * 4 < CACHE_BYTES)
-        fit_feats: dict[str, list] = {n: [] for n in self.layers}
-        raw_fit: dict[str, list] = {n: [] for n in self.layers}
-        fit_logits = []
-        Y_fit = one_hot(self.fit_y, self.num_classes)
-        # Pass 1: fit set -> sufficient statistics of the decoder and probe (one forward).
-        with capture_inputs(frozen, [self.head] if self.head else []) as head_inputs:
-            for rows_, logits, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
-                fit_logits.append(logits.float().cpu())
-                finite.add("the logits", logits)
-                xb = self.fit_x[rows_].reshape(len(logits), -1).to(self.device)
-                for n in self.layers:
-                    h = flatten_features(outs[n], self.pooling[n])
-                    finite.add(f"activations of layer {n!r}", h)
-                    solvers[n].partial_fit(h, {"x": xb, "y": Y_fit[rows_].to(self.device)})
+        n, conv = len(self.fit_x), self.decoder == "conv"
+        solvers = {name: StreamingRidge(self.relative_ridge) for name in self.layers}
+        keep = self._keep_fit_features()
+        feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers} if keep else None
+        raw: dict[str, list] = {name: [] for name in self.layers}
+        logits = torch.empty(n, self.num_classes)
+        Y = one_hot(self.fit_y, self.num_classes)
+        with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
+            for rows, lg, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
+                finite.add("the logits", lg)
+                logits[rows] = lg.float().cpu()
+                xb = self.fit_x[rows].reshape(len(lg), -1).to(self.device)
+                for name in self.layers:
+                    h = flatten_features(outs[name], self.pooling[name])
+                    finite.add(f"activations of layer {name!r}", h)
+                    solvers[name].partial_fit(h, {"x": xb, "y": Y[rows].to(self.device)})
                     if keep:
-                        fit_feats[n].append(h.cpu())
+                        feats[name][rows] = h.cpu()
                     if conv:
-                        raw_fit[n].append(outs[n].float().cpu())
+                        raw[name].append(outs[name].float().cpu())
         finite.raise_if_any()  # before any solve: nothing of this checkpoint is recorded
-        fit_head = torch.cat([a.float().cpu() for a in head_inputs[self.head]]) if self.head else None
         for s in solvers.values():
             s.solve()
-        fit_logits_t = torch.cat(fit_logits)
-        cached = {n: torch.cat(v) for n, v in fit_feats.items()} if keep else None
-        # Pass 2: test set -> per-sample errors (one forward).
-        test_logits, test_feats = [], {n: [] for n in self.layers}
-        raw_test: dict[str, list] = {n: [] for n in self.layers}
-        for rows_, logits, outs in iter_batches(frozen, self.layers, self.test_x, self.batch_size, self.device):
-            test_logits.append(logits.float().cpu())
-            finite.add("the logits", logits)
-            for n in self.layers:
-                h = flatten_features(outs[n], self.pooling[n])
-                finite.add(f"activations of layer {n!r}", h)
-                test_feats[n].append(h.cpu())
+        captured = {key: torch.cat([a.float().cpu() for a in inputs[mod]]) for key, mod in self.module_inputs.items()}
+        return _FitPass(solvers, logits, feats, {k: torch.cat(v) for k, v in raw.items() if v}, captured)
+
+    def _test_pass(self, frozen: nn.Module, it: int) -> _TestPass:
+        """One forward over the test set: features and logits (and raw outputs for the conv decoder)."""
+        finite = _FiniteCheck(it)
+        n, conv = len(self.test_x), self.decoder == "conv"
+        feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers}
+        raw: dict[str, list] = {name: [] for name in self.layers}
+        logits = torch.empty(n, self.num_classes)
+        for rows, lg, outs in iter_batches(frozen, self.layers, self.test_x, self.batch_size, self.device):
+            finite.add("the logits", lg)
+            logits[rows] = lg.float().cpu()
+            for name in self.layers:
+                h = flatten_features(outs[name], self.pooling[name])
+                finite.add(f"activations of layer {name!r}", h)
+                feats[name][rows] = h.cpu()
                 if conv:
-                    raw_test[n].append(outs[n].float().cpu())
+                    raw[name].append(outs[name].float().cpu())
         finite.raise_if_any()
-        test_logits_t = torch.cat(test_logits)
-        test_feats_t = {n: torch.cat(v) for n, v in test_feats.items()}
-        if cached is None:  # features too large to keep: one more forward over the fit set
-            _, cached = self.features(frozen, self.fit_x)
+        return _TestPass(logits, feats, {k: torch.cat(v) for k, v in raw.items() if v})
 
+    def _score(self, it: int, fit: _FitPass, test: _TestPass, frozen: nn.Module) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """Per-sample errors and metric rows of decoder, probe and classifier."""
         rows: list[dict] = []
-        errors: dict[str, np.ndarray] = {}  # recorded only once the whole checkpoint succeeded
-        X_test = self.test_x.reshape(len(self.test_x), -1)
+        errors: dict[str, np.ndarray] = {}
+        probes = {n: self._probe(fit.solvers[n], None if fit.features is None else fit.features[n]) for n in self.layers}
+        train_scores = ({n: probes[n].per_sample(fit.features[n], self.fit_y) for n in self.layers}
+                        if fit.features is not None else self._streamed_train_scores(frozen, probes))
+        X_test = self.test_x.reshape(len(self.test_x), -1).to(self.device)
         for n in self.layers:
-            s = solvers[n]
-            if conv:
-                from .measure.conv_decoder import ConvDecoder
-
-                dec = ConvDecoder(seed=self.seed, device=str(self.device), **self.decoder_options)
-                with warnings.catch_warnings():  # convergence is recorded as a metric instead
-                    warnings.simplefilter("ignore", UserWarning)
-                    dec.fit(torch.cat(raw_fit[n]), self.fit_x)
-                rows.append(self._row(it, n, "train", "decoder_converged", float(dec.converged_)))
-                err = dec.per_sample_error(torch.cat(raw_test[n]), self.test_x).double().cpu()
-                train_mse = float(dec.train_mse_)
-                rows.append(self._row(it, n, "train", "decoder_epochs", float(dec.epochs_run_)))
+            if self.decoder == "conv":
+                err, train_mse, extra = self._conv_decoder(fit.raw[n], test.raw[n])
+                rows += [self._row(it, n, "train", k, v) for k, v in extra.items()]
             else:
-                err = s.per_sample_mse(test_feats_t[n].to(self.device), X_test.to(self.device), "x").cpu()
-                train_mse = s.train_mse_["x"]
+                solver = fit.solvers[n]
+                err = solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu()
+                train_mse = solver.train_mse_["x"]
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
                 raise NonFiniteActivations(it, f"the reconstructions from layer {n!r}")
             errors[n] = err.numpy()
             rows.append(self._row(it, n, "test", "reconstruction_mse", err))
             rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse))
-            rows += self._probe_rows(it, n, s, cached[n], test_feats_t[n])
-        for split, lg, y in (("train", fit_logits_t, self.fit_y), ("test", test_logits_t, self.test_y)):
+            for split, (correct, loss) in (("train", train_scores[n]),
+                                           ("test", probes[n].per_sample(test.features[n], self.test_y))):
+                rows.append(self._row(it, n, split, "probe_accuracy", correct))
+                rows.append(self._row(it, n, split, "probe_loss", loss))
+        for split, lg, y in (("train", fit.logits, self.fit_y), ("test", test.logits, self.test_y)):
             rows.append(self._row(it, "model", split, "accuracy", (lg.argmax(1) == y).double()))
             rows.append(self._row(it, "model", split, "loss", F.cross_entropy(lg, y, reduction="none").double()))
-        if self.extensions:
-            ctx = CheckpointContext(
-                iteration=it, model=frozen, layers=self.layers, device=self.device,
-                fit_x=self.fit_x, fit_y=self.fit_y, test_x=self.test_x, test_y=self.test_y,
-                features=lambda x: self.features(frozen, x), fit_features=cached,
-                test_features=test_feats_t, fit_logits=fit_logits_t, test_logits=test_logits_t,
-                head=self.head, fit_head_inputs=fit_head,
-            )
-            for ext in self.extensions:
-                rows += ext.measure(ctx)
-        for n, err in errors.items():
-            self.errors[n][it] = err
-        return rows
+        return rows, errors
+
+    def _streamed_train_scores(self, frozen: nn.Module, probes: dict[str, LinearProbe]) -> dict[str, tuple]:
+        """Probe correctness and loss on the fit set without holding its features (one forward)."""
+        parts: dict[str, list] = {n: [] for n in self.layers}
+        for rows, _, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
+            for n in self.layers:
+                parts[n].append(probes[n].per_sample(flatten_features(outs[n], self.pooling[n]), self.fit_y[rows]))
+        return {n: tuple(np.concatenate(k) for k in zip(*v)) for n, v in parts.items()}
+
+    def _probe(self, solver: StreamingRidge, H_fit: torch.Tensor | None) -> LinearProbe:
+        """The label probe: the ridge one shares the decoder's solved statistics (target "y")."""
+        if self.probe == "ridge":
+            return LinearProbe.from_solver(solver, "y", num_classes=self.num_classes, device=self.device)
+        return LinearProbe("logistic", num_classes=self.num_classes, seed=self.seed).fit(H_fit, self.fit_y)
+
+    def _conv_decoder(self, raw_fit: torch.Tensor, raw_test: torch.Tensor) -> tuple[torch.Tensor, float, dict]:
+        from .measure.conv_decoder import ConvDecoder  # the iterative decoder is optional and heavier
+
+        dec = ConvDecoder(seed=self.seed, device=str(self.device), **self.decoder_options)
+        with warnings.catch_warnings():  # convergence is recorded as a metric instead
+            warnings.simplefilter("ignore", UserWarning)
+            dec.fit(raw_fit, self.fit_x)
+        err = dec.per_sample_error(raw_test, self.test_x).double().cpu()
+        return err, float(dec.train_mse_), {"decoder_converged": float(dec.converged_),
+                                            "decoder_epochs": float(dec.epochs_run_)}
+
+    def _row(self, it: int, layer: str, split: str, metric: str, values: Any) -> dict:
+        v, lo, hi = (float(values), float("nan"), float("nan")) if isinstance(values, float) else self.estimate(values)
+        return {"iteration": it, "layer": layer, "split": split, "metric": metric, "value": v, "ci_low": lo, "ci_high": hi}
 
     def _feature_dim(self, layer: str) -> int:
         shape = self.layer_shapes[layer]
         g = self.pooling[layer]
         return int(np.prod(shape)) if g is None else shape[0] * g * g
-
-    def _probe_rows(self, it: int, layer: str, solver: StreamingRidge, H_fit: torch.Tensor, H_test: torch.Tensor) -> list[dict]:
-        rows = []
-        if self.probe == "ridge":
-            for split, H, y in (("train", H_fit, self.fit_y), ("test", H_test, self.test_y)):
-                scores = solver.predict(H.to(self.device), "y").cpu()
-                rows.append(self._row(it, layer, split, "probe_accuracy", (scores.argmax(1) == y).double()))
-                loss = ((scores - one_hot(y, self.num_classes)) ** 2).sum(1).double()  # squared loss on one-hot
-                rows.append(self._row(it, layer, split, "probe_loss", loss))
-        else:
-            clf = logistic_probe(H_fit.numpy(), self.fit_y.numpy(), seed=self.seed)
-            for split, H, y in (("train", H_fit, self.fit_y), ("test", H_test, self.test_y)):
-                proba = np.clip(clf.predict_proba(H.numpy()), 1e-12, 1)
-                full = np.full((len(y), self.num_classes), 1e-12)
-                full[:, clf.classes_] = proba
-                rows.append(self._row(it, layer, split, "probe_accuracy", (full.argmax(1) == y.numpy()).astype(float)))
-                rows.append(self._row(it, layer, split, "probe_loss", -np.log(full[np.arange(len(y)), y.numpy()])))
-        return rows
 
     # ------------------------------------------------------------------ results
     def results(self) -> pd.DataFrame:
@@ -421,6 +505,7 @@ class PhaseTracker:
             "rows": list(self.rows),
             "errors": {n: dict(v) for n, v in self.errors.items()},
             "timings": dict(self.timings),
+            "decisions": dict(self.decisions),
             "extensions": {e.name: e.state_dict() for e in self.extensions if hasattr(e, "state_dict")},
         }
 
@@ -428,6 +513,7 @@ class PhaseTracker:
         self.rows = list(state["rows"])
         self.errors = {n: {int(k): np.asarray(v) for k, v in state["errors"].get(n, {}).items()} for n in self.layers}
         self.timings = {int(k): float(v) for k, v in state["timings"].items()}
+        self.decisions = {int(k): v for k, v in state.get("decisions", {}).items()}
         for e in self.extensions:
             if hasattr(e, "load_state_dict") and e.name in state.get("extensions", {}):
                 e.load_state_dict(state["extensions"][e.name])

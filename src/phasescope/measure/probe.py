@@ -1,6 +1,6 @@
 """A fresh linear probe on frozen features, as a small estimator.
 
-The same engine as the tracker's label probes (see ``PhaseTracker._probe_rows``):
+The tracker's label probes and the transfer probes are this estimator:
 
 * ``ridge``: closed-form ridge regression on one-hot targets (:class:`StreamingRidge`);
   the loss is the squared error on the one-hot target, summed over classes;
@@ -28,6 +28,15 @@ class LinearProbe:
         self.kind, self.ridge, self.num_classes, self.seed = kind, ridge, num_classes, seed
         self.device = torch.device(device)
 
+    @classmethod
+    def from_solver(cls, solver: StreamingRidge, target: str = "y", *, num_classes: int,
+                    device: str | torch.device = "cpu") -> "LinearProbe":
+        """A fitted ridge probe from a solved :class:`StreamingRidge` whose ``target`` holds the
+        one-hot labels: the tracker fits decoder and probe from one Gram matrix this way."""
+        probe = cls("ridge", ridge=solver.ridge, num_classes=num_classes, device=device)
+        probe.solver_, probe.num_classes_, probe.target_ = solver, num_classes, target
+        return probe
+
     def fit(self, H: torch.Tensor, y: torch.Tensor) -> "LinearProbe":
         """Fit on features ``H`` (n, p) and integer labels ``y`` (n,)."""
         y = torch.as_tensor(y).long()
@@ -35,6 +44,7 @@ class LinearProbe:
         if self.kind == "ridge":
             self.solver_ = StreamingRidge(self.ridge).partial_fit(
                 H.to(self.device), {"y": one_hot(y, self.num_classes_).to(self.device)}).solve()
+            self.target_ = "y"
         else:
             self.solver_ = logistic_probe(H.cpu().numpy(), y.numpy(), seed=self.seed)
         return self
@@ -44,7 +54,7 @@ class LinearProbe:
         if not hasattr(self, "solver_"):
             raise NotFittedError("LinearProbe is not fitted; call fit(H, y) first.")
         if self.kind == "ridge":
-            return self.solver_.predict(H.to(self.device), "y").cpu().double().numpy()
+            return self.solver_.predict(H.to(self.device), self.target_).cpu().double().numpy()
         proba = np.clip(self.solver_.predict_proba(H.cpu().numpy()), 1e-12, 1)
         full = np.full((len(H), self.num_classes_), 1e-12)  # classes absent from the fit set
         full[:, self.solver_.classes_] = proba

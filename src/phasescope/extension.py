@@ -1,0 +1,130 @@
+"""Extensions: what plugs into a :class:`~phasescope.tracker.PhaseTracker` and a run.
+
+An extension measures something more at every checkpoint (per-sample dynamics, transfer
+probes, information-plane estimates, ...) or acts on what was measured (keep the weights at
+the reconstruction minimum, stop training). It subclasses :class:`Extension` and overrides
+only the hooks it needs; every hook has a no-op default. The lifecycle:
+
+    setup(tracker)            once, when the tracker is built (layers, data, device known)
+    measure(ctx) -> rows      at every checkpoint, on the frozen copy; tidy metric rows
+    after_checkpoint(ctx)     after the checkpoint is recorded; may return a Decision to stop
+    summarise(df, payload)    -> dict merged into phases.json (from results so far)
+    write(out, df, payload, figure=...)   its own files in the run folder (atomically)
+    summary_lines(payload)    lines for the printed summary
+    rebuild(run_dir, df, payload)   (classmethod) recompute its phases.json part and figures from files
+    state_dict() / load_state_dict()   resume
+
+``requires`` declares what the tracker's forward passes must capture for it, so nothing
+is computed that no one uses: inputs of named modules over the fit set (:data:`HEAD`
+names the model's final ``nn.Linear``). ``ctx.fit_features`` costs nothing when the
+tracker kept them and one forward pass (once per checkpoint) when it did not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .tracker import PhaseTracker
+
+HEAD = "<head>"  # stands for the model's final nn.Linear in Requires.module_inputs
+
+
+@dataclass(frozen=True)
+class Requires:
+    module_inputs: tuple[str, ...] = ()  # modules whose (flattened) input over the fit set is captured
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an extension decides after a checkpoint; ``stop`` ends training."""
+
+    stop: bool
+    reason: str
+    new_best: bool = False  # this checkpoint is the lowest reconstruction error so far
+    best_iteration: int | None = None
+
+
+@dataclass
+class CheckpointContext:
+    """What an extension sees at a checkpoint. Tensors are on the CPU unless noted."""
+
+    iteration: int
+    model: nn.Module  # frozen, BatchNorm-prepared copy (on ``device``); do not train it
+    live_model: nn.Module  # the user's model as it is at this iteration; read only
+    tracker: "PhaseTracker"
+    layers: list[str]
+    device: torch.device
+    fit_x: torch.Tensor
+    fit_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    features: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # x -> logits, {layer: (N, p)}
+    test_features: dict[str, torch.Tensor]  # (n_test, p) per layer
+    fit_logits: torch.Tensor  # (n_fit, K)
+    test_logits: torch.Tensor  # (n_test, K)
+    module_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (n_fit, d), as required
+    estimate: Callable[[Any], tuple[float, float, float]] | None = None  # values -> (mean, ci_low, ci_high)
+    _fit_features: dict[str, torch.Tensor] | None = None
+    _fit_features_fn: Callable[[], dict[str, torch.Tensor]] | None = None
+
+    @property
+    def fit_features(self) -> dict[str, torch.Tensor]:
+        """(n_fit, p) features per layer: kept from the fit pass, or computed once on first use."""
+        if self._fit_features is None and self._fit_features_fn is not None:
+            self._fit_features = self._fit_features_fn()
+        return self._fit_features or {}
+
+    def row(self, layer: str, split: str, metric: str, values: Any, **keys: Any) -> dict:
+        """A tidy metric row; per-sample ``values`` get the tracker's bootstrap interval."""
+        if isinstance(values, (int, float)):
+            v, lo, hi = float(values), float("nan"), float("nan")
+        else:
+            v, lo, hi = self.estimate(values)
+        return {"iteration": self.iteration, "layer": layer, "split": split, "metric": metric,
+                "value": v, "ci_low": lo, "ci_high": hi, **keys}
+
+
+class Extension:
+    """Base class: override the hooks you need (see the module docstring)."""
+
+    name: str = "extension"
+    requires: Requires = Requires()
+
+    def setup(self, tracker: "PhaseTracker") -> None:
+        pass
+
+    def measure(self, ctx: CheckpointContext) -> list[dict]:
+        return []
+
+    def after_checkpoint(self, ctx: CheckpointContext) -> Decision | None:
+        return None
+
+    def describe(self) -> dict:
+        """Settings recorded in config.json under ``extensions``."""
+        return {}
+
+    def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
+        return {}
+
+    def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
+        return []
+
+    def summary_lines(self, payload: dict) -> list[Any]:
+        return []
+
+    @classmethod
+    def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
+        """phases.json entries recomputed from the run folder's files (and figures redrawn)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
