@@ -5,13 +5,16 @@ The iterative protocol is the research code's: a linear layer trained with Adam
 training activations and are scored on the same held-out activations; times are measured
 side by side in one run.
 
-    python benchmarks/bench_decoder.py                      # CIFAR-10 subset if present, else embedded MNIST
-    python benchmarks/bench_decoder.py --data mnist-digits
+    python benchmarks/bench_decoder.py                                   # embedded MNIST digits (ships with the package)
+    python benchmarks/bench_decoder.py --data cifar10 --data-dir PATH    # CIFAR-10 files or an .npz with x_train, ...
+
+It prints which data it used; data asked for but not found is an error, never a silent fallback.
 """
 from __future__ import annotations
 
 import argparse
 import time
+import sys
 from pathlib import Path
 
 import torch
@@ -20,9 +23,6 @@ from phasescope.data import load_dataset
 from phasescope.measure.capture import flatten_features, iter_batches, prepare
 from phasescope.measure.ridge import RidgeDecoder
 from phasescope.models import build_model
-
-SUBSET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
-
 
 def activations(model, layer, x):
     feats = [flatten_features(o[layer], None) for _, _, o in iter_batches(model, [layer], x, 500, torch.device("cpu"))]
@@ -47,12 +47,17 @@ def adam_decoder(H, X, Ht, Xt, epochs=20, lr=3e-4, wd=1e-5, batch=128, seed=0):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="cifar10" if SUBSET.exists() else "mnist-digits")
+    ap.add_argument("--data", default="mnist-digits", help="a dataset name (see phasescope run --help)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="where file datasets are (folder or .npz)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset(args.data, data_dir=SUBSET if args.data == "cifar10" else None)
-    model_name, layer = ("vgg8", "features.4") if args.data == "cifar10" else ("cnn", "features.3")
+    if args.data_dir is not None and not args.data_dir.exists():
+        sys.exit(f"error: --data-dir {args.data_dir} does not exist; give the folder or .npz of --data {args.data}.")
+    data = load_dataset("npz" if args.data_dir and args.data_dir.suffix == ".npz" else args.data,
+                        data_dir=str(args.data_dir) if args.data_dir else None)
+    print(f"data: {args.data} from {args.data_dir or 'the embedded copy'} ({data.info.get('source', '')})")
+    model_name, layer = ("vgg8", "features.4") if data.input_shape[0] == 3 else ("cnn", "features.3")
     torch.manual_seed(0)
     model = prepare(build_model(model_name, data.input_shape, data.num_classes), "recalibrate",
                     data.x_train[:2000], 500, torch.device("cpu"))
