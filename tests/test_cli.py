@@ -58,7 +58,7 @@ def test_synthetic_dataset_knobs_reach_the_data_model(tmp_path):
                               "--model", "mlp", "--iterations", "8", "--bootstrap", "50", "--quiet", "--out", str(out)])
     assert res.exit_code == 0, res.output
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["extra"]["synthetic"] == {"atypical_fraction": 0.2, "dim": 40}
+    assert cfg["config"]["synthetic"]["knobs"] == {"atypical_fraction": 0.2, "dim": 40}
     assert cfg["data"]["input_shape"] == [40]
     res = runner.invoke(app, ["run", "--dataset", "digits", "--synthetic", "dim", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output

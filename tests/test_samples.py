@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from phasescope.config import ConfigError, RunConfig
+from phasescope.config import ConfigError, RunConfig, SamplesOptions
 from phasescope.models import Classifier, mlp
 from phasescope.samples import (
     SampleDynamics, class_distance, effective_fraction, first_crossing, forgetting_counts,
-    gradient_concentration, last_layer_grad_norm, learned_at, samples_options, top_share,
+    gradient_concentration, last_layer_grad_norm, learned_at, top_share,
     typicality_correlation,
 )
 from phasescope.tracker import PhaseTracker
@@ -268,11 +268,11 @@ def test_a_final_linear_that_is_not_the_logits_is_refused():
 
 # ------------------------------------------------------------------ options and the run folder
 def test_samples_options_validate():
-    assert samples_options({}) == {"enabled": True, "max_samples": None, "seed": 0}
+    assert SamplesOptions.from_dict({}).to_dict() == {"enabled": True, "max_samples": None, "seed": 0}
     with pytest.raises(ConfigError, match="max_samples"):
-        samples_options({"samples": {"max_samples": 0}})
+        RunConfig.from_dict({"samples": {"max_samples": 0}})
     with pytest.raises(ConfigError, match="Unknown samples option"):
-        samples_options({"samples": {"max": 5}})
+        RunConfig.from_dict({"samples": {"max": 5}})
 
 
 def test_run_writes_the_sample_files_and_summary(tmp_path):
@@ -280,7 +280,7 @@ def test_run_writes_the_sample_files_and_summary(tmp_path):
     from phasescope.samples import read_samples_table
 
     cfg = RunConfig(dataset="digits", model="cnn", width=0.5, iterations=8, fit_samples=200, test_samples=100,
-                    bootstrap=50, device="cpu", extra={"samples": {"max_samples": 150}})
+                    bootstrap=50, device="cpu", samples=SamplesOptions(max_samples=150))
     result = run_experiment(cfg, tmp_path / "run", progress=False)
     out = result.out
     for name in ("samples.parquet", "samples.npz", "samples.png", "few.png"):
@@ -294,7 +294,7 @@ def test_run_writes_the_sample_files_and_summary(tmp_path):
     payload = json.loads((out / "phases.json").read_text())
     s = payload["samples"]
     assert s["n"] == 150 and s["checkpoints"] == [0, 1, 2, 4, 8] and "features.3" in s["reconstruction"]
-    assert json.loads((out / "config.json").read_text())["config"]["extra"]["samples"]["max_samples"] == 150
+    assert json.loads((out / "config.json").read_text())["config"]["samples"]["max_samples"] == 150
     m = result.metrics
     assert set(m[(m.layer == "model") & (m.metric.str.startswith("grad_"))].iteration) == {0, 1, 2, 4, 8}
 

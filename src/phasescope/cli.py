@@ -61,15 +61,15 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 
 
 def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bool) -> dict:
-    """RunConfig.extra entries of the transfer flags (validated by the library)."""
-    extra: dict = {}
+    """The RunConfig.transfer section of the transfer flags (validated by the library)."""
+    section: dict = {}
     if transfer:
-        extra["transfer"] = [s.strip() for s in transfer.split(",") if s.strip()]
+        section["tasks"] = [s.strip() for s in transfer.split(",") if s.strip()]
     if keep_best or stop_on_increase:
-        extra["keep_best"] = True
+        section["keep_best"] = True
     if stop_on_increase:
-        extra["stop_on_increase"] = True
-    return extra
+        section["stop_on_increase"] = True
+    return section
 
 
 def print_transfer(payload: dict) -> None:
@@ -183,13 +183,13 @@ def run(
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
                          "transfer", "keep_best", "stop_on_increase", "synthetic", "threads")}
-    extra = transfer_options(transfer, keep_best, stop_on_increase)
+    opts["relative_ridge"] = opts.pop("ridge")
+    opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
-        extra["synthetic"] = _parse_knobs(synthetic)
+        knobs = _parse_knobs(synthetic)
+        opts["synthetic"] = {"data_seed": knobs.pop("data_seed", None), "knobs": knobs}
     sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
-    if sample_opts:
-        extra["samples"] = sample_opts
-    opts["extra"] = extra or None
+    opts["samples"] = sample_opts or None
     if threads is not None:
         import torch
 
@@ -200,13 +200,13 @@ def run(
     from .presets import preset_config
     from .runs import RunFolderError
     from .training import TrainingDiverged
-    from .transfer import validate_extra
+    from .transfer import validate_options
 
     try:
         if opts.get("layers") is not None:
             opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
         cfg = preset_config(preset, opts)
-        validate_extra(cfg.extra)  # transfer task names, before any data is loaded
+        validate_options(cfg.transfer)  # transfer task names, before any data is loaded
         seed_list = _parse_seeds(seeds)
         if seed_list:
             results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet)

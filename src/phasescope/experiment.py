@@ -56,12 +56,19 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
     return PhaseTracker(
         model, cfg.layers or default_layers(model), fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
-        decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.ridge,
+        decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
         seed=cfg.seed,
     )
+
+
+def _synthetic_knobs(cfg: RunConfig) -> dict:
+    if cfg.dataset != "synthetic":
+        return {}
+    s = cfg.synthetic
+    return {**s.knobs, **({"data_seed": s.data_seed} if s.data_seed is not None else {})}
 
 
 def versions() -> dict[str, str]:
@@ -107,7 +114,7 @@ def run_experiment(
     t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
-                                                      **(cfg.extra.get("synthetic") or {}))
+                                                      **_synthetic_knobs(cfg))
     data, transfer = transfer_from_config(cfg, data)  # class-split replaces the pre-training data
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)

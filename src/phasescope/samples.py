@@ -42,7 +42,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
 from .extension import HEAD, Extension, Requires
 
 METRICS = ("grad_share_top1", "grad_share_top10", "grad_effective_fraction", "misclassified_fraction")
@@ -176,20 +175,6 @@ def first_crossing(iterations: Sequence[int], values: Sequence[float], level: fl
 
 
 # ---------------------------------------------------------------------- options
-DEFAULTS = {"enabled": True, "max_samples": None, "seed": 0}
-
-
-def samples_options(extra: dict | None) -> dict[str, Any]:
-    """Resolved options of the per-sample dynamics from ``RunConfig.extra["samples"]``."""
-    given = dict((extra or {}).get("samples") or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"Unknown samples option(s) {unknown}; valid: {', '.join(DEFAULTS)}.")
-    opts = {**DEFAULTS, **given}
-    m = opts["max_samples"]
-    if m is not None and (not isinstance(m, int) or m <= 0):
-        raise ConfigError(f"samples max_samples must be a positive integer or None (all fit samples); got {m!r}.")
-    return opts
 
 
 # ---------------------------------------------------------------------- the extension
@@ -482,18 +467,16 @@ def summarise_samples(table: pd.DataFrame, curves: pd.DataFrame, reconstruction_
 
 
 def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
-    """The per-sample dynamics of a run (``run_experiment``), unless disabled in
-    ``cfg.extra["samples"]`` or already among the ``given`` extensions. Records the
-    resolved options in ``cfg.extra["samples"]`` (saved in config.json). Follows the
-    tracker's fit subset, so it reuses the tracker's forward pass."""
+    """The per-sample dynamics of a run (``run_experiment``), unless ``cfg.samples.enabled`` is
+    off or one is already among the ``given`` extensions. Follows the tracker's fit subset, so
+    it reuses the tracker's forward pass."""
     from .data.base import stratified_subset
 
-    opts = samples_options(cfg.extra)
-    cfg.extra["samples"] = opts
-    if not opts["enabled"] or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
+    opts = cfg.samples
+    if not opts.enabled or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
         return []
     fit = stratified_subset(data.y_train.numpy(), cfg.fit_samples, seed=cfg.seed)  # as experiment.measurement_sets
-    return [SampleDynamics(index=fit, max_samples=opts["max_samples"], seed=opts["seed"], images=data.x_train,
+    return [SampleDynamics(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
                            mean=data.mean, std=data.std, classes=data.classes)]
 
 

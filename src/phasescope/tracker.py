@@ -40,22 +40,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import defaults
+from .defaults import BN_MODES, DECODERS, PROBES, check_choice
 from .errors import NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .measure.capture import bn_layers, capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
-from .measure.ridge import DEFAULT_RIDGE, StreamingRidge, one_hot
+from .measure.ridge import StreamingRidge, one_hot
 from .models import output_shapes, preserved_modes, resolve_layers
 from .phases import PhaseResult, bootstrap_weights, detect_phases
 from .schedule import log_schedule
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed when needed
-# BatchNorm statistics are recalibrated on a seeded subset of the fit set of this size: the
-# per-channel means and variances it estimates average over samples *and* positions, and
-# 1,024 samples move the reconstruction curve by far less than its interval (README).
-DEFAULT_BN_SAMPLES = 1024
 
 
 class _FiniteCheck:
@@ -183,13 +181,13 @@ class PhaseTracker:
         decoder: str = "linear",
         probe: str = "ridge",
         bn_mode: str = "recalibrate",
-        bn_samples: int | None = DEFAULT_BN_SAMPLES,
-        relative_ridge: float = DEFAULT_RIDGE,
-        max_features: int = 4096,
-        batch_size: int = 500,
-        bootstrap: int = 1000,
-        confidence: float = 0.95,
-        min_effect: float = 0.02,
+        bn_samples: int | None = defaults.BN_SAMPLES,
+        relative_ridge: float = defaults.RELATIVE_RIDGE,
+        max_features: int = defaults.MAX_FEATURES,
+        batch_size: int = defaults.MEASURE_BATCH_SIZE,
+        bootstrap: int = defaults.BOOTSTRAP,
+        confidence: float = defaults.CONFIDENCE,
+        min_effect: float = defaults.MIN_EFFECT,
         device: str | torch.device | None = None,
         extensions: Sequence[Extension] = (),
         decoder_options: dict | None = None,
@@ -215,12 +213,9 @@ class PhaseTracker:
         if self.num_classes < 2:
             raise ValueError("the labels hold a single class; a classifier's phases need at least two.")
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
-        if decoder not in ("linear", "conv"):
-            raise ValueError(f"decoder={decoder!r}; choose linear or conv.")
-        if probe not in ("ridge", "logistic"):
-            raise ValueError(f"probe={probe!r}; choose ridge or logistic.")
-        if bn_mode not in ("recalibrate", "running", "batch"):
-            raise ValueError(f"bn_mode={bn_mode!r}; choose recalibrate, running or batch.")
+        check_choice("decoder", decoder, DECODERS)
+        check_choice("probe", probe, PROBES)
+        check_choice("bn_mode", bn_mode, BN_MODES)
         if bn_samples is not None and bn_samples < 1:
             raise ValueError(f"bn_samples must be positive or None (all fit samples); got {bn_samples}.")
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode

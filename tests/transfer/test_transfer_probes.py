@@ -15,7 +15,8 @@ from phasescope.experiment import run_experiment
 from phasescope.models import build_model
 from phasescope.runs import read_metrics
 from phasescope.tracker import METRIC_COLUMNS, PhaseTracker
-from phasescope.transfer import TransferProbes, TransferTask, validate_extra
+from phasescope.config import TransferOptions
+from phasescope.transfer import TransferProbes, TransferTask, validate_options
 
 torch.set_num_threads(1)
 
@@ -55,12 +56,12 @@ def test_a_transfer_task_equal_to_the_label_task_reproduces_the_probe(digits, pr
     np.testing.assert_array_equal(other.correct["parity"]["features.2"][0], ext.correct["parity"]["features.2"][0])
 
 
-def test_validate_extra():
-    validate_extra({"transfer": ["colour"], "keep_best": True, "stop_on_increase": True})
+def test_validate_options():
+    validate_options(TransferOptions(tasks=["colour"], keep_best=True, stop_on_increase=True))
     with pytest.raises(ConfigError, match="Unknown transfer task 'colur'"):
-        validate_extra({"transfer": ["colur"]})
+        validate_options(TransferOptions(tasks=["colur"]))
     with pytest.raises(ConfigError, match="stop_on_increase needs keep_best"):
-        validate_extra({"stop_on_increase": True})
+        RunConfig.from_dict({"transfer": {"stop_on_increase": True}})
 
 
 SMALL = dict(dataset="digits", model="mlp", width=0.25, iterations=32, fit_samples=400, test_samples=200,
@@ -68,7 +69,7 @@ SMALL = dict(dataset="digits", model="mlp", width=0.25, iterations=32, fit_sampl
 
 
 def test_run_experiment_with_class_split_and_kept_features(tmp_path):
-    cfg = RunConfig(**SMALL, extra={"transfer": ["class-split"], "keep_best": True})
+    cfg = RunConfig(**SMALL, transfer=TransferOptions(tasks=["class-split"], keep_best=True))
     res = run_experiment(cfg, tmp_path / "run", progress=False)
     # The model was pre-trained on the first five classes only.
     assert res.status == "complete"
@@ -100,9 +101,9 @@ def test_cli_transfer_flags(tmp_path):
                                  "--stop-on-increase", "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
     assert "transfer accuracy" in r.output and "best features" in r.output
-    extra = json.loads((out / "config.json").read_text())["config"]["extra"]
-    assert {k: extra[k] for k in ("transfer", "keep_best", "stop_on_increase")} == {
-        "transfer": ["class-split"], "keep_best": True, "stop_on_increase": True}
+    section = json.loads((out / "config.json").read_text())["config"]["transfer"]
+    assert {k: section[k] for k in ("tasks", "keep_best", "stop_on_increase")} == {
+        "tasks": ["class-split"], "keep_best": True, "stop_on_increase": True}
     bad = CliRunner().invoke(app, ["run", "--dataset", "digits", "--transfer", "colour", "--iterations", "2",
                                    "--out", str(tmp_path / "bad"), "-q"])
     assert bad.exit_code == 2 and "needs colour (RGB) images" in bad.output
@@ -116,7 +117,7 @@ def test_run_experiment_stops_when_the_keeper_says_so(tmp_path, monkeypatch):
         return keeper_module.Decision(len(its) >= 3, "scripted stop", len(its) == 2, its[min(1, len(its) - 1)])
 
     monkeypatch.setattr(keeper_module, "decide", scripted)
-    cfg = RunConfig(**{**SMALL, "iterations": 64}, extra={"keep_best": True, "stop_on_increase": True})
+    cfg = RunConfig(**{**SMALL, "iterations": 64}, transfer=TransferOptions(keep_best=True, stop_on_increase=True))
     res = run_experiment(cfg, tmp_path / "stop", progress=False)
     assert res.status == "stopped" and res.payload["checkpoints"] == [0, 1, 2]
     assert res.payload["best_features"]["best_iteration"] == 1

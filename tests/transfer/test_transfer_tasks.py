@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from phasescope.config import RunConfig
+from phasescope.config import RunConfig, TransferOptions
 from phasescope.data import make_splits
 from phasescope.experiment import measurement_sets
 from phasescope.transfer import (TransferError, build_tasks, colour_dominance, colour_task, from_config, npz_task,
@@ -138,7 +138,7 @@ def test_class_split_never_leaks_transfer_classes_into_pretraining():
     y_tr, y_te = np.arange(200) % 10, np.arange(100) % 10
     x_tr[y_tr >= 5] += 0.6  # transfer classes are far brighter: a leak would show in the statistics
     data = make_splits("ten", x_tr, y_tr, x_te, y_te)
-    cfg = RunConfig(dataset="ten", fit_samples=60, test_samples=40, seed=3, extra={"transfer": ["class-split"]})
+    cfg = RunConfig(dataset="ten", fit_samples=60, test_samples=40, seed=3, transfer=TransferOptions(tasks=["class-split"]))
     pre, [ext] = from_config(cfg, data)
     [task] = ext.tasks
 

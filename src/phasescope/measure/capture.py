@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..defaults import BN_MODES, check_choice
 from ..models import resolve_layers
 
 
@@ -67,8 +68,8 @@ def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor, batch_size: i
         for m in bn_layers(frozen):
             m.train()
             m.momentum = 0.0  # batch statistics are used; running statistics stay as they are
-    elif bn_mode != "running":
-        raise ValueError(f"bn_mode={bn_mode!r}; choose recalibrate, running or batch.")
+    else:
+        check_choice("bn_mode", bn_mode, BN_MODES)
     return frozen
 
 

@@ -17,14 +17,13 @@ import torch
 
 from .ridge import DEFAULT_RIDGE, NotFittedError, StreamingRidge, logistic_probe, one_hot
 
-PROBE_KINDS = ("ridge", "logistic")
+from ..defaults import PROBES as PROBE_KINDS, check_choice
 
 
 class LinearProbe:
     def __init__(self, kind: str = "ridge", *, ridge: float = DEFAULT_RIDGE, num_classes: int | None = None, seed: int = 0,
                  device: str | torch.device = "cpu"):
-        if kind not in PROBE_KINDS:
-            raise ValueError(f"probe={kind!r}; choose one of: {', '.join(PROBE_KINDS)}.")
+        check_choice("probe", kind, PROBE_KINDS)
         self.kind, self.ridge, self.num_classes, self.seed = kind, ridge, num_classes, seed
         self.device = torch.device(device)
 

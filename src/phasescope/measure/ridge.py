@@ -32,7 +32,7 @@ from ..errors import NonFiniteInput
 from .precision import full_precision
 
 
-DEFAULT_RIDGE = 0.1  # relative ridge; see the module docstring for how it was chosen
+from ..defaults import RELATIVE_RIDGE as DEFAULT_RIDGE  # relative ridge; the docstring says how it was chosen
 # Eigen-directions of the centred Gram matrix below this fraction of the largest one are
 # treated as zero in the rank-revealing solve: the products are formed in float32, whose
 # rounding (about 1e-7 relative, summed over batches) leaves such directions unresolved.
