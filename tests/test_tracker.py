@@ -118,3 +118,23 @@ def test_conv_decoder_path_records_budget_and_convergence(digits):
     assert set(rows.metric) >= {"reconstruction_mse", "decoder_epochs", "decoder_converged"}
     rec = rows[(rows.metric == "reconstruction_mse") & (rows.split == "test")].value.item()
     assert 0 < rec < 2.0
+
+
+def test_extensions_see_the_decoders_reconstructions(digits):
+    """ctx.reconstruct gives the decoder's outputs, whose error is the recorded per-sample error."""
+    seen = {}
+
+    class Peek:
+        name = "peek"
+
+        def measure(self, ctx):
+            rows = torch.arange(5)
+            rec = ctx.reconstruct("features.3", rows)
+            x = ctx.test_x[rows].reshape(5, -1)
+            seen[ctx.iteration] = ((rec - x) ** 2).mean(1).double().numpy()
+            return []
+
+    model = fresh(digits)
+    tracker = make_tracker(model, digits, extensions=[Peek()])
+    tracker.measure(model, 0)
+    np.testing.assert_allclose(seen[0], tracker.errors["features.3"][0][:5], rtol=1e-5)

@@ -70,6 +70,8 @@ class CheckpointContext:
     test_logits: torch.Tensor  # (n_test, K)
     module_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (n_fit, d), as required
     estimate: Callable[[Any], tuple[float, float, float]] | None = None  # values -> (mean, ci_low, ci_high)
+    # (layer, test rows) -> the decoder's reconstructions of those test inputs, (len(rows), D) flattened
+    reconstruct: Callable[[str, Any], torch.Tensor] | None = None
     _fit_features: dict[str, torch.Tensor] | None = None
     _fit_features_fn: Callable[[], dict[str, torch.Tensor]] | None = None
 

@@ -147,6 +147,14 @@ class _TestPass:
     logits: torch.Tensor  # (n_test, K)
     features: dict[str, torch.Tensor]  # (n_test, p) per layer
     raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    decoders: dict[str, Any] = field(default_factory=dict)  # per layer, set when scoring
+
+    def reconstruct(self, layer: str, rows: Any) -> torch.Tensor:
+        """Decoded inputs of test samples ``rows`` from ``layer``: (len(rows), D) flattened, on the CPU."""
+        dec = self.decoders[layer]
+        if isinstance(dec, StreamingRidge):
+            return dec.predict(self.features[layer][rows], "x").cpu()
+        return dec.predict(self.raw[layer][rows]).reshape(len(self.raw[layer][rows]), -1).cpu()
 
 
 def _requires(ext: Any) -> Requires:
@@ -348,6 +356,7 @@ class PhaseTracker:
             features=lambda x: self.features(frozen, x), test_features=test.features, fit_logits=fit.logits,
             test_logits=test.logits, module_inputs=fit.module_inputs, estimate=self.estimate,
             _fit_features=fit.features, _fit_features_fn=lambda: self.features(frozen, self.fit_x)[1],
+            reconstruct=test.reconstruct,
         )
         for ext in self.extensions:
             rows += ext.measure(ctx)
@@ -408,16 +417,17 @@ class PhaseTracker:
         """Per-sample errors and metric rows of decoder, probe and classifier."""
         rows: list[dict] = []
         errors: dict[str, np.ndarray] = {}
+        decoders = test.decoders  # filled per layer: what reconstructs the input from that layer
         probes = {n: self._probe(fit.solvers[n], None if fit.features is None else fit.features[n]) for n in self.layers}
         train_scores = ({n: probes[n].per_sample(fit.features[n], self.fit_y) for n in self.layers}
                         if fit.features is not None else self._streamed_train_scores(frozen, probes))
         X_test = self.test_x.reshape(len(self.test_x), -1).to(self.device)
         for n in self.layers:
             if self.decoder == "conv":
-                err, train_mse, extra = self._conv_decoder(fit.raw[n], test.raw[n])
+                err, train_mse, extra, decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])
                 rows += [self._row(it, n, "train", k, v) for k, v in extra.items()]
             else:
-                solver = fit.solvers[n]
+                solver = decoders[n] = fit.solvers[n]
                 err = solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu()
                 train_mse = solver.train_mse_["x"]
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
@@ -448,7 +458,7 @@ class PhaseTracker:
             return LinearProbe.from_solver(solver, "y", num_classes=self.num_classes, device=self.device)
         return LinearProbe("logistic", num_classes=self.num_classes, seed=self.seed).fit(H_fit, self.fit_y)
 
-    def _conv_decoder(self, raw_fit: torch.Tensor, raw_test: torch.Tensor) -> tuple[torch.Tensor, float, dict]:
+    def _conv_decoder(self, raw_fit: torch.Tensor, raw_test: torch.Tensor) -> tuple[torch.Tensor, float, dict, Any]:
         from .measure.conv_decoder import ConvDecoder  # the iterative decoder is optional and heavier
 
         dec = ConvDecoder(seed=self.seed, device=str(self.device), **self.decoder_options)
@@ -457,7 +467,7 @@ class PhaseTracker:
             dec.fit(raw_fit, self.fit_x)
         err = dec.per_sample_error(raw_test, self.test_x).double().cpu()
         return err, float(dec.train_mse_), {"decoder_converged": float(dec.converged_),
-                                            "decoder_epochs": float(dec.epochs_run_)}
+                                            "decoder_epochs": float(dec.epochs_run_)}, dec
 
     def _row(self, it: int, layer: str, split: str, metric: str, values: Any) -> dict:
         v, lo, hi = (float(values), float("nan"), float("nan")) if isinstance(values, float) else self.estimate(values)
