@@ -28,7 +28,7 @@ from .samples import sample_extensions
 from .schedule import log_schedule
 from .tracker import PhaseTracker
 from .transfer import from_config as transfer_from_config, keeper_from_config
-from .transfer.keeper import StopTraining
+from .stopping import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
 
 
@@ -118,9 +118,9 @@ def run_experiment(
     data, transfer = transfer_from_config(cfg, data)  # class-split replaces the pre-training data
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
-    extensions = [*extensions, *transfer, *sample_extensions(cfg, data, extensions)]  # per-sample dynamics, unless disabled
+    keeper = keeper_from_config(cfg)  # --keep-best: weights at the reconstruction minimum
+    extensions = [*extensions, *transfer, *sample_extensions(cfg, data, extensions), *([keeper] if keeper else [])]
     tracker = build_tracker(cfg, model, data, device, extensions)
-    keeper = keeper_from_config(cfg, tracker)  # --keep-best: weights at the reconstruction minimum
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     start = 0
@@ -131,8 +131,6 @@ def run_experiment(
         stream.load_state_dict(state["stream"])
         tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["rng"])
-        if keeper is not None and state.get("keeper"):
-            keeper.load_state_dict(state["keeper"])
         start = state["iteration"]
     write_json(out / "config.json", {
         "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
@@ -146,17 +144,14 @@ def run_experiment(
     def checkpoint(m: torch.nn.Module, t: int) -> None:
         if tracker.maybe_measure(m, t) is None:
             return
-        decision = keeper.update(m, t) if keeper is not None else None
-        if decision is not None and decision.new_best:
-            keeper.save(out / "best_features.pt", model=cfg.model, config=cfg.to_dict())
         write_outputs(out, tracker, figure=False)
         save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
                          "stream": stream.state_dict(), "tracker": tracker.state_dict(),
-                         "rng": torch.get_rng_state(), "keeper": keeper.state_dict() if keeper else None})
+                         "rng": torch.get_rng_state()})
         if on_checkpoint is not None:
             on_checkpoint(t, tracker)
-        if decision is not None and decision.stop:
-            raise StopTraining(decision)
+        if tracker.stop is not None:  # an extension (--stop-on-increase) decided to stop
+            raise StopTraining(tracker.stop)
 
     status = "complete"
     bar = _progress(progress, cfg.iterations, start)
@@ -181,8 +176,6 @@ def run_experiment(
             df, phases, payload = write_outputs(out, tracker, figure=True, title=title)
     seconds = {"total": time.perf_counter() - t0, "measurement": float(sum(tracker.timings.values()))}
     payload["status"] = status
-    if keeper is not None:
-        payload["best_features"] = {**keeper.describe(), "file": "best_features.pt"}
     payload["seconds"] = seconds
     write_json(out / "phases.json", payload)
     return RunResult(out, cfg, df, phases, payload, status, seconds)

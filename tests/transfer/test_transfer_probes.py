@@ -110,7 +110,7 @@ def test_cli_transfer_flags(tmp_path):
 
 
 def test_run_experiment_stops_when_the_keeper_says_so(tmp_path, monkeypatch):
-    import phasescope.transfer.keeper as keeper_module
+    import phasescope.stopping as keeper_module
 
     def scripted(iterations, errors, **kw):  # stop at the third checkpoint, best at the second
         its = list(iterations)

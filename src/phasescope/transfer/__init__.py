@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..config import ConfigError, RunConfig, TransferOptions
 from ..data import Splits
-from .keeper import BestFeaturesKeeper, Decision, decide
+from ..stopping import BestFeaturesKeeper, Decision, decide
 from .probes import TransferProbes
 from .recommend import aggregate_runs, recommendation_table, summary_rows, transfer_section
 from .tasks import (TransferError, TransferTask, build_tasks, colour_dominance, colour_task, parse_specs,
@@ -41,10 +41,12 @@ def from_config(cfg: RunConfig, data: Splits) -> tuple[Splits, list[TransferProb
                                  confidence=cfg.confidence, seed=cfg.seed)]
 
 
-def keeper_from_config(cfg: RunConfig, tracker) -> BestFeaturesKeeper | None:
+def keeper_from_config(cfg: RunConfig) -> BestFeaturesKeeper | None:
+    """The keeper extension of ``cfg.transfer`` (keep_best / stop_on_increase), or None."""
     if not cfg.transfer.keep_best:
         return None
-    return BestFeaturesKeeper(tracker, cfg.transfer.keep_layer, stop_on_increase=cfg.transfer.stop_on_increase)
+    return BestFeaturesKeeper(layer=cfg.transfer.keep_layer, stop_on_increase=cfg.transfer.stop_on_increase,
+                              meta={"model": cfg.model, "config": cfg.to_dict()})
 
 
 __all__ = [
