@@ -73,9 +73,9 @@ def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bo
 
 
 def print_transfer(payload: dict) -> None:
-    from .transfer import summary_rows
+    from .transfer import transfer_summary_rows
 
-    rows = summary_rows(payload.get("transfer") or {})
+    rows = transfer_summary_rows(payload.get("transfer") or {})
     if rows:
         table = Table(title="transfer accuracy (test) [95% CI] @ iteration", title_justify="left")
         for col in ("task", "layer", "at reconstruction minimum", "at transfer peak", "at end",

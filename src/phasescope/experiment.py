@@ -24,10 +24,9 @@ from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
 from .runs import load_state, prepare_out, read_json, save_state, write_errors, write_json, write_metrics
-from .samples import sample_extensions
+from .registry import run_extensions
 from .schedule import log_schedule
 from .tracker import PhaseTracker
-from .transfer import from_config as transfer_from_config, keeper_from_config
 from .stopping import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
 
@@ -115,11 +114,9 @@ def run_experiment(
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
                                                       **_synthetic_knobs(cfg))
-    data, transfer = transfer_from_config(cfg, data)  # class-split replaces the pre-training data
+    data, extensions = run_extensions(cfg, data, extensions)  # a class-split transfer task splits the data
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
-    keeper = keeper_from_config(cfg)  # --keep-best: weights at the reconstruction minimum
-    extensions = [*extensions, *transfer, *sample_extensions(cfg, data, extensions), *([keeper] if keeper else [])]
     tracker = build_tracker(cfg, model, data, device, extensions)
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
@@ -137,7 +134,6 @@ def run_experiment(
         "model": {"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
                   "device": str(device)},
         "versions": versions(),
-        **({"transfer": transfer[0].describe()} if transfer else {}),
     })
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 

@@ -10,7 +10,7 @@ only the hooks it needs; every hook has a no-op default. The lifecycle:
     after_checkpoint(ctx)     after the checkpoint is recorded; may return a Decision to stop
     summarise(df, payload)    -> dict merged into phases.json (from results so far)
     write(out, df, payload, figure=...)   its own files in the run folder (atomically)
-    summary_lines(payload)    lines for the printed summary
+    summary_lines(payload)    (classmethod) lines for the printed summary, from phases.json
     rebuild(run_dir, df, payload)   (classmethod) recompute its phases.json part and figures from files
     state_dict() / load_state_dict()   resume
 
@@ -117,7 +117,9 @@ class Extension:
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
         return []
 
-    def summary_lines(self, payload: dict) -> list[Any]:
+    @classmethod
+    def summary_lines(cls, payload: dict) -> list[Any]:
+        """Lines (str or rich renderables) for the printed summary, from phases.json alone."""
         return []
 
     @classmethod

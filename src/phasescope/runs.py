@@ -69,6 +69,11 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A compressed .npz, written atomically."""
+    _atomic(Path(path), lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+
+
 def write_errors(out: Path, errors: dict[str, dict[int, np.ndarray]]) -> None:
     arrays = {}
     for layer, per_it in errors.items():

@@ -362,6 +362,20 @@ class SampleDynamics(Extension):
         minima = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
         return {"samples": self.summary(minima)}
 
+    @classmethod
+    def summary_lines(cls, payload: dict) -> list[str]:
+        from .samples_report import summary_lines
+
+        return summary_lines(payload)
+
+    @classmethod
+    def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
+        """The ``samples`` key and samples.png from samples.parquet and the metrics (few.png needs the images)."""
+        from .samples_report import rebuild_samples
+
+        updated = dict(payload)
+        return {"samples": updated["samples"]} if rebuild_samples(run_dir, df, updated) else {}
+
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
         return {"iterations": list(self.iterations), "history": {k: list(v) for k, v in self.history.items()},

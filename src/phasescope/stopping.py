@@ -169,7 +169,8 @@ class BestFeaturesKeeper(Extension):
         self._saved = self.best_iteration
         return [Path(out) / self.FILE]
 
-    def summary_lines(self, payload: dict) -> list[str]:
+    @classmethod
+    def summary_lines(cls, payload: dict) -> list[str]:
         best = payload.get("best_features")
         if not best or best.get("best_iteration") is None:
             return []

@@ -75,7 +75,7 @@ def test_run_experiment_with_class_split_and_kept_features(tmp_path):
     assert res.status == "complete"
     conf = json.loads((res.out / "config.json").read_text())
     assert conf["data"]["num_classes"] == 5 and conf["data"]["class_split"]["transfer_classes"] == list("56789")
-    assert conf["transfer"]["tasks"]["class-split"]["num_classes"] == 5
+    assert conf["measurement"]["extensions"]["transfer"]["tasks"]["class-split"]["num_classes"] == 5
     info = json.loads((res.out / "phases.json").read_text())["transfer"]["tasks"]["class-split"]["info"]
     assert 0.2 <= info["majority_test_accuracy"] < 0.3  # five balanced classes
     df = read_metrics(res.out)

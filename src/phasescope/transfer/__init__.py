@@ -17,7 +17,7 @@ from ..config import ConfigError, RunConfig, TransferOptions
 from ..data import Splits
 from ..stopping import BestFeaturesKeeper, Decision, decide
 from .probes import TransferProbes
-from .recommend import aggregate_runs, recommendation_table, summary_rows, transfer_section
+from .recommend import aggregate_runs, recommendation_table, transfer_section, transfer_summary_rows
 from .tasks import (TransferError, TransferTask, build_tasks, colour_dominance, colour_task, parse_specs,
                     split_classes, switch_task, npz_task)
 
@@ -52,6 +52,6 @@ def keeper_from_config(cfg: RunConfig) -> BestFeaturesKeeper | None:
 __all__ = [
     "BestFeaturesKeeper", "Decision", "TransferError", "TransferProbes", "TransferTask", "aggregate_runs",
     "build_tasks", "colour_dominance", "colour_task", "decide", "from_config", "keeper_from_config",
-    "npz_task", "parse_specs", "recommendation_table", "split_classes", "summary_rows", "switch_task",
+    "npz_task", "parse_specs", "recommendation_table", "split_classes", "switch_task", "transfer_summary_rows",
     "transfer_section", "validate_options",
 ]

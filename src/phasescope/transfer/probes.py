@@ -11,12 +11,14 @@ intervals of the gaps in the ``transfer`` section of phases.json.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..extension import Extension
 from ..measure.probe import LinearProbe
 from ..measure.ridge import DEFAULT_RIDGE
 from ..phases import bootstrap_weights
@@ -24,8 +26,9 @@ from .recommend import transfer_section
 from .tasks import TransferError, TransferTask
 
 
-class TransferProbes:
+class TransferProbes(Extension):
     name = "transfer"
+    FILE = "transfer.npz"  # per-sample test correctness, for rebuilding the gaps' paired intervals
 
     def __init__(self, tasks: Sequence[TransferTask], *, probe: str = "ridge", ridge: float = DEFAULT_RIDGE,
                  bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0):
@@ -95,6 +98,63 @@ class TransferProbes:
         section = transfer_section(df, minimum, self.correct, info,
                                    confidence=self.confidence, n_boot=self.bootstrap, seed=self.seed)
         section["probe"] = self.probe
+        return {"transfer": section}
+
+    def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
+        from ..runs import write_npz
+
+        arrays = {}
+        for task, per in self.correct.items():
+            for layer, its in per.items():
+                order = sorted(its)
+                arrays[f"{task}::{layer}::iterations"] = np.asarray(order)
+                arrays[f"{task}::{layer}::correct"] = np.stack([its[i] for i in order]).astype(np.uint8)
+        if not arrays:
+            return []
+        write_npz(Path(out) / self.FILE, arrays)
+        return [Path(out) / self.FILE]
+
+    @classmethod
+    def summary_lines(cls, payload: dict) -> list[Any]:
+        from rich.table import Table
+
+        from .recommend import transfer_summary_rows
+
+        rows = transfer_summary_rows(payload.get("transfer") or {})
+        if not rows:
+            return []
+        table = Table(title="transfer accuracy (test) [95% CI] @ iteration", title_justify="left")
+        for col in ("task", "layer", "at reconstruction minimum", "at transfer peak", "at end",
+                    "minimum - end (points)", "peak - minimum (points)"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["task"], r["layer"], r["at_minimum"], r["at_peak"], r["at_end"], r["min_minus_end"],
+                          r["peak_minus_min"])
+        return [table, *(f"  {r['task']} / {r['layer']} (majority class: {r['majority']}): {r['advice']}" for r in rows)]
+
+    @classmethod
+    def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
+        """The ``transfer`` section from metrics.csv and transfer.npz (task descriptions from phases.json)."""
+        if "transfer_accuracy" not in set(df.metric):
+            return {}
+        correct: dict = {}
+        path = Path(run_dir) / cls.FILE
+        if path.exists():
+            with np.load(path) as z:
+                for key in z.files:
+                    task, layer, kind = key.split("::")
+                    if kind == "iterations":
+                        its, c = z[key].tolist(), z[f"{task}::{layer}::correct"]
+                        correct.setdefault(task, {})[layer] = {int(i): c[k] for k, i in enumerate(its)}
+        old = payload.get("transfer") or {}
+        info = {t: v.get("info", {}) for t, v in (old.get("tasks") or {}).items()}
+        minimum = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
+        from ..runs import read_json
+
+        cfg = read_json(Path(run_dir) / "config.json").get("config", {}) if (Path(run_dir) / "config.json").exists() else {}
+        section = transfer_section(df, minimum, correct, info, confidence=cfg.get("confidence", 0.95),
+                                   n_boot=cfg.get("bootstrap", 1000), seed=cfg.get("seed", 0))
+        section["probe"] = old.get("probe")
         return {"transfer": section}
 
     def state_dict(self) -> dict:

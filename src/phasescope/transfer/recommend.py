@@ -178,7 +178,7 @@ def aggregate_runs(tables: Sequence[pd.DataFrame], minima: Sequence[dict[str, in
     return pd.DataFrame(rows, columns=cols)
 
 
-def summary_rows(section: dict) -> list[dict[str, str]]:
+def transfer_summary_rows(section: dict) -> list[dict[str, str]]:
     """One row of text per (task, layer) of a phases.json ``transfer`` section."""
     def acc(e: dict) -> str:
         a = e["accuracy"]
