@@ -254,27 +254,13 @@ def layers_cmd(
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`.")) -> None:
-    """Rebuild phases.json and curves.png of a run from its metrics.csv and errors.npz."""
-    from .report import phases_payload, plot_curves
-    from .runs import read_errors, read_json, read_metrics, write_json
-    from .phases import detect_phases
+    """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
+    from .report import rebuild
 
     try:
-        df = read_metrics(run_dir)
-        cfg = read_json(run_dir / "config.json")["config"]
+        rebuild(run_dir)
     except FileNotFoundError as e:
         fail(str(e))
-    results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
-                                    min_effect=cfg["min_effect"], seed=cfg["seed"])
-               for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
-    k = (read_json(run_dir / "config.json").get("data") or {}).get("num_classes")
-    payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df, k)} if (run_dir / "phases.json").exists() \
-        else phases_payload(results, df, k)
-    from .samples_report import rebuild_samples
-
-    rebuild_samples(run_dir, df, payload)  # the samples key and samples.png, when the run has them
-    write_json(run_dir / "phases.json", payload)
-    plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
     console.print(f"rebuilt {run_dir}/phases.json and curves.png")
 
 

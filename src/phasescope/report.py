@@ -142,3 +142,29 @@ def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | Non
 
 def _nan_to_none(v):
     return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
+
+
+def rebuild(run_dir: Path) -> dict:
+    """Recompute a run's phases.json, curves.png and every extension's part from its files
+    (metrics.csv, errors.npz, config.json, the extensions' own files); no retraining.
+
+    Returns the new phases.json document. Keys of the old phases.json that nothing
+    recomputes (status, seconds, ...) are kept.
+    """
+    from .phases import detect_phases
+    from .registry import rebuild_extensions
+    from .runs import read_errors, read_json, read_metrics, write_json
+
+    run_dir = Path(run_dir)
+    df = read_metrics(run_dir)
+    conf = read_json(run_dir / "config.json")
+    cfg = conf["config"]
+    results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
+                                    min_effect=cfg["min_effect"], seed=cfg["seed"])
+               for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
+    old = read_json(run_dir / "phases.json") if (run_dir / "phases.json").exists() else {}
+    payload = {**old, **phases_payload(results, df, (conf.get("data") or {}).get("num_classes"))}
+    payload.update(rebuild_extensions(run_dir, df, payload))
+    write_json(run_dir / "phases.json", payload)
+    plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
+    return payload

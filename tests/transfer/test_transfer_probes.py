@@ -123,3 +123,24 @@ def test_run_experiment_stops_when_the_keeper_says_so(tmp_path, monkeypatch):
     assert res.payload["best_features"]["best_iteration"] == 1
     assert json.loads((res.out / "phases.json").read_text())["status"] == "stopped"
     assert torch.load(res.out / "best_features.pt", weights_only=False)["iteration"] == 1
+
+
+def test_report_rebuilds_the_transfer_section_from_files(tmp_path):
+    from phasescope.report import rebuild
+
+    cfg = RunConfig(**SMALL, transfer=TransferOptions(tasks=["class-split"]))
+    res = run_experiment(cfg, tmp_path / "run", progress=False)
+    before = json.loads((res.out / "phases.json").read_text())
+    stripped = {k: v for k, v in before.items() if k not in ("transfer", "samples")}
+    (res.out / "phases.json").write_text(json.dumps(stripped))
+    after = rebuild(res.out)
+
+    def rounded(o):  # metrics.csv keeps 6 significant digits
+        if isinstance(o, float):
+            return float(f"{o:.5g}")
+        if isinstance(o, dict):
+            return {k: rounded(v) for k, v in o.items()}
+        return [rounded(v) for v in o] if isinstance(o, list) else o
+
+    assert rounded(after["transfer"]) == rounded(before["transfer"])
+    assert after["samples"]["n"] == before["samples"]["n"]

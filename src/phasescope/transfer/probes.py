@@ -26,6 +26,13 @@ from .recommend import transfer_section
 from .tasks import TransferError, TransferTask
 
 
+def _majority(y: torch.Tensor | None) -> dict:
+    """The accuracy of always guessing the most frequent test class."""
+    if y is None or not len(y):
+        return {}
+    return {"majority_test_accuracy": float(torch.bincount(torch.as_tensor(y).long()).max()) / len(y)}
+
+
 class TransferProbes(Extension):
     name = "transfer"
     FILE = "transfer.npz"  # per-sample test correctness, for rebuilding the gaps' paired intervals
@@ -91,10 +98,7 @@ class TransferProbes(Extension):
         minimum = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
         info = {}
         for t in self.tasks:
-            info[t.name] = t.describe()
-            y = self._test_labels(t)
-            if y is not None and len(y):  # the accuracy of always guessing the most frequent class
-                info[t.name]["majority_test_accuracy"] = float(torch.bincount(y.long()).max()) / len(y)
+            info[t.name] = {**t.describe(), **_majority(self._test_labels(t))}
         section = transfer_section(df, minimum, self.correct, info,
                                    confidence=self.confidence, n_boot=self.bootstrap, seed=self.seed)
         section["probe"] = self.probe
@@ -109,6 +113,10 @@ class TransferProbes(Extension):
                 order = sorted(its)
                 arrays[f"{task}::{layer}::iterations"] = np.asarray(order)
                 arrays[f"{task}::{layer}::correct"] = np.stack([its[i] for i in order]).astype(np.uint8)
+        for t in self.tasks:
+            y = self._test_labels(t)
+            if y is not None:
+                arrays[f"{t.name}::::test_labels"] = np.asarray(y)
         if not arrays:
             return []
         write_npz(Path(out) / self.FILE, arrays)
@@ -137,6 +145,12 @@ class TransferProbes(Extension):
         """The ``transfer`` section from metrics.csv and transfer.npz (task descriptions from phases.json)."""
         if "transfer_accuracy" not in set(df.metric):
             return {}
+        from ..runs import read_json
+
+        conf = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
+        cfg = conf.get("config", {})
+        described = ((conf.get("measurement") or {}).get("extensions") or {}).get(cls.name) or {}
+        info = {t: dict(v) for t, v in (described.get("tasks") or {}).items()}
         correct: dict = {}
         path = Path(run_dir) / cls.FILE
         if path.exists():
@@ -146,15 +160,12 @@ class TransferProbes(Extension):
                     if kind == "iterations":
                         its, c = z[key].tolist(), z[f"{task}::{layer}::correct"]
                         correct.setdefault(task, {})[layer] = {int(i): c[k] for k, i in enumerate(its)}
-        old = payload.get("transfer") or {}
-        info = {t: v.get("info", {}) for t, v in (old.get("tasks") or {}).items()}
+                    elif kind == "test_labels":
+                        info.setdefault(task, {}).update(_majority(torch.as_tensor(z[key])))
         minimum = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
-        from ..runs import read_json
-
-        cfg = read_json(Path(run_dir) / "config.json").get("config", {}) if (Path(run_dir) / "config.json").exists() else {}
         section = transfer_section(df, minimum, correct, info, confidence=cfg.get("confidence", 0.95),
                                    n_boot=cfg.get("bootstrap", 1000), seed=cfg.get("seed", 0))
-        section["probe"] = old.get("probe")
+        section["probe"] = described.get("probe")
         return {"transfer": section}
 
     def state_dict(self) -> dict:
