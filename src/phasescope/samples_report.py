@@ -179,7 +179,7 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
         return False
     old = dict(payload.get("samples") or {})
     minima = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
-    followed = {k: old[k] for k in ("n", "max_samples", "seed", "source") if k in old}
+    followed = {"n": int(len(table)), **{k: old[k] for k in ("n", "max_samples", "seed", "source") if k in old}}
     new = summarise_samples(table, curves_from_metrics(df), minima, layer=old.get("layer"), followed=followed)
     new["seconds_per_checkpoint"] = old.get("seconds_per_checkpoint")
     payload["samples"] = new
