@@ -79,3 +79,19 @@ def test_threads_option(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_ridge_auto_records_the_chosen_lambda_per_checkpoint(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "auto"
+    res = runner.invoke(app, ["run", *TINY, "--ridge", "auto", "--no-samples", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out / "metrics.csv")
+    lam = df[df.metric == "decoder_lambda"]
+    dof = df[df.metric == "decoder_dof"]
+    assert sorted(lam.iteration) == [0, 1, 2, 4, 8, 16] and (lam.value > 0).all()
+    assert (dof.value > 0).all()
+    assert json.loads((out / "config.json").read_text())["config"]["relative_ridge"] == "auto"
+    bad = runner.invoke(app, ["run", *TINY, "--ridge", "lots", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "auto" in bad.output

@@ -51,7 +51,8 @@ def test_a_layer_string_is_split_but_an_empty_list_is_an_error():
     ("optimizer", "adamw", "choose one of: sgd, adam"),
     ("bn_samples", 0, "bn_samples must be positive"),
     ("num_classes", 1, "at least 2"),
-    ("relative_ridge", -1.0, "relative_ridge must be >= 0"),
+    ("relative_ridge", -1.0, "relative_ridge must be a number >= 0"),
+    ("relative_ridge", "gcv", "or .auto."),
 ])
 def test_bad_values_name_the_parameter_and_the_fix(key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -48,6 +48,15 @@ def _parse_knobs(text: str) -> dict:
     return knobs
 
 
+def _parse_ridge(text: str | None) -> float | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"--ridge {text!r}: give a number >= 0 (relative to the mean feature variance) or 'auto'.")
+
+
 def _parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -159,7 +168,8 @@ def run(
     decoder: Optional[str] = typer.Option(None, help="linear (exact ridge, default) or conv (transposed convolutions)."),
     conv_epochs: Optional[int] = typer.Option(None, help="Conv decoder: epoch budget per checkpoint [20]."),
     conv_channels: Optional[int] = typer.Option(None, help="Conv decoder: channels at full resolution [16]."),
-    ridge: Optional[float] = typer.Option(None, help="Relative ridge strength of the linear decoder/probe [0.1]."),
+    ridge: Optional[str] = typer.Option(None, help="Relative ridge strength of the linear decoder/probe [0.1]; "
+                                        "'auto': chosen by generalised cross-validation at every checkpoint."),
     max_features: Optional[int] = typer.Option(None, help="Average-pool spatial layers above this many features [4096]."),
     probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),
     bn_mode: Optional[str] = typer.Option(None, help="BatchNorm when measuring: recalibrate (default), running, batch."),
@@ -183,7 +193,7 @@ def run(
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
                          "transfer", "keep_best", "stop_on_increase", "synthetic", "threads")}
-    opts["relative_ridge"] = opts.pop("ridge")
+    opts["relative_ridge"] = _parse_ridge(opts.pop("ridge"))
     opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
         knobs = _parse_knobs(synthetic)

@@ -130,8 +130,9 @@ class RunConfig:
     decoder: str = opt("linear", "linear (exact ridge) or conv (transposed convolutions, iterative).")
     conv_epochs: int = opt(20, "Conv decoder: epoch budget per checkpoint (early stop on convergence).")
     conv_channels: int = opt(16, "Conv decoder: channels at full resolution (x2 per stage above).")
-    relative_ridge: float = opt(defaults.RELATIVE_RIDGE, "Ridge strength of the linear decoder and probe, relative "
-                                                         "to the mean feature variance.")
+    relative_ridge: float | str = opt(defaults.RELATIVE_RIDGE, "Ridge strength of the linear decoder and probe, "
+                                      "relative to the mean feature variance; 'auto' chooses it per checkpoint "
+                                      "and layer by generalised cross-validation.")
     max_features: int = opt(defaults.MAX_FEATURES, "Average-pool spatial layers above this many features.")
     probe: str = opt("ridge", "ridge (closed form) or logistic (L-BFGS).")
     bn_mode: str = opt("recalibrate", "BatchNorm when measuring: recalibrate, running or batch.")
@@ -203,8 +204,9 @@ class RunConfig:
             positive(name, allow_none=True)
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2; got {self.num_classes}.")
-        if self.relative_ridge < 0:
-            raise ConfigError(f"relative_ridge must be >= 0; got {self.relative_ridge}.")
+        if self.relative_ridge != "auto" and not (isinstance(self.relative_ridge, (int, float))
+                                                  and self.relative_ridge >= 0):
+            raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto'; got {self.relative_ridge!r}.")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1); got {self.confidence}.")
         if self.momentum < 0 or self.weight_decay < 0:

@@ -238,6 +238,12 @@ class PhaseTracker:
         shapes = output_shapes(model, self.layers, tuple(self.fit_x.shape[1:]))
         self.layer_shapes = {n: list(s) for n, s in shapes.items()}
         self.pooling = {n: pool_grid(tuple(s), max_features) for n, s in shapes.items()}
+        self.notes = [f"layer {n!r} has {self._feature_dim(n)} features for {len(self.fit_x)} fit samples: the decoder "
+                      "can nearly memorise its fit set and its test loss then depends mostly on the ridge. Use more "
+                      "fit samples, or a lower max_features (pooling), for clearly fewer features than samples."
+                      for n in self.layers if self._feature_dim(n) >= len(self.fit_x)]
+        for note in self.notes:
+            warnings.warn(note, stacklevel=2)
         self.rows: list[dict] = []
         self.errors: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.layers}  # layer -> it -> (n_test,)
         self.timings: dict[int, float] = {}
@@ -298,6 +304,7 @@ class PhaseTracker:
             "bootstrap": self.bootstrap, "confidence": self.confidence, "min_effect": self.min_effect,
             "schedule": self.schedule,
             "extensions": {e.name: _hook(e, "describe")() or {} for e in self.extensions},
+            "notes": self.notes,
         }
 
     # ------------------------------------------------------------------ measurement
@@ -430,6 +437,9 @@ class PhaseTracker:
                 solver = decoders[n] = fit.solvers[n]
                 err = solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu()
                 train_mse = solver.train_mse_["x"]
+                if self.relative_ridge == "auto":  # what GCV chose at this checkpoint
+                    rows.append(self._row(it, n, "train", "decoder_lambda", float(solver.lams_["x"])))
+                    rows.append(self._row(it, n, "train", "decoder_dof", float(solver.dof_["x"])))
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
                 raise NonFiniteActivations(it, f"the reconstructions from layer {n!r}")
             errors[n] = err.numpy()

@@ -121,3 +121,56 @@ def test_products_ignore_a_callers_reduced_precision_setting():
     finally:
         torch.set_float32_matmul_precision(before)
     torch.testing.assert_close(got, ref)
+
+
+def _explicit_gcv_and_loo(H, X, lam):
+    """GCV from the explicit hat matrix, and leave-one-out error by refitting n times."""
+    Hc = H.double() - H.double().mean(0)
+    Xc = X.double() - X.double().mean(0)
+    n, p = Hc.shape
+    A = Hc.T @ Hc + lam * torch.eye(p, dtype=torch.float64)
+    hat = Hc @ torch.linalg.solve(A, Hc.T) + 1.0 / n  # with the intercept
+    resid = X.double() - (hat @ X.double())
+    gcv = float((resid ** 2).sum() / n / (1 - torch.trace(hat) / n) ** 2)
+    loo = 0.0
+    for i in range(n):
+        keep = torch.arange(n) != i
+        Hi, Xi = H.double()[keep], X.double()[keep]
+        mh, mx = Hi.mean(0), Xi.mean(0)
+        W = torch.linalg.solve((Hi - mh).T @ (Hi - mh) + lam * torch.eye(p, dtype=torch.float64), (Hi - mh).T @ (Xi - mx))
+        loo += float(((X.double()[i] - (mx + (H.double()[i] - mh) @ W)) ** 2).sum())
+    return gcv, loo / n
+
+
+def test_gcv_from_the_eigendecomposition_equals_the_hat_matrix_formula_and_tracks_leave_one_out():
+    from phasescope.measure.ridge import GCV_GRID, gcv_curve
+
+    H, X = data(n=60, p=12, d=4, offset=0.0)
+    X = X + 3.0 * torch.randn(60, 4, generator=torch.Generator().manual_seed(1))  # noisy targets: ridge matters
+    s = StreamingRidge("auto").partial_fit(H, {"x": X}).solve()
+    Hc = H.double() - H.double().mean(0)
+    Xc = X.double() - X.double().mean(0)
+    ev, V = torch.linalg.eigh(Hc.T @ Hc)
+    b2 = (V.T @ (Hc.T @ Xc)).pow(2).sum(1)
+    scale = float(ev.sum()) / 12
+    lams = np.array([1e-3, 1e-1, 1.0, 10.0]) * scale
+    gcv, dof = gcv_curve(ev, b2, float((Xc ** 2).sum()), 60, lams)
+    explicit = [_explicit_gcv_and_loo(H, X, float(l)) for l in lams]
+    np.testing.assert_allclose(gcv, [e[0] for e in explicit], rtol=1e-6)
+    # The chosen ridge is near the brute-force leave-one-out optimum (within half a decade).
+    grid = GCV_GRID[(GCV_GRID > 1e-3) & (GCV_GRID < 1e2)][::5]
+    loo = [_explicit_gcv_and_loo(H, X, float(r * scale))[1] for r in grid]
+    best_loo = grid[int(np.argmin(loo))]
+    chosen = s.lams_["x"] / scale
+    assert abs(np.log10(chosen) - np.log10(best_loo)) <= 0.5
+    assert 0 < s.dof_["x"] < 12
+
+
+def test_auto_ridge_is_a_valid_solution_for_every_target():
+    H, X = data()
+    s = StreamingRidge("auto").partial_fit(H, {"x": X, "y": X[:, :3] * 2}).solve()
+    assert set(s.lams_) == {"x", "y"} and all(v > 0 for v in s.lams_.values())
+    W, b = closed_form(H, X, s.lams_["x"])
+    torch.testing.assert_close(s.coef_["x"], W, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="auto"):
+        StreamingRidge("gcv")

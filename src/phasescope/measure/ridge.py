@@ -10,7 +10,8 @@ memory does not grow with n. Products are formed per batch in float32 (fast BLAS
 data shifted by the first batch's mean (which removes most cancellation), and
 accumulated and solved in float64.
 
-``ridge`` is relative: lam = ridge * trace(Hc^T Hc) / p, i.e. ``ridge`` times the summed
+``ridge`` is relative (``"auto"``: chosen per target by generalised cross-validation from one
+eigendecomposition of the Gram matrix, see :func:`gcv_curve`): lam = ridge * trace(Hc^T Hc) / p, i.e. ``ridge`` times the summed
 variance of an average feature; it is invariant to rescaling the features. The default
 0.1 shrinks only directions with a tenth of the average variance or less (dead ReLUs,
 duplicated channels, noise directions the fit set cannot pin down): on 512 VGG-8 features
@@ -37,6 +38,35 @@ from ..defaults import RELATIVE_RIDGE as DEFAULT_RIDGE  # relative ridge; the do
 # treated as zero in the rank-revealing solve: the products are formed in float32, whose
 # rounding (about 1e-7 relative, summed over batches) leaves such directions unresolved.
 RCOND = 1e-6
+AUTO = "auto"  # ridge chosen per target by generalised cross-validation
+GCV_GRID = np.logspace(-6, 3, 91)  # relative ridges searched by "auto" (10 per decade)
+
+
+def gcv_curve(s: torch.Tensor, b2: torch.Tensor, tt: float, n: int, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised cross-validation of ridge regression from the eigen-decomposition of the
+    centred Gram matrix: eigenvalues ``s`` (p,), squared norms ``b2`` (p,) of the rows of
+    V^T Hc^T Tc, the total centred sum of squares ``tt`` of the targets, ``n`` samples.
+
+    For each lam: RSS = tt - sum_i b2_i (2/(s_i+lam) - s_i/(s_i+lam)^2), dof = sum_i s_i/(s_i+lam),
+    GCV = (RSS/n) / (1 - (dof + 1)/n)^2 (the +1 counts the intercept). Returns (GCV, dof).
+    No refitting: O(p) per lam.
+    """
+    s = s.double().numpy()[None, :]
+    b2 = b2.double().numpy()[None, :]
+    lam = np.asarray(lams, dtype=np.float64)[:, None]
+    rss = tt - (b2 * (2.0 / (s + lam) - s / (s + lam) ** 2)).sum(1)
+    dof = (s / (s + lam)).sum(1)
+    denom = np.clip(1.0 - (dof + 1.0) / n, 1e-12, None) ** 2
+    return np.maximum(rss, 0.0) / n / denom, dof
+
+
+def _gcv_choice(s: torch.Tensor, b2: torch.Tensor, tt: float, n: int, scale: float) -> tuple[float, float, dict]:
+    """The relative ridge on GCV_GRID with the least GCV; its dof; the curve (for the record)."""
+    if scale <= 0:  # constant features: nothing to regularise
+        return 0.0, 0.0, {}
+    gcv, dof = gcv_curve(s, b2, tt, n, GCV_GRID * scale)
+    k = int(np.argmin(gcv))
+    return float(GCV_GRID[k]), float(dof[k]), {"relative_ridge": GCV_GRID, "gcv": gcv}
 
 
 class NotFittedError(RuntimeError):
@@ -52,7 +82,9 @@ class StreamingRidge:
     use the solution.
     """
 
-    def __init__(self, ridge: float = DEFAULT_RIDGE):
+    def __init__(self, ridge: float | str = DEFAULT_RIDGE):
+        if ridge != AUTO and not (isinstance(ridge, (int, float)) and ridge >= 0):
+            raise ValueError(f"ridge={ridge!r}: give a relative ridge >= 0 or 'auto' (chosen by GCV).")
         self.ridge = ridge
         self.n = 0
 
@@ -102,16 +134,30 @@ class StreamingRidge:
         m_h = self._s_h / n
         C = self._s_hh - n * torch.outer(m_h, m_h)  # centred Gram (p, p)
         p = C.shape[0]
-        lam = self.ridge * float(torch.trace(C)) / p
-        self.lam_ = lam
-        solve = self._cholesky_solver(C, lam) if lam > 0 else None
-        if solve is None:  # ridge 0, or a system too ill-conditioned to factor
-            solve = self._eigen_solver(C, lam)
-        self.coef_, self.intercept_, self.train_mse_ = {}, {}, {}
+        scale = float(torch.trace(C)) / p  # the mean eigenvalue: lam = relative ridge x scale
+        auto = self.ridge == AUTO
+        if auto:  # one eigendecomposition serves the GCV curve of every target and every solve
+            s, V = torch.linalg.eigh(C)
+            s = s.clamp_min(0.0)
+        else:
+            lam = float(self.ridge) * scale
+            solve = self._cholesky_solver(C, lam) if lam > 0 else None
+            if solve is None:  # ridge 0, or a system too ill-conditioned to factor
+                solve = self._eigen_solver(C, lam)
+        self.coef_, self.intercept_, self.train_mse_, self.lams_, self.dof_ = {}, {}, {}, {}, {}
         for k in self._s_ht:
             m_t = self._s_t[k] / n
             cross = self._s_ht[k] - n * torch.outer(m_h, m_t)  # (p, D)
-            W = solve(cross)
+            if auto:
+                B = V.T @ cross  # (p, D): the cross products in the eigenbasis
+                tt_k = float((self._s_tt[k] - n * m_t * m_t).sum())
+                rel, self.dof_[k], self.gcv_ = _gcv_choice(s.cpu(), B.pow(2).sum(1).cpu(), tt_k, n, scale)
+                lam = rel * scale
+                inv = torch.where(s + lam > 0, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), 0.0)
+                W = V @ (B * inv[:, None])
+            else:
+                W = solve(cross)
+            self.lams_[k] = lam
             b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
             # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
             tt = (self._s_tt[k] - n * m_t * m_t).sum()
@@ -119,6 +165,7 @@ class StreamingRidge:
             self.coef_[k] = W
             self.intercept_[k] = b
             self.train_mse_[k] = float(max(sse, 0.0)) / (n * cross.shape[1])
+        self.lam_ = next(iter(self.lams_.values()), 0.0)  # the first target's (the decoder's)
         return self
 
     @staticmethod
