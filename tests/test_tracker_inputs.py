@@ -142,6 +142,6 @@ def test_measurement_restores_a_reduced_matmul_precision(digits):
 def test_a_layer_with_more_features_than_fit_samples_is_warned_about(digits):
     m = model_for(digits)
     with pytest.warns(UserWarning, match="fit samples"):
-        t = PhaseTracker(m, ["features.1"], (digits.x_train[:100], digits.y_train[:100]),
+        t = PhaseTracker(m, ["features.0"], (digits.x_train[:100], digits.y_train[:100]),
                          (digits.x_test[:50], digits.y_test[:50]), schedule=[0], bootstrap=20)
     assert t.describe()["notes"] and "max_features" in t.describe()["notes"][0]
