@@ -81,28 +81,6 @@ def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bo
     return section
 
 
-def print_transfer(payload: dict) -> None:
-    from .transfer import transfer_summary_rows
-
-    rows = transfer_summary_rows(payload.get("transfer") or {})
-    if rows:
-        table = Table(title="transfer accuracy (test) [95% CI] @ iteration", title_justify="left")
-        for col in ("task", "layer", "at reconstruction minimum", "at transfer peak", "at end",
-                    "minimum - end (points)", "peak - minimum (points)"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["task"], r["layer"], r["at_minimum"], r["at_peak"], r["at_end"], r["min_minus_end"],
-                          r["peak_minus_min"])
-        console.print(table)
-        for r in rows:
-            console.print(f"  {r['task']} / {r['layer']} (majority class: {r['majority']}): {r['advice']}")
-    best = payload.get("best_features")
-    if best and best.get("best_iteration") is not None:
-        why = (best.get("decision") or {}).get("reason", "")
-        console.print(f"best features (reconstruction minimum of {best['layer']}): iteration {best['best_iteration']}"
-                      f" -> {best['file']}" + (f"; {why}" if payload.get("status") == "stopped" else ""))
-
-
 def print_summary(result) -> None:
     from .report import summary_rows
 
@@ -119,10 +97,9 @@ def print_summary(result) -> None:
                   f"{result.seconds.get('measurement', 0):.0f} s)")
     for w in result.payload.get("warnings") or []:
         err.print(f"[bold yellow]warning:[/] {w}")
-    print_transfer(result.payload)
-    from .samples_report import summary_lines
+    from .registry import summary_lines
 
-    for line in summary_lines(result.payload):
+    for line in summary_lines(result.payload):  # every extension's part (transfer, the few, kept weights)
         console.print(line)
     console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}"
                   + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else ""))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .report import _series, _setup_axis
+from ..report import _series, _setup_axis
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
     "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
@@ -171,7 +171,7 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
     """Recompute the ``samples`` key of ``payload`` and samples.png from a run folder's
     files (samples.parquet/csv, metrics). few.png needs the images and is not redrawn.
     Returns False (and changes nothing) when the run has no per-sample dynamics."""
-    from .samples import curves_from_metrics, read_samples_table, summarise_samples
+    from .metrics import curves_from_metrics, summarise_samples
 
     try:
         table = read_samples_table(run_dir)
@@ -185,3 +185,27 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
     payload["samples"] = new
     plot_samples(df, payload, Path(run_dir) / "samples.png")
     return True
+
+
+def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
+    """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
+    from ..runs import _atomic
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        _atomic(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
+        return out / "samples.csv"
+    _atomic(out / "samples.parquet", lambda p: table.to_parquet(p, index=False))
+    return out / "samples.parquet"
+
+
+def read_samples_table(run_dir: Path) -> pd.DataFrame:
+    run_dir = Path(run_dir)
+    if (run_dir / "samples.parquet").exists():
+        return pd.read_parquet(run_dir / "samples.parquet")
+    if (run_dir / "samples.csv").exists():
+        return pd.read_csv(run_dir / "samples.csv", dtype={"learned_at": "Int64"})
+    raise FileNotFoundError(f"No samples.parquet or samples.csv in {run_dir}: was the run made with --samples?")
+
+

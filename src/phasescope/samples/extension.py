@@ -1,38 +1,6 @@
-"""Per-sample dynamics: who are "the few" the network fits last?
-
-    ext = SampleDynamics()
-    tracker = PhaseTracker(model, layers, fit_data, test_data, extensions=[ext])
-    ...train, calling tracker.maybe_measure(model, t)...
-    ext.samples()    # one row per training sample: learned_at, forgotten, final loss/margin, typicality
-    ext.summary()    # gradient concentration, when it crosses one half, typicality correlations
-
-At every checkpoint, over the tracker's fit subset of the training set (or ``data`` of
-your own), :class:`SampleDynamics` records each sample's loss, correctness, margin and
-the norm of its gradient w.r.t. the final ``nn.Linear`` (weights and bias). The norm is
-closed form for softmax cross-entropy: with probabilities p, one-hot label e and the
-final layer's input a, grad_W = (p - e) a^T and grad_b = p - e, so
-
-    ||grad||^2 = ||p - e||^2 (||a||^2 + 1)        (without a bias: ||p - e||^2 ||a||^2)
-
-No per-sample backward pass is run: the tracker captures ``a`` in the forward pass it
-already makes over the fit set (``requires = Requires(module_inputs=(HEAD,))``).
-
-Per checkpoint it adds to metrics.csv (layer ``model``, split ``train``):
-
-* ``grad_share_top1`` / ``grad_share_top10``: share of the sum of per-sample gradient
-  norms carried by the 1% / 10% of samples with the largest norms (0.01 / 0.1 when all
-  samples pull equally; 1 when one sample carries everything);
-* ``grad_effective_fraction``: inverse participation ratio (sum g)^2 / (n sum g^2), the
-  effective number of samples driving the gradient as a fraction of n (1 = all equal);
-* ``misclassified_fraction``.
-
-Pure functions (``last_layer_grad_norm``, ``learned_at``, ``forgetting_counts``,
-``gradient_concentration``, ``class_distance``, ``typicality_correlation``) carry the
-science and are tested on their own; the extension only records and assembles.
-"""
+"""``SampleDynamics``: the tracker extension that records per-sample dynamics (see the package docstring)."""
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,142 +10,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .extension import HEAD, Extension, Requires
+from ..extension import HEAD, Extension, Requires
+from .metrics import (HISTORY, METRICS, class_distance, forgetting_counts, gradient_concentration,
+                      last_layer_grad_norm, learned_at, logit_margin, summarise_samples)
 
-METRICS = ("grad_share_top1", "grad_share_top10", "grad_effective_fraction", "misclassified_fraction")
-HISTORY = ("correct", "loss", "margin", "grad_norm")  # per-checkpoint, per-sample arrays kept in state
-
-
-# ---------------------------------------------------------------------- pure functions
-def last_layer_grad_norm(logits: torch.Tensor, y: torch.Tensor, head_input: torch.Tensor,
-                         bias: bool = True) -> torch.Tensor:
-    """(n,) norm of each sample's cross-entropy gradient w.r.t. the final Linear's
-    weight (and bias): ||p - e|| * sqrt(||a||^2 + 1). ``head_input`` is a, (n, d)."""
-    p = torch.softmax(logits.double(), dim=1)  # (n, C)
-    p[torch.arange(len(y)), y] -= 1.0  # p - e
-    a2 = head_input.double().pow(2).sum(1)  # (n,)
-    return (p.pow(2).sum(1) * (a2 + (1.0 if bias else 0.0))).sqrt()
-
-
-def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(n,) true-class logit minus the largest other logit (> 0 iff correctly classified)."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf"))
-    return true - others.max(1).values
-
-
-def learned_at(correct: np.ndarray, iterations: Sequence[int]) -> np.ndarray:
-    """Iteration from which each sample stays correct: the first checkpoint k with
-    ``correct[k:]`` all true. ``correct`` is (K, n) in checkpoint order. NaN where the
-    sample is wrong at the last checkpoint (never learned)."""
-    c = np.asarray(correct, dtype=bool)
-    its = np.asarray(iterations, dtype=np.float64)
-    if c.ndim != 2 or c.shape[0] != len(its):
-        raise ValueError(f"correct must be (K, n) with K = len(iterations) = {len(its)}; got shape {c.shape}.")
-    out = np.full(c.shape[1], np.nan)
-    if c.shape[0] == 0:
-        return out
-    wrong = ~c
-    # last checkpoint at which the sample was wrong (-1 if never wrong)
-    last_wrong = np.where(wrong.any(0), c.shape[0] - 1 - np.argmax(wrong[::-1], axis=0), -1)
-    ok = last_wrong < c.shape[0] - 1
-    out[ok] = its[last_wrong[ok] + 1]
-    return out
-
-
-def forgetting_counts(correct: np.ndarray) -> np.ndarray:
-    """Number of correct -> incorrect transitions between consecutive checkpoints, per sample."""
-    c = np.asarray(correct, dtype=bool)
-    if c.shape[0] < 2:
-        return np.zeros(c.shape[1] if c.ndim == 2 else 0, dtype=np.int64)
-    return (c[:-1] & ~c[1:]).sum(0).astype(np.int64)
-
-
-def top_share(g: np.ndarray, fraction: float) -> float:
-    """Share of ``sum(g)`` carried by the ceil(fraction * n) largest entries (at least one)."""
-    g = np.asarray(g, dtype=np.float64)
-    total = g.sum()
-    if g.size == 0 or total <= 0:
-        return float("nan")
-    k = max(1, math.ceil(fraction * g.size - 1e-9))
-    return float(np.partition(g, g.size - k)[g.size - k:].sum() / total)
-
-
-def effective_fraction(g: np.ndarray) -> float:
-    """Inverse participation ratio (sum g)^2 / (n sum g^2): 1 when all g are equal, 1/n
-    when one sample carries everything."""
-    g = np.asarray(g, dtype=np.float64)
-    s2 = (g ** 2).sum()
-    return float(g.sum() ** 2 / (g.size * s2)) if g.size and s2 > 0 else float("nan")
-
-
-def gradient_concentration(g: np.ndarray) -> dict[str, float]:
-    """The per-checkpoint concentration metrics of per-sample gradient norms ``g``."""
-    return {"grad_share_top1": top_share(g, 0.01), "grad_share_top10": top_share(g, 0.10),
-            "grad_effective_fraction": effective_fraction(g)}
-
-
-def class_distance(h: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Euclidean distance of each row of ``h`` (n, p) to its class mean, with its
-    within-class z-score and within-class rank (0 = closest to the mean, 1 = farthest)."""
-    h = np.asarray(h, dtype=np.float64).reshape(len(h), -1)
-    y = np.asarray(y)
-    d, z, r = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
-    for c in np.unique(y):
-        m = y == c
-        dc = np.linalg.norm(h[m] - h[m].mean(0), axis=1)
-        d[m] = dc
-        sd = dc.std()
-        z[m] = (dc - dc.mean()) / sd if sd > 0 else 0.0
-        r[m] = (pd.Series(dc).rank(method="average").to_numpy() - 1) / max(1, m.sum() - 1)
-    return d, z, r
-
-
-def typicality_correlation(learned: np.ndarray, distance: np.ndarray) -> dict[str, Any]:
-    """Does learning late go with being far from the class mean? Never-learned samples
-    (NaN in ``learned``) are handled explicitly, three ways:
-
-    * ``learned_only``: Spearman rho over the samples that were learned;
-    * ``never_as_latest``: Spearman rho with never-learned samples ranked after every
-      learned one (tied among themselves);
-    * ``never_vs_learned``: mean distance of the never-learned vs the learned samples.
-    """
-    from scipy.stats import spearmanr
-
-    learned = np.asarray(learned, dtype=np.float64)
-    distance = np.asarray(distance, dtype=np.float64)
-    never = np.isnan(learned)
-
-    def rho(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-        if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
-            return {"rho": None, "p": None, "n": int(len(a))}
-        r = spearmanr(a, b)
-        return {"rho": float(r.statistic), "p": float(r.pvalue), "n": int(len(a))}
-
-    return {
-        "learned_only": rho(learned[~never], distance[~never]),
-        "never_as_latest": rho(np.where(never, np.inf, learned), distance),
-        "never_vs_learned": {
-            "never_mean": float(distance[never].mean()) if never.any() else None,
-            "learned_mean": float(distance[~never].mean()) if (~never).any() else None,
-            "n_never": int(never.sum()),
-        },
-    }
-
-
-def first_crossing(iterations: Sequence[int], values: Sequence[float], level: float = 0.5) -> tuple[int | None, int | None]:
-    """(previous checkpoint, first checkpoint) at which ``values`` first reaches ``level``;
-    (None, None) if it never does. The crossing lies between the two."""
-    for k, (it, v) in enumerate(zip(iterations, values)):
-        if v is not None and np.isfinite(v) and v >= level:
-            return (int(iterations[k - 1]) if k else None), int(it)
-    return None, None
-
-
-# ---------------------------------------------------------------------- options
-
-
-# ---------------------------------------------------------------------- the extension
 class _LazyFeatures:
     """``layer in feats`` / ``feats[layer]`` over the context's fit features, computed only when read."""
 
@@ -236,8 +72,8 @@ class SampleDynamics(Extension):
     # ------------------------------------------------------------------ measurement
     def _forward(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """x, y, logits, head input and tracked-layer features of the followed samples."""
-        from .measure.capture import capture_inputs, final_linear_name
-        from .tracker import _as_tensors
+        from ..measure.capture import capture_inputs, final_linear_name
+        from ..measure.inputs import as_tensors as _as_tensors
 
         if self.data is None and HEAD in ctx.module_inputs:
             return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.module_inputs[HEAD], _LazyFeatures(ctx)
@@ -299,7 +135,7 @@ class SampleDynamics(Extension):
 
     def _check_head(self, ctx, logits: torch.Tensor, a: torch.Tensor) -> None:
         """The captured input must be what the logits are computed from: logits = a W^T + b."""
-        from .measure.capture import final_linear_name
+        from ..measure.capture import final_linear_name
 
         lin = ctx.model.get_submodule(final_linear_name(ctx.model))
         self.bias_ = lin.bias is not None
@@ -364,14 +200,14 @@ class SampleDynamics(Extension):
 
     @classmethod
     def summary_lines(cls, payload: dict) -> list[str]:
-        from .samples_report import summary_lines
+        from .report import summary_lines
 
         return summary_lines(payload)
 
     @classmethod
     def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
         """The ``samples`` key and samples.png from samples.parquet and the metrics (few.png needs the images)."""
-        from .samples_report import rebuild_samples
+        from .report import rebuild_samples
 
         updated = dict(payload)
         return {"samples": updated["samples"]} if rebuild_samples(run_dir, df, updated) else {}
@@ -396,8 +232,8 @@ class SampleDynamics(Extension):
         """Hook of :func:`phasescope.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from .runs import _atomic
-        from .samples_report import plot_few, plot_samples
+        from ..runs import _atomic
+        from .report import plot_few, plot_samples, write_samples_table
 
         out = Path(out)
         table = self.samples()
@@ -415,76 +251,11 @@ class SampleDynamics(Extension):
         return written
 
 
-def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
-    """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
-    from .runs import _atomic
-
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        _atomic(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
-        return out / "samples.csv"
-    _atomic(out / "samples.parquet", lambda p: table.to_parquet(p, index=False))
-    return out / "samples.parquet"
-
-
-def read_samples_table(run_dir: Path) -> pd.DataFrame:
-    run_dir = Path(run_dir)
-    if (run_dir / "samples.parquet").exists():
-        return pd.read_parquet(run_dir / "samples.parquet")
-    if (run_dir / "samples.csv").exists():
-        return pd.read_csv(run_dir / "samples.csv", dtype={"learned_at": "Int64"})
-    raise FileNotFoundError(f"No samples.parquet or samples.csv in {run_dir}: was the run made with --samples?")
-
-
-def summarise_samples(table: pd.DataFrame, curves: pd.DataFrame, reconstruction_minimum: dict[str, int], *,
-                      layer: str | None = None, seconds: dict[int, float] | None = None,
-                      followed: dict | None = None) -> dict[str, Any]:
-    """The ``samples`` document of phases.json, from the per-sample table and the curves."""
-    if table.empty:
-        return {"n": 0}
-    its = [int(i) for i in curves.iteration]
-    before, at = first_crossing(its, curves.grad_share_top10.tolist(), 0.5)
-    learned = table.learned_at.to_numpy(dtype=np.float64, na_value=np.nan)
-
-    def at_iteration(it: int) -> dict[str, float] | None:
-        row = curves[curves.iteration == it]
-        return None if row.empty else {m: float(row[m].iloc[0]) for m in METRICS}
-
-    comparison = {}
-    for name, m in reconstruction_minimum.items():
-        comparison[name] = {
-            "min_iteration": int(m),
-            # > 0: the top-10% share crosses one half after the reconstruction minimum
-            "octaves_after_minimum": (math.log2(at) - math.log2(m)) if at and m else None,
-            "at_minimum": at_iteration(int(m)),
-        }
-    sec = list((seconds or {}).values())
-    return {
-        **(followed or {}),
-        "layer": layer,
-        "checkpoints": its,
-        "top10_half_iteration": at,
-        "top10_half_bracket": [before, at] if at is not None else None,
-        "reconstruction": comparison,
-        "final": at_iteration(its[-1]),
-        "never_learned": int(np.isnan(learned).sum()),
-        "forgotten_at_least_once": int((table.forgotten > 0).sum()),
-        "learned_at_quartiles": ([float(q) for q in np.quantile(learned[~np.isnan(learned)], [0.25, 0.5, 0.75])]
-                                 if (~np.isnan(learned)).any() else None),
-        "typicality": {
-            "input": typicality_correlation(learned, table.input_distance_z.to_numpy()),
-            "layer": typicality_correlation(learned, table.layer_distance_z.to_numpy()),
-        },
-        "seconds_per_checkpoint": float(np.mean(sec)) if sec else None,
-    }
-
-
 def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
     """The per-sample dynamics of a run (``run_experiment``), unless ``cfg.samples.enabled`` is
     off or one is already among the ``given`` extensions. Follows the tracker's fit subset, so
     it reuses the tracker's forward pass."""
-    from .data.base import stratified_subset
+    from ..data.base import stratified_subset
 
     opts = cfg.samples
     if not opts.enabled or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
@@ -494,7 +265,3 @@ def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
                            mean=data.mean, std=data.std, classes=data.classes)]
 
 
-def curves_from_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """The per-checkpoint concentration metrics (wide) from a tidy metrics table."""
-    s = df[(df.layer == "model") & (df.split == "train") & df.metric.isin(METRICS)]
-    return s.pivot_table(index="iteration", columns="metric", values="value").reset_index()
