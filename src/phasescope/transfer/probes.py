@@ -132,12 +132,12 @@ class TransferProbes(Extension):
         if not rows:
             return []
         table = Table(title="transfer accuracy (test) [95% CI] @ iteration", title_justify="left")
-        for col in ("task", "layer", "at reconstruction minimum", "at transfer peak", "at end",
+        for col in ("task", "layer", "untrained", "at reconstruction minimum", "at transfer peak", "at end",
                     "minimum - end (points)", "peak - minimum (points)"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r["task"], r["layer"], r["at_minimum"], r["at_peak"], r["at_end"], r["min_minus_end"],
-                          r["peak_minus_min"])
+            table.add_row(r["task"], r["layer"], r["at_start"], r["at_minimum"], r["at_peak"], r["at_end"],
+                          r["min_minus_end"], r["peak_minus_min"])
         return [table, *(f"  {r['task']} / {r['layer']} (majority class: {r['majority']}): {r['advice']}" for r in rows)]
 
     @classmethod

@@ -24,13 +24,18 @@ import pandas as pd
 
 from ..phases import Estimate, bootstrap_weights
 
-ACCURACIES = ("acc_at_min", "acc_at_peak", "acc_at_end")
+ACCURACIES = ("acc_at_start", "acc_at_min", "acc_at_peak", "acc_at_end")
 GAPS = {  # name -> (a, b): accuracy at a minus accuracy at b
     "gap_peak_minus_min": ("peak", "min"),
     "gap_min_minus_end": ("min", "end"),
     "gap_peak_minus_end": ("peak", "end"),
+    # against the untrained network (the first checkpoint, iteration 0): does pre-training help at all?
+    "gap_min_minus_start": ("min", "start"),
+    "gap_end_minus_start": ("end", "start"),
 }
-QUANTITIES = ("min_iteration", "peak_iteration", "end_iteration", *ACCURACIES, *GAPS, "checkpoints_min_to_peak")
+QUANTITIES = ("start_iteration", "min_iteration", "peak_iteration", "end_iteration", *ACCURACIES, *GAPS,
+              "checkpoints_min_to_peak")
+POINTS = {"start": "untrained", "min": "reconstruction_minimum", "peak": "transfer_peak", "end": "end"}
 
 
 def _curve(metrics: pd.DataFrame, layer: str, metric: str, task: str | None = None) -> pd.DataFrame:
@@ -63,7 +68,7 @@ def recommendation_table(metrics: pd.DataFrame, minimum: dict[str, int] | None =
             k_min = int(rec.value.idxmin())
         if k_min not in acc.index:  # no transfer measurement at the minimum
             continue
-        at = {"min": int(k_min), "peak": int(acc.value.idxmax()), "end": int(its[-1])}
+        at = {"start": int(its[0]), "min": int(k_min), "peak": int(acc.value.idxmax()), "end": int(its[-1])}
         row = {"task": task, "layer": layer, **{f"{k}_iteration": v for k, v in at.items()}}
         for k, it in at.items():
             row[f"acc_at_{k}"] = float(acc.value[it])
@@ -93,6 +98,8 @@ def _advice(row: pd.Series, gap_min_end: Estimate) -> str:
         gain += f" [{100 * gap_min_end.ci_low:+.1f}, {100 * gap_min_end.ci_high:+.1f}]"
     where = (f"stopping at the reconstruction minimum (iteration {row.min_iteration}) instead of the end "
              f"(iteration {row.end_iteration}) changes transfer accuracy by {gain}")
+    where += (f"; the untrained network (iteration {row.start_iteration}) reaches {row.acc_at_start:.3f}, "
+              f"the end {100 * (row.acc_at_end - row.acc_at_start):+.1f} points from it")
     if np.isfinite(gap_min_end.ci_low) and gap_min_end.ci_low > 0:
         return f"stop early: {where}"
     if np.isfinite(gap_min_end.ci_high) and gap_min_end.ci_high < 0:
@@ -119,8 +126,8 @@ def transfer_section(metrics: pd.DataFrame, minimum: dict[str, int] | None = Non
     for _, r in table.iterrows():
         per_sample = ((correct or {}).get(r.task) or {}).get(r.layer) or {}
         entry = {"checkpoints_min_to_peak": int(r.checkpoints_min_to_peak)}
-        for k in ("min", "peak", "end"):
-            entry[{"min": "reconstruction_minimum", "peak": "transfer_peak", "end": "end"}[k]] = {
+        for k in POINTS:
+            entry[POINTS[k]] = {
                 "iteration": int(r[f"{k}_iteration"]),
                 "accuracy": Estimate(r[f"acc_at_{k}"], r[f"acc_at_{k}_ci_low"], r[f"acc_at_{k}_ci_high"]).to_dict()}
         gaps = {}
@@ -198,6 +205,7 @@ def transfer_summary_rows(section: dict) -> list[dict[str, str]]:
         majority = (t.get("info") or {}).get("majority_test_accuracy")
         for layer, e in t.get("layers", {}).items():
             rows.append({"task": task, "layer": layer, "majority": "-" if majority is None else f"{majority:.3f}",
+                         "at_start": acc(e["untrained"]) if "untrained" in e else "-",
                          "at_minimum": acc(e["reconstruction_minimum"]),
                          "at_peak": acc(e["transfer_peak"]), "at_end": acc(e["end"]),
                          "min_minus_end": gap(e["gaps"]["gap_min_minus_end"]),
