@@ -128,6 +128,8 @@ def run(
     download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
     synthetic: Optional[str] = typer.Option(None, help="Knobs of --dataset synthetic, e.g. atypical_fraction=0.1,dim=100 (see `phasescope theory --help`)."),
     train_size: Optional[int] = typer.Option(None, help="Use a seeded, class-balanced subset of this many training samples."),
+    num_classes: Optional[int] = typer.Option(None, help="Number of classes when some are absent from the training "
+                                              "split [max label + 1, every class present]."),
     model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`)."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model's channels/units."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated module names to track (default: last feature block)."),
@@ -150,6 +152,7 @@ def run(
     max_features: Optional[int] = typer.Option(None, help="Average-pool spatial layers above this many features [4096]."),
     probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),
     bn_mode: Optional[str] = typer.Option(None, help="BatchNorm when measuring: recalibrate (default), running, batch."),
+    bn_samples: Optional[int] = typer.Option(None, help="Fit samples BatchNorm is recalibrated on (seeded subset) [1024]."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
     samples: Optional[bool] = typer.Option(None, "--samples/--no-samples", help="Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting [on]."),
     samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),

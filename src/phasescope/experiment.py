@@ -56,6 +56,7 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
         model, cfg.layers or default_layers(model), fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
         decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
+        bn_samples=cfg.bn_samples, num_classes=data.num_classes,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
@@ -113,7 +114,7 @@ def run_experiment(
     t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
-                                                      **_synthetic_knobs(cfg))
+                                                      num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
     data, extensions = run_extensions(cfg, data, extensions)  # a class-split transfer task splits the data
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)

@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .base import DataError, Splits, make_splits
+from .base import DataError, Splits, check_labels, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
 from .synthetic import load_synthetic
@@ -24,6 +24,7 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
 }
 
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
+EMBEDDED = ("mnist-digits", "digits", "synthetic")  # no files: --data-dir makes no sense for them
 
 
 def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
@@ -50,19 +51,31 @@ def load_dataset(
     train_size: int | None = None,
     seed: int = 0,
     download: bool = False,
+    num_classes: int | None = None,
     **params,
 ) -> Splits:
     """Load dataset ``name`` as normalised :class:`Splits`.
 
     ``data_dir`` is where standard distribution files live (or an ``.npz`` file);
     ``train_size`` takes a seeded, class-balanced subset of the training split;
+    ``num_classes``: the class count when some classes are absent from training (labels must
+    then lie in 0..num_classes-1; otherwise every class 0..max label must be in training);
     ``params`` go to loaders that take knobs (``synthetic``: the data model's).
     """
     if name not in _LOADERS:
         raise DataError(f"Unknown dataset {name!r}. Choose one of: {', '.join(sorted(_LOADERS))}.")
     if params and name != "synthetic":
         raise DataError(f"Dataset {name!r} takes no parameters; got {sorted(params)}.")
-    return _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
+    if data_dir is not None and name in EMBEDDED:
+        raise DataError(f"--data-dir is only for file datasets; {name!r} is generated or ships with phasescope. "
+                        f"Drop --data-dir, or choose a file dataset ({', '.join(FILE_DATASETS)}).")
+    splits = _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
+    if num_classes is None and splits.classes != [str(i) for i in range(len(splits.classes))]:
+        num_classes = len(splits.classes)  # the files name their classes: some may be absent from a subset
+    k = check_labels(name, splits.y_train.numpy(), splits.y_test.numpy(), num_classes)  # every loader, one rule
+    if k > len(splits.classes):
+        splits.classes = [*splits.classes, *(str(i) for i in range(len(splits.classes), k))]
+    return splits
 
 
 __all__ = [

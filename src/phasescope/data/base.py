@@ -72,14 +72,59 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
             x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 2:
         raise DataError(f"{name} has shape {x.shape}; expected (N, H, W), (N, H, W, C), (N, C, H, W) or (N, D).")
+    if x.size == 0:
+        raise DataError(f"{name} is empty; every split needs samples.")
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{name} has dtype {x.dtype}; give real-valued pixels or features.")
+    bad = int((~np.isfinite(x)).sum()) if np.issubdtype(x.dtype, np.floating) else 0
+    if bad:
+        raise DataError(f"{name} contains {bad} NaN or infinite values; clean or drop those samples.")
+    top = float(np.abs(x).max())
+    if top > MAX_ABS_INPUT:
+        raise DataError(f"{name} has values up to {top:.3g}; inputs must be pixels (0..1 or 0..255) or features "
+                        f"of sane scale (|x| <= {MAX_ABS_INPUT:g}). Rescale the data before saving it.")
     x = x.astype(np.float32)
-    if x.size and float(np.nanmax(x)) > 1.5:
+    if top > 1.5:
         x = x / 255.0
-    if not np.isfinite(x).all():
-        raise DataError(f"{name} contains NaN or infinite values.")
     return x
+
+
+MAX_ABS_INPUT = 1e6  # larger inputs overflow the float32 statistics of normalisation and decoding
+
+
+def check_labels(name: str, y_train: np.ndarray, y_test: np.ndarray, num_classes: int | None = None, *,
+                 all_present: bool = True) -> int:
+    """The class count, after checking labels are 0..K-1 with every class present in training.
+
+    With ``num_classes`` the labels must lie in 0..num_classes-1 and classes may be absent from
+    training. One stray label (1,000,000 in a file of digits) would otherwise make a model with
+    a million outputs; a single class would "complete" with accuracy 1.
+    """
+    for split, y in (("training", y_train), ("test", y_test)):
+        if len(y) == 0:
+            raise DataError(f"{name}: the {split} split is empty; every split needs samples.")
+        if y.min() < 0:
+            raise DataError(f"{name}: {split} labels must be class indices 0..K-1; found {int(y.min())}.")
+    top = int(max(y_train.max(), y_test.max()))
+    if num_classes is not None:
+        if top >= num_classes:
+            bad = sorted(set(np.unique(np.concatenate([y_train, y_test])).tolist()) - set(range(num_classes)))
+            raise DataError(f"{name}: labels {bad[:10]} lie outside 0..{num_classes - 1} (num_classes={num_classes}); "
+                            "fix the labels or raise --num-classes.")
+        k = num_classes
+    else:
+        k = top + 1
+        missing = sorted(set(range(k)) - set(np.unique(y_train).tolist())) if all_present else []
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise DataError(f"{name}: labels go up to {top} but classes {shown} have no training sample. Labels must be "
+                            "0..K-1 with every class in training; relabel, or give --num-classes K if absent classes "
+                            "are intended.")
+    if all_present and (k < 2 or len(np.unique(y_train)) < 2):
+        raise DataError(f"{name}: the training labels hold a single class; a classifier needs at least two.")
+    return k
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +162,16 @@ def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     return np.sort(idx)
 
 
+def _int_labels(y: Any, source: str) -> np.ndarray:
+    y = np.asarray(y).reshape(-1)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            raise DataError(f"{source}: labels must be integer class indices 0..K-1; found non-integer values.")
+    elif not np.issubdtype(y.dtype, np.integer) and y.dtype != bool:
+        raise DataError(f"{source}: labels have dtype {y.dtype}; give integer class indices 0..K-1.")
+    return y.astype(np.int64)
+
+
 def make_splits(
     name: str,
     x_train: np.ndarray,
@@ -129,14 +184,14 @@ def make_splits(
     seed: int = 0,
     info: dict[str, Any] | None = None,
     normalise: bool = True,
+    num_classes: int | None = None,
 ) -> Splits:
     """Validate raw arrays, optionally subsample the training split, and normalise.
 
     Per-channel mean and std are computed on the (subsampled) training split only,
     then applied to both splits.
     """
-    y_train = np.asarray(y_train).astype(np.int64).reshape(-1)
-    y_test = np.asarray(y_test).astype(np.int64).reshape(-1)
+    y_train, y_test = (_int_labels(y, f"{name} {k}") for y, k in ((y_train, "y_train"), (y_test, "y_test")))
     xtr = to_nchw_unit(x_train, name=f"{name} x_train")
     xte = to_nchw_unit(x_test, name=f"{name} x_test")
     if len(xtr) != len(y_train) or len(xte) != len(y_test):
@@ -146,21 +201,19 @@ def make_splits(
         )
     if xtr.shape[1:] != xte.shape[1:]:
         raise DataError(f"{name}: training inputs have shape {xtr.shape[1:]} but test inputs {xte.shape[1:]}.")
-    if (y_train < 0).any() or (y_test < 0).any():
-        raise DataError(f"{name}: labels must be non-negative integers.")
-    n_cls = int(max(y_train.max(initial=0), y_test.max(initial=0)) + 1)
+    n_cls = check_labels(name, y_train, y_test, num_classes, all_present=False)  # load_dataset checks the rest
     classes = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
     if len(classes) < n_cls:
         raise DataError(f"{name}: labels go up to {n_cls - 1} but only {len(classes)} class names were given.")
     keep = stratified_subset(y_train, train_size, seed)
     xtr, y_train = xtr[keep], y_train[keep]
     axes = (0,) if xtr.ndim == 2 else (0, 2, 3)
-    if normalise:
-        mean = xtr.mean(axis=axes, keepdims=True)
-        std = xtr.std(axis=axes, keepdims=True) + 1e-6
+    if normalise:  # statistics in float64: float32 sums of many large values overflow
+        mean = xtr.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
+        std = xtr.std(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32) + 1e-6
         if xtr.ndim == 2:  # flat data: one global channel
-            mean = np.full_like(mean, xtr.mean())
-            std = np.full_like(std, xtr.std() + 1e-6)
+            mean = np.full_like(mean, xtr.mean(dtype=np.float64))
+            std = np.full_like(std, xtr.std(dtype=np.float64) + 1e-6)
     else:
         mean = np.zeros([1] * xtr.ndim, np.float32)
         std = np.ones([1] * xtr.ndim, np.float32)
