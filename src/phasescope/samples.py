@@ -382,7 +382,7 @@ class SampleDynamics:
         """Hook of :func:`phasescope.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from .runs import _atomic
+        from .runs import atomic_write, write_bytes_to
         from .samples_report import plot_few, plot_samples
 
         out = Path(out)
@@ -392,7 +392,7 @@ class SampleDynamics:
         written = [write_samples_table(out, table)]
         arrays = {"iterations": np.asarray(self.iterations), "index": table["index"].to_numpy(),
                   "label": self.labels_, **{k: self.matrix(k) for k in HISTORY}}
-        _atomic(out / "samples.npz", lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+        atomic_write(out / "samples.npz", write_bytes_to(lambda f: np.savez_compressed(f, **arrays)))
         written.append(out / "samples.npz")
         if figure:
             written.append(plot_samples(df, payload, out / "samples.png"))
@@ -403,23 +403,34 @@ class SampleDynamics:
 
 def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
     """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
-    from .runs import _atomic
+    from .runs import atomic_write
 
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        _atomic(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
+        atomic_write(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
         return out / "samples.csv"
-    _atomic(out / "samples.parquet", lambda p: table.to_parquet(p, index=False))
+    atomic_write(out / "samples.parquet", lambda p: table.to_parquet(p, index=False))
     return out / "samples.parquet"
 
 
 def read_samples_table(run_dir: Path) -> pd.DataFrame:
+    from .runs import RunFileError
+
     run_dir = Path(run_dir)
-    if (run_dir / "samples.parquet").exists():
-        return pd.read_parquet(run_dir / "samples.parquet")
-    if (run_dir / "samples.csv").exists():
-        return pd.read_csv(run_dir / "samples.csv", dtype={"learned_at": "Int64"})
+    for name, read in (("samples.parquet", pd.read_parquet),
+                       ("samples.csv", lambda p: pd.read_csv(p, dtype={"learned_at": "Int64"}))):
+        path = run_dir / name
+        if path.exists():
+            try:
+                table = read(path)
+            except Exception as e:  # truncated or corrupt file
+                raise RunFileError(path, f"cannot be read ({type(e).__name__}: {e}); the file is corrupt or "
+                                         "truncated. Delete it to rebuild the rest, or re-run.") from e
+            missing = [c for c in ("index", "label", "learned_at", "forgotten") if c not in table.columns]
+            if missing:
+                raise RunFileError(path, f"columns {missing} are missing; the file is corrupt.")
+            return table
     raise FileNotFoundError(f"No samples.parquet or samples.csv in {run_dir}: was the run made with --samples?")
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from .report import _series, _setup_axis
+from .runs import save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
     "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
@@ -56,7 +57,7 @@ def plot_samples(df: pd.DataFrame, payload: dict, path: Path, title: str | None 
     for ax in (top, bottom):
         _setup_axis(ax)
     fig.suptitle(title or "Who drives the gradient? Concentration on few samples vs reconstruction", fontsize=10)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
     return Path(path)
 
@@ -124,7 +125,7 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
         ax.text(-pad, r * cell_h + h / 2, name, ha="right", va="center", fontsize=8)
     ax.text(k * cell_w / 2, -pad, "learned last (the few)", ha="center", va="bottom", fontsize=9)
     ax.text(k * cell_w + gap + k * cell_w / 2, -pad, "learned first", ha="center", va="bottom", fontsize=9)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return Path(path)
 
