@@ -223,54 +223,59 @@ def run(
     from .experiment import check_seeds, resume_config, run_experiment, run_seeds
     from .models import ModelError
     from .presets import PRESETS, preset_config
-    from .runs import RunFileError, RunFolderError
+    from .runs import InterruptGuard, RunFileError, RunFolderError
     from .training import TrainingDiverged
     from .transfer import validate_extra
 
-    try:
-        if opts.get("layers") is not None:
-            opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
-        cfg = preset_config(preset, opts)
-        validate_extra(cfg.extra)  # transfer task names, before any data is loaded
-        seed_list = _parse_seeds(seeds)
-        if seed_list is not None:
-            check_seeds(seed_list)
-        if resume:
-            if out is None:
-                fail("--resume needs --out RUN_DIR: the folder of the run to continue.")
-            # options given on the command line (or by --preset) must agree with the saved ones
-            given = {**(PRESETS[preset]["config"] if preset else {}), **{k: v for k, v in opts.items() if v is not None}}
-            cfg = resume_config(out, given, seeds=seed_list is not None) or cfg
-        if seed_list is not None:
-            results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet)
-            for r in results:
-                print_notes(r.notes)
-                print_summary(r)
-            if summary.get("interrupted"):
-                err.print(f"[yellow]interrupted:[/] finished seeds and every checkpoint measured so far are in "
-                          f"{summary['out']}; continue with `phasescope run --seeds {seeds} --out {summary['out']} --resume`.")
-                raise typer.Exit(EXIT_INTERRUPTED)
-            print_seed_summary(summary)
-            return
-        result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    except (ConfigError, DataError, ModelError, RunFolderError, RunFileError, FileNotFoundError) as e:
-        fail(str(e))
-    except TrainingDiverged as e:
-        fail(f"{e} The run folder records status 'diverged'.", EXIT_DIVERGED)
-    except KeyboardInterrupt:
-        fail("interrupted before the first checkpoint was written; nothing was measured. "
-             "Run the same command again (the folder is restarted without --overwrite).", EXIT_INTERRUPTED)
-    except OSError as e:
-        fail(f"could not read or write a file: {e}. Check the disk space and permissions of --out.")
-    except ValueError as e:
-        fail(str(e))
-    print_notes(result.notes)
-    if result.status == "interrupted":
-        err.print(f"[yellow]interrupted:[/] files in {result.out} hold every checkpoint measured so far; "
-                  f"continue with `phasescope run --out {result.out} --resume`.")
-    print_summary(result)
-    if result.status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
+    # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
+    # so that the final files are always complete.
+    with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
+        try:
+            if opts.get("layers") is not None:
+                opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
+            cfg = preset_config(preset, opts)
+            validate_extra(cfg.extra)  # transfer task names, before any data is loaded
+            seed_list = _parse_seeds(seeds)
+            if seed_list is not None:
+                check_seeds(seed_list)
+            if resume:
+                if out is None:
+                    fail("--resume needs --out RUN_DIR: the folder of the run to continue.")
+                # options given on the command line (or by --preset) must agree with the saved ones
+                given = {**(PRESETS[preset]["config"] if preset else {}), **{k: v for k, v in opts.items() if v is not None}}
+                cfg = resume_config(out, given, seeds=seed_list is not None) or cfg
+            if seed_list is not None:
+                results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet,
+                                             guard=guard)
+                for r in results:
+                    print_notes(r.notes)
+                    print_summary(r)
+                if summary.get("interrupted"):
+                    err.print(f"[yellow]interrupted:[/] finished seeds and every checkpoint measured so far are in "
+                              f"{summary['out']}; continue with `phasescope run --seeds {seeds} --out {summary['out']} --resume`.")
+                    raise typer.Exit(EXIT_INTERRUPTED)
+                print_seed_summary(summary)
+                return
+            result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet, guard=guard)
+        except (ConfigError, DataError, ModelError, RunFolderError, RunFileError, FileNotFoundError) as e:
+            fail(str(e))
+        except TrainingDiverged as e:
+            fail(f"{e} The run folder records status 'diverged'.", EXIT_DIVERGED)
+        except KeyboardInterrupt:
+            fail("interrupted before training started: no checkpoint of this run was measured (finished runs "
+                 "are kept). Run the same command again; a folder without a checkpoint is restarted.",
+                 EXIT_INTERRUPTED)
+        except OSError as e:
+            fail(f"could not read or write a file: {e}. Check the disk space and permissions of --out.")
+        except ValueError as e:
+            fail(str(e))
+        print_notes(result.notes)
+        if result.status == "interrupted":
+            err.print(f"[yellow]interrupted:[/] files in {result.out} hold every checkpoint measured so far; "
+                      f"continue with `phasescope run --out {result.out} --resume`.")
+        print_summary(result)
+        if result.status == "interrupted":
+            raise typer.Exit(EXIT_INTERRUPTED)
 
 
 # Input shapes of the datasets whose shape is fixed by their distribution format (no files are
@@ -376,7 +381,12 @@ from .theory.cli import theory_command  # noqa: E402
 app.command("theory", help="Simulate the single-layer theory of the learning phases (data model + one layer).")(theory_command)
 
 
+_ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)
+
+
 def main() -> None:
+    global _ENTRY_POINT
+    _ENTRY_POINT = True
     app()
 
 

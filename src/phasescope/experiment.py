@@ -231,6 +231,7 @@ def run_experiment(
     extensions: Sequence = (),
     data: Splits | None = None,
     on_checkpoint: Callable[[int, PhaseTracker], None] | None = None,
+    guard: InterruptGuard | None = None,
 ) -> RunResult:
     """Train ``cfg.model`` on ``cfg.dataset`` while measuring its learning phases into ``out``.
 
@@ -241,14 +242,22 @@ def run_experiment(
     again without either. Raises :class:`~phasescope.runs.RunFolderError` (folder in use,
     not writable, would lose a result), :class:`~phasescope.config.ConfigError` (including
     :class:`~phasescope.runs.ResumeMismatch`), and :class:`TrainingDiverged` after writing.
+    Ctrl-C ends the run with status ``interrupted`` after the checkpoint being written is
+    complete; ``guard`` is the caller's installed :class:`~phasescope.runs.InterruptGuard`
+    (the CLI's), else the run installs its own.
     """
     cfg.validate()
     with RunFolder.claim(out, f"{cfg.dataset}-{cfg.model}", resume=resume, overwrite=overwrite) as folder:
-        return _run(cfg, folder, progress=progress, extensions=extensions, data=data, on_checkpoint=on_checkpoint)
+        if guard is not None:
+            return _run(cfg, folder, progress=progress, extensions=extensions, data=data, on_checkpoint=on_checkpoint,
+                        guard=guard)
+        with InterruptGuard() as own:
+            return _run(cfg, folder, progress=progress, extensions=extensions, data=data,
+                        on_checkpoint=on_checkpoint, guard=own)
 
 
 def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Sequence, data: Splits | None,
-         on_checkpoint: Callable[[int, PhaseTracker], None] | None) -> RunResult:
+         on_checkpoint: Callable[[int, PhaseTracker], None] | None, guard: InterruptGuard) -> RunResult:
     out = folder.path
     notes = list(folder.notes)
     adjusted: dict = {}
@@ -298,7 +307,6 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         **({"transfer": transfer[0].describe()} if transfer else {}),
     })
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
-    guard = InterruptGuard()
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:
         if tracker.maybe_measure(m, t) is None:
@@ -317,28 +325,27 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
             raise StopTraining(decision)
 
     status, diverged = "complete", None
-    with guard:
-        try:
-            bar = _progress(progress, cfg.iterations, start)
-            with bar:
-                task = bar.add_task("training", total=cfg.iterations, completed=start, loss=float("nan"))
+    try:
+        bar = _progress(progress, cfg.iterations, start)
+        with bar:
+            task = bar.add_task("training", total=cfg.iterations, completed=start, loss=float("nan"))
 
-                def step(t: int, loss: float) -> None:
-                    bar.update(task, completed=t, loss=loss)
+            def step(t: int, loss: float) -> None:
+                bar.update(task, completed=t, loss=loss)
 
-                train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint,
-                      on_step=step)
-        except KeyboardInterrupt:
-            status = "interrupted"
-        except StopTraining:
-            status = "stopped"
-        except TrainingDiverged as e:
-            status, diverged = "diverged", e
-        except BaseException:
-            guard.stop()
+            train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint, on_step=step)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        guard.interrupted = True  # further Ctrl-C are ignored: the files must be completed
+    except StopTraining:
+        status = "stopped"
+    except TrainingDiverged as e:
+        status, diverged = "diverged", e
+    except BaseException:
+        with guard.closing():
             _final_write(out, tracker, keeper, title, "failed", t0, best_effort=True)
-            raise
-        guard.stop()  # the run is ending: further Ctrl-C are ignored until its last files are written
+        raise
+    with guard.closing():  # the run is ending: Ctrl-C is ignored until its last files are written
         df, phases, payload, seconds = _final_write(out, tracker, keeper, title, status, t0)
     if diverged is not None:
         raise diverged
@@ -432,7 +439,8 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
 
 
 def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = None, *, resume: bool = False,
-              overwrite: bool = False, progress: bool = True, data: Splits | None = None) -> tuple[list[RunResult], dict]:
+              overwrite: bool = False, progress: bool = True, data: Splits | None = None,
+              guard: InterruptGuard | None = None) -> tuple[list[RunResult], dict]:
     """Run ``cfg`` once per seed into ``out/seed-N`` and write the cross-seed summary to ``out``:
     seeds.csv (phases per seed and layer), agreement.csv, aggregate.csv (mean/sd per checkpoint), seeds.png.
 
@@ -453,7 +461,7 @@ def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = Non
             if resume and has_state and _status_of(sub) in ("complete", "stopped"):
                 continue  # finished earlier
             r = run_experiment(cfg.replace(seed=int(s)), sub, resume=resume and has_state, overwrite=overwrite,
-                               progress=progress, data=data)
+                               progress=progress, data=data, guard=guard)
             folder.prepared = True  # a seed has written: keep the folder whatever happens next
             results.append(r)
             if r.status == "interrupted":

@@ -558,45 +558,54 @@ class locked_folder:
 
 # ---------------------------------------------------------------------- Ctrl-C during writes
 class InterruptGuard:
-    """SIGINT handling for a run (installed only in the main thread, over Python's default handler).
+    """SIGINT handling for a run (installed only in the main thread; the previous handler is
+    restored on exit).
 
     The first Ctrl-C raises KeyboardInterrupt as usual, except inside :meth:`protect` (a
-    checkpoint being written), where it is held until the block ends. Once a run has been
-    interrupted, further Ctrl-C are ignored, so the final write (status and figures) always
-    completes. ``SIGKILL`` cannot be caught; atomic writes cover it.
+    checkpoint being written), where it is held until the block ends, and inside
+    :meth:`closing` (the run's last write: status and figures), where it is ignored. Once a
+    run has been interrupted, further Ctrl-C are ignored, so the final write always completes.
+    With ``ignore_after`` (the command-line process, which is about to exit), an interrupted
+    guard leaves Ctrl-C ignored instead of restoring the previous handler, so the exit code
+    stays 130. ``SIGKILL`` cannot be caught; atomic writes cover it.
     """
 
-    def __init__(self):
-        self.interrupted = False
+    def __init__(self, *, ignore_after: bool = False):
+        self.ignore_after = ignore_after
+        self.interrupted = False  # a KeyboardInterrupt has been raised (or caught) for this run
         self.pending = False
         self.depth = 0
+        self.ending = False
         self._previous = None
+        self._installed = False
 
     def _handler(self, signum, frame) -> None:
-        if self.interrupted or self.depth:
+        if self.interrupted or self.ending or self.depth:
             self.pending = True
             return
         self.interrupted = True
         raise KeyboardInterrupt
 
     def __enter__(self) -> "InterruptGuard":
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if self._installed:
+            keep = signal.SIG_IGN if (self.ignore_after and self.interrupted) else self._previous
+            signal.signal(signal.SIGINT, keep if keep is not None else signal.default_int_handler)
+            self._installed = False
         return False
 
     def protect(self) -> "_Protected":
+        """Hold a Ctrl-C until the block has ended, then raise it."""
         return _Protected(self)
 
-    def stop(self) -> None:
-        """From now on Ctrl-C is ignored (the run is ending: its last write must finish)."""
-        self.interrupted = True
+    def closing(self) -> "_Closing":
+        """Ignore Ctrl-C during the block (the run's last write)."""
+        return _Closing(self)
 
 
 class _Protected:
@@ -610,10 +619,24 @@ class _Protected:
     def __exit__(self, exc_type, exc, tb) -> bool:
         g = self.guard
         g.depth -= 1
-        if exc_type is None and g.depth == 0 and g.pending and not g.interrupted:
+        if exc_type is None and g.depth == 0 and g.pending and not (g.interrupted or g.ending):
             g.pending = False
             g.interrupted = True
             raise KeyboardInterrupt
+        return False
+
+
+class _Closing:
+    def __init__(self, guard: InterruptGuard):
+        self.guard = guard
+
+    def __enter__(self):
+        self.guard.ending = True
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.guard.ending = False
+        self.guard.pending = False
         return False
 
 
