@@ -224,26 +224,27 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     """metrics.csv of a run, validated: columns, types, a complete last line, and a full last
     checkpoint (as many rows as the checkpoints before it). Raises :class:`RunFileError`."""
     path = Path(run_dir) / "metrics.csv"
+    fix = (f" While state.pt is there, `phasescope run --out {run_dir} --resume` rewrites it from the saved state "
+           "(the run's options are read from config.json).")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a phasescope run folder?")
     raw = path.read_bytes()
     if not raw.strip():
-        raise RunFileError(path, "the file is empty; the run wrote no checkpoint, or the file was truncated.")
+        raise RunFileError(path, "the file is empty; the run wrote no checkpoint, or the file was truncated." + fix)
     if b"\0" in raw[:65536]:
-        raise RunFileError(path, "the file is binary, not CSV; it is corrupt.")
+        raise RunFileError(path, "the file is binary, not CSV; it is corrupt." + fix)
     if not raw.endswith(b"\n"):
-        raise RunFileError(path, "the last line is incomplete: the file is truncated. Re-run with --resume "
-                                 "(rewrites it from state.pt) or re-run the configuration.")
+        raise RunFileError(path, "the last line is incomplete: the file is truncated." + fix)
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise RunFileError(path, f"cannot be parsed as CSV ({e}); it is corrupt.") from e
+        raise RunFileError(path, f"cannot be parsed as CSV ({e}); it is corrupt." + fix) from e
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         raise RunFileError(path, f"columns {missing} are missing (found {list(df.columns)}); it is not a "
                                  "phasescope metrics file, or it is corrupt.")
     if df.empty:
-        raise RunFileError(path, "the file has a header but no rows; it is truncated.")
+        raise RunFileError(path, "the file has a header but no rows; it is truncated." + fix)
     for col in ("iteration", "value", "ci_low", "ci_high"):
         if not pd.api.types.is_numeric_dtype(df[col]):
             raise RunFileError(path, f"column {col!r} is not numeric; the file is corrupt.")
@@ -253,7 +254,7 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     counts = df.groupby("iteration").size()
     if len(counts) >= 2 and counts.iloc[-1] < counts.iloc[:-1].median():
         raise RunFileError(path, f"the last checkpoint (iteration {counts.index[-1]}) has {counts.iloc[-1]} rows "
-                                 f"where the others have {int(counts.iloc[:-1].median())}: the file is truncated.")
+                                 f"where the others have {int(counts.iloc[:-1].median())}: the file is truncated." + fix)
     return df
 
 
