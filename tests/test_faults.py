@@ -146,7 +146,7 @@ def check_files(folder: Path) -> None:
 
 def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tmp_path):
     """Three run folders, side by side, each killed 7 times: SIGKILL at a seeded random moment
-    0-1.5 s after the process has started training (its config.json is rewritten), then
+    0-1.2 s after the process has started training (its config.json is rewritten), then
     continued from whatever is on disk. After every kill each file present parses completely;
     at the end every folder holds exactly the uninterrupted result (metrics, best features,
     status). The counts of where the kills landed are printed (pytest -s)."""
@@ -172,14 +172,15 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
 
     ref = child(tmp_path / "ref")
     rng = random.Random(20240601)
-    n = {"kills": 0, "ended_before_kill": 0, "before_first_checkpoint": 0, "after_a_checkpoint": 0,
+    n = {"started": 0, "kills": 0, "ended_before_kill": 0, "before_first_checkpoint": 0, "after_a_checkpoint": 0,
          "temporary_file_left": 0, "in_final_write": 0}
     chains = [tmp_path / f"chain-{i}" for i in range(3)]
     active = list(chains)
     for _ in range(7):
         before = {out: inode(out / "config.json") for out in active}
         procs = {out: child(out) for out in active}
-        delays = {out: rng.uniform(0.0, 1.5) for out in active}
+        n["started"] += len(procs)
+        delays = {out: rng.uniform(0.0, 1.2) for out in active}
         kill_at: dict[Path, float] = {}
         pending = set(active)
         deadline = time.monotonic() + 120
@@ -193,7 +194,6 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
                     kill_at[out] = now + delays[out]  # training has started: the random moment counts from here
                 elif out in kill_at and now >= kill_at[out]:
                     procs[out].kill()  # SIGKILL: no handler runs, nothing is cleaned up
-                    n["kills"] += 1
                     pending.discard(out)
             time.sleep(0.005)
         for out, p in procs.items():
@@ -203,6 +203,7 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
                 n["ended_before_kill"] += 1
                 active.remove(out)
                 continue
+            n["kills"] += 1
             check_files(out)  # nothing torn
             n["temporary_file_left"] += any(is_temporary(f.name) for f in out.iterdir())  # killed mid-write
             n["after_a_checkpoint" if has_state(out) else "before_first_checkpoint"] += 1
@@ -223,7 +224,7 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
         assert best["iteration"] == best_ref["iteration"]
         assert all(torch.equal(best["state_dict"][k], v) for k, v in best_ref["state_dict"].items())
     print("kill outcomes:", json.dumps(n))
-    assert n["kills"] + n["ended_before_kill"] == 21
+    assert n["kills"] + n["ended_before_kill"] == n["started"] <= 21
 
 
 def test_corrupt_latest_state_falls_back_to_the_one_before(tmp_path, tiny_cfg):

@@ -156,8 +156,11 @@ def config_differences(saved: dict, given: dict, adjusted: dict | None = None) -
 def _saved_config(folder: Path) -> tuple[dict, dict]:
     path = folder / "config.json"
     if not path.exists():
-        raise RunFolderError(f"Cannot resume: {path} does not exist, so the run's configuration is unknown. "
-                             "Start again with --overwrite.")
+        if (folder / "state.pt").exists() or (folder / "state.prev.pt").exists():
+            raise RunFolderError(f"Cannot resume: {path} does not exist, so the run's configuration is unknown. "
+                                 "Start again with --overwrite.")
+        raise RunFolderError(f"Cannot resume: {folder} holds no run (no config.json; a run killed while starting "
+                             "leaves this). Run the same command without --resume to start it.")
     doc = read_json(path)
     if "config" not in doc:
         raise RunFolderError(f"Cannot resume: {path} holds no 'config' section; it is not a phasescope run folder.")

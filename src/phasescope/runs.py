@@ -465,8 +465,9 @@ class RunFolder:
                                   "starting it again from iteration 0")
                 return
             raise RunFolderError(f"Cannot resume: {self.path} holds no saved state (state.pt). "
-                                 + ("It does not look like a phasescope run folder. " if foreign else "")
-                                 + "Start a new run instead (with another --out, or --overwrite).")
+                                 + ("It does not look like a phasescope run folder; choose another --out."
+                                    if foreign else "Run the same command without --resume to start the run"
+                                    + (", with --overwrite to replace what is there." if entries else ".")))
         elif not entries:
             self.mode = "new"
             return
