@@ -198,8 +198,10 @@ def run(
     stop_on_increase: bool = typer.Option(False, "--stop-on-increase", help="Like --keep-best, and stop training "
                                           "once the reconstruction error rises significantly after its minimum."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: a new folder under runs/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint; "
+                                "options given must match the saved ones."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out: deletes only the files "
+                                   "phasescope writes, and nothing if the folder holds other files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch [torch's default]. On a machine busy with "
                                           "other jobs, 1 avoids oversubscription (it can be 20x faster)."),

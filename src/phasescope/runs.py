@@ -483,8 +483,15 @@ class RunFolder:
             self.mode = "restart"
             self.notes.append(f"{self.path} holds a run that ended before its first checkpoint; starting it again")
             return
-        what = ("holds files phasescope did not write" if foreign else
-                "holds a finished run" if status else "holds a run")
+        if foreign:
+            shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+            if not (self.path / "config.json").exists():
+                raise RunFolderError(f"{self.path} already exists and holds other files ({shown}): it is not a "
+                                     "phasescope run folder. Choose another --out.")
+            raise RunFolderError(f"{self.path} already exists and holds a run and files phasescope did not write "
+                                 f"({shown}). Pass --resume to continue that run, or choose another --out "
+                                 "(--overwrite deletes nothing while other files are there).")
+        what = "holds a finished run" if status else "holds a run"
         raise RunFolderError(
             f"{self.path} already exists and {what}. Pass --resume to continue that run, "
             "--overwrite to replace it, or choose another --out.")
@@ -500,10 +507,11 @@ class RunFolder:
     def _abandon(self) -> None:
         """Undo the claim when nothing was written: remove the lock file and the folder we created."""
         try:
-            if self._fd is not None and (self.created or self.lock_created) and not _entries(self.path):
+            if self._fd is not None and self.lock_created:
                 (self.path / LOCK).unlink(missing_ok=True)
-                if self.created:
-                    self.path.rmdir()
+            if self._fd is not None and self.created and not _entries(self.path):
+                (self.path / LOCK).unlink(missing_ok=True)
+                self.path.rmdir()
         except OSError:
             pass
         self.release()
