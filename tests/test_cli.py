@@ -1,5 +1,8 @@
 import json
+import os
+import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from phasescope.cli import app
@@ -73,10 +76,12 @@ def test_threads_option(tmp_path):
     import torch
 
     before = torch.get_num_threads()
+    assert before != 2  # conftest runs the suite with one thread: 2 is not what was there already
     try:
-        res = runner.invoke(app, ["run", *TINY, "--threads", "1", "--out", str(tmp_path / "t")])
+        res = runner.invoke(app, ["run", *TINY, "--iterations", "2", "--no-samples", "--threads", "2",
+                                  "--out", str(tmp_path / "t")])
         assert res.exit_code == 0, res.output
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
@@ -95,3 +100,88 @@ def test_ridge_auto_records_the_chosen_lambda_per_checkpoint(tmp_path):
     assert json.loads((out / "config.json").read_text())["config"]["relative_ridge"] == "auto"
     bad = runner.invoke(app, ["run", *TINY, "--ridge", "lots", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "auto" in bad.output
+
+
+def test_seed_lists_are_checked(tmp_path):
+    for bad, why in (("3-1", "runs backwards"), ("0,0", "repeats a seed"), ("a", "comma-separated"),
+                     ("1-", "comma-separated"), ("-1", "comma-separated")):
+        res = runner.invoke(app, ["run", *TINY, "--seeds", bad, "--out", str(tmp_path / "s")])
+        assert res.exit_code == 2 and why in res.output, (bad, res.output)
+    assert not (tmp_path / "s").exists()
+
+
+def test_small_cli_promises(tmp_path):
+    res = runner.invoke(app, ["layers", "--dataset", "nope"])
+    assert res.exit_code == 2 and "Unknown dataset 'nope'" in res.output and "mnist-digits" in res.output
+    res = runner.invoke(app, ["layers", "--model", "mlp", "--dataset", "synthetic"])  # shape from the loaded data
+    assert res.exit_code == 0 and "(100,)" in res.output
+    res = runner.invoke(app, ["run", *TINY, "--fit-samples", "3", "--out", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "--fit-samples 3" in res.output and "train_size" not in res.output
+    res = runner.invoke(app, ["run", *TINY, "--test-samples", "3", "--out", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "--test-samples 3" in res.output
+    assert not (tmp_path / "f").exists()  # no empty folder after a configuration error
+
+
+def test_out_must_be_a_writable_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out, why in ((tmp_path / "file", "is a file, not a folder"), (tmp_path / "file" / "run", "is a file")):
+        res = runner.invoke(app, ["run", *TINY, "--out", str(out)])
+        assert res.exit_code == 2 and why in res.output and "Traceback" not in res.output, res.output
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "ro"
+        locked.mkdir(mode=0o500)
+        res = runner.invoke(app, ["run", *TINY, "--out", str(locked / "run")])
+        assert res.exit_code == 2 and "not writable" in res.output
+        assert not (locked / "run").exists()
+
+
+def test_clamped_sizes_resume_and_interrupt_wording(tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", *TINY, "--iterations", "4", "--batch-size", "4000", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "--batch-size 4000 is more than the 1437 training samples; using 1437" in " ".join(res.output.split())
+    assert json.loads((out / "config.json").read_text())["config"]["batch_size"] == 1437
+    res = runner.invoke(app, ["run", "--out", str(out), "--resume", "--lr", "0.3", "--model", "mlp", "--quiet"])
+    assert res.exit_code == 2
+    assert "--lr: saved 0.05, given 0.3" in res.output and "--model: saved 'cnn', given 'mlp'" in res.output
+    res = runner.invoke(app, ["run", "--out", str(out), "--resume", "--batch-size", "4000", "--quiet"])
+    assert res.exit_code == 0, res.output
+    from phasescope.cli import accuracy_line
+
+    payload = {"final_accuracy": {"train": 0.5, "test": 0.25}, "checkpoints": [0, 1, 2, 4]}
+    assert accuracy_line(payload, "interrupted") == "accuracy at iteration 4 (run interrupted): train 0.500, test 0.250"
+    assert accuracy_line(payload, "stopped").startswith("accuracy at iteration 4 (run stopped)")
+    assert accuracy_line(payload, "complete").startswith("final accuracy")
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    res = runner.invoke(app, ["run", *TINY, "--iterations", "8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.mark.parametrize("name,damage", [
+    ("metrics.csv", lambda b: b""), ("metrics.csv", lambda b: bytes(range(256)) * 4),
+    ("metrics.csv", lambda b: b[:-5]), ("metrics.csv", lambda b: b"".join(b.splitlines(keepends=True)[:-2])),
+    ("phases.json", lambda b: b[: len(b) // 2]), ("config.json", lambda b: b[:10]),
+    ("errors.npz", lambda b: b[: len(b) // 2]), ("samples.parquet", lambda b: b[:100]),
+])
+def test_report_and_compare_name_a_corrupt_file(cli_run, tmp_path, name, damage):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    (run / name).write_bytes(damage((run / name).read_bytes()))
+    commands = [["report", str(run)]]
+    if name in ("metrics.csv", "phases.json", "config.json"):  # what compare reads
+        commands.append(["compare", str(run), "--out", str(tmp_path / "cmp")])
+    for command in commands:
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2, (command, res.output)
+        assert name in res.output and "Traceback" not in res.output, res.output
+
+
+def test_compare_lists_the_metrics_it_can_draw(cli_run, tmp_path):
+    res = runner.invoke(app, ["compare", str(cli_run), "--metric", "nonsense", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "reconstruction_mse" in res.output and "probe_accuracy" in res.output
+    assert not (tmp_path / "c").exists()

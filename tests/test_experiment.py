@@ -1,4 +1,5 @@
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -29,9 +30,11 @@ def test_existing_folder_is_never_overwritten(tmp_path, tiny_cfg):
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(RunFolderError, match="--resume"):
+    with pytest.raises(RunFolderError, match="not a phasescope run folder. Choose another --out"):
         run_experiment(tiny_cfg, out, progress=False)
-    assert (out / "precious.txt").read_text() == "keep me"
+    with pytest.raises(RunFolderError, match="files phasescope did not write.*Nothing was deleted"):
+        run_experiment(tiny_cfg, out, overwrite=True, progress=False)
+    assert os.listdir(out) == ["precious.txt"] and (out / "precious.txt").read_text() == "keep me"
 
 
 def test_divergence_stops_with_message_and_keeps_measurements(tmp_path, tiny_cfg):

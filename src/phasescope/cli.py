@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -58,15 +59,24 @@ def _parse_ridge(text: str | None) -> float | str | None:
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:
+    """'0,1,2' or '0-4' (ascending, inclusive); anything else is an error, never a silent default."""
     if text is None:
         return None
-    try:
-        if "-" in text and "," not in text:
-            a, b = text.split("-")
-            return list(range(int(a), int(b) + 1))
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--seeds {text!r}: give a comma-separated list such as 0,1,2 or a range such as 0-4.")
+    hint = "give a comma-separated list such as 0,1,2 or an ascending range such as 0-4."
+    t = text.strip()
+    m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", t)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        if a > b:
+            fail(f"--seeds {text!r}: the range runs backwards ({a} > {b}); {hint}")
+        return list(range(a, b + 1))
+    parts = [p.strip() for p in t.split(",")]
+    if not t or not all(re.fullmatch(r"\d+", p) for p in parts):
+        fail(f"--seeds {text!r}: {hint}")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        fail(f"--seeds {text!r} repeats a seed; each seed runs once into its own seed-N folder.")
+    return seeds
 
 
 def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bool) -> dict:
@@ -81,6 +91,24 @@ def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bo
     return section
 
 
+def accuracy_line(payload: dict, status: str) -> str:
+    """'final accuracy: ...' for a finished run; 'accuracy at iteration N (run interrupted): ...'
+    when it ended early, so a partial result never reads as a final one."""
+    acc = payload.get("final_accuracy", {})
+    values = f"train {acc.get('train', float('nan')):.3f}, test {acc.get('test', float('nan')):.3f}"
+    if status == "complete":
+        return f"final accuracy: {values}"
+    checkpoints = payload.get("checkpoints") or []
+    if not checkpoints:
+        return f"no checkpoint measured (run {status})"
+    return f"accuracy at iteration {checkpoints[-1]} (run {status}): {values}"
+
+
+def print_notes(notes) -> None:
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}")
+
+
 def print_summary(result) -> None:
     from .report import summary_rows
 
@@ -91,9 +119,8 @@ def print_summary(result) -> None:
     for r in summary_rows(result.payload):
         table.add_row(r["layer"], r["phases"], r["minimum"], r["decrease"], r["increase"])
     console.print(table)
-    acc = result.payload.get("final_accuracy", {})
-    console.print(f"final accuracy: train {acc.get('train', float('nan')):.3f}, test {acc.get('test', float('nan')):.3f}"
-                  f"   ({result.seconds.get('total', 0):.0f} s, of which measurement "
+    console.print(accuracy_line(result.payload, result.status)
+                  + f"   ({result.seconds.get('total', 0):.0f} s, of which measurement "
                   f"{result.seconds.get('measurement', 0):.0f} s)")
     for w in result.payload.get("warnings") or []:
         err.print(f"[bold yellow]warning:[/] {w}")
@@ -163,8 +190,10 @@ def run(
     stop_on_increase: bool = typer.Option(False, "--stop-on-increase", help="Like --keep-best, and stop training "
                                           "once the reconstruction error rises significantly after its minimum."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: a new folder under runs/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint; "
+                                "options given must match the saved ones."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out: deletes only the files "
+                                   "phasescope writes, and nothing if the folder holds other files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch [torch's default]. On a machine busy with "
                                           "other jobs, 1 avoids oversubscription (it can be 20x faster)."),
@@ -185,53 +214,87 @@ def run(
 
         torch.set_num_threads(max(1, threads))
     from .data import DataError
-    from .experiment import run_experiment, run_seeds
+    from .experiment import check_seeds, resume_config, run_experiment, run_seeds
     from .models import ModelError
-    from .presets import preset_config
-    from .runs import RunFolderError
+    from .presets import PRESETS, preset_config
+    from .runs import InterruptGuard, RunFileError, RunFolderError
     from .training import TrainingDiverged
     from .transfer import validate_options
 
-    try:
-        if opts.get("layers") is not None:
-            opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
-        cfg = preset_config(preset, opts)
-        validate_options(cfg.transfer)  # transfer task names, before any data is loaded
-        seed_list = _parse_seeds(seeds)
-        if seed_list:
-            results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet)
-            for r in results:
-                print_summary(r)
-            print_seed_summary(summary)
-            return
-        result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    except (ConfigError, DataError, ModelError, RunFolderError, FileNotFoundError) as e:
-        fail(str(e))
-    except TrainingDiverged as e:
-        fail(str(e), EXIT_DIVERGED)
-    except ValueError as e:
-        fail(str(e))
-    if result.status == "interrupted":
-        err.print(f"[yellow]interrupted:[/] files in {result.out} hold every checkpoint measured so far; "
-                  f"continue with `phasescope run --out {result.out} --resume`.")
-    print_summary(result)
-    if result.status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
+    # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
+    # so that the final files are always complete.
+    with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
+        try:
+            if opts.get("layers") is not None:
+                opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
+            cfg = preset_config(preset, opts)
+            validate_options(cfg.transfer)  # transfer task names, before any data is loaded
+            seed_list = _parse_seeds(seeds)
+            if seed_list is not None:
+                check_seeds(seed_list)
+            if resume:
+                if out is None:
+                    fail("--resume needs --out RUN_DIR: the folder of the run to continue.")
+                # options given on the command line (or by --preset) must agree with the saved ones
+                given = {**(PRESETS[preset]["config"] if preset else {}), **{k: v for k, v in opts.items() if v is not None}}
+                cfg = resume_config(out, given, seeds=seed_list is not None) or cfg
+            if seed_list is not None:
+                results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet,
+                                             guard=guard)
+                for r in results:
+                    print_notes(r.notes)
+                    print_summary(r)
+                if summary.get("interrupted"):
+                    err.print(f"[yellow]interrupted:[/] finished seeds and every checkpoint measured so far are in "
+                              f"{summary['out']}; continue with `phasescope run --seeds {seeds} --out {summary['out']} --resume`.")
+                    raise typer.Exit(EXIT_INTERRUPTED)
+                print_seed_summary(summary)
+                return
+            result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet, guard=guard)
+        except (ConfigError, DataError, ModelError, RunFolderError, RunFileError, FileNotFoundError) as e:
+            fail(str(e))
+        except TrainingDiverged as e:
+            fail(f"{e} The run folder records status 'diverged'.", EXIT_DIVERGED)
+        except KeyboardInterrupt:
+            fail("interrupted before training started: no checkpoint of this run was measured (finished runs "
+                 "are kept). Run the same command again; a folder without a checkpoint is restarted.",
+                 EXIT_INTERRUPTED)
+        except OSError as e:
+            fail(f"could not read or write a file: {e}. Check the disk space and permissions of --out.")
+        except ValueError as e:
+            fail(str(e))
+        print_notes(result.notes)
+        if result.status == "interrupted":
+            err.print(f"[yellow]interrupted:[/] files in {result.out} hold every checkpoint measured so far; "
+                      f"continue with `phasescope run --out {result.out} --resume`.")
+        print_summary(result)
+        if result.status == "interrupted":
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+
+# Input shapes of the datasets whose shape is fixed by their distribution format (no files are
+# read for `phasescope layers`); datasets shaped by the user's files or knobs are loaded.
+FIXED_SHAPES = {"mnist-digits": (1, 28, 28), "digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
 
 
 @app.command("layers")
 def layers_cmd(
     model: str = typer.Option("cnn", help="Model name."),
-    dataset: str = typer.Option("mnist-digits", help="Input shape from this dataset's family."),
+    dataset: str = typer.Option("mnist-digits", help="Input shape from this dataset."),
+    data_dir: Optional[str] = typer.Option(None, help="For npz and folder datasets: the data, to read the input shape."),
     width: float = typer.Option(1.0, help="Width multiplier."),
 ) -> None:
     """List the trackable layer names of a model, with output shapes."""
-    from .models import MODELS, ModelError, build_model, default_layers, trackable_layers
+    from .data import DATASETS, DataError, load_dataset
+    from .models import ModelError, build_model, default_layers, trackable_layers
 
-    shape = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "digits": (1, 8, 8)}.get(dataset, (1, 28, 28))
+    if dataset not in DATASETS:
+        fail(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(sorted(DATASETS))}.")
     try:
+        shape = FIXED_SHAPES.get(dataset) or tuple(load_dataset(dataset, data_dir=data_dir).input_shape)
         m = build_model(model, shape, 10, width)
-    except ModelError as e:
+    except (ModelError, DataError, FileNotFoundError) as e:
         fail(str(e))
     table = Table(title=f"{model} on {shape} inputs (default layer: {', '.join(default_layers(m))})", title_justify="left")
     table.add_column("layer")
@@ -246,11 +309,15 @@ def layers_cmd(
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`.")) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
     from .report import rebuild
+    from .runs import RunFileError, RunFolderError, locked_folder
 
     try:
-        rebuild(run_dir)
-    except FileNotFoundError as e:
+        with locked_folder(run_dir):  # not while a run is writing the folder
+            rebuild(run_dir)
+    except (FileNotFoundError, RunFileError, RunFolderError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"could not read or write a file of {run_dir}: {e}")
     console.print(f"rebuilt {run_dir}/phases.json and curves.png")
 
 
@@ -274,17 +341,25 @@ def compare(
     metric: str = typer.Option("reconstruction_mse", help="Test metric to overlay (e.g. probe_accuracy)."),
 ) -> None:
     """Overlay the curves of several runs in one figure and one table."""
-    from .compare import load_runs, phase_table, plot_compare, run_labels
+    from .compare import load_runs, phase_table, plot_compare, run_labels, available_metrics
+    from .runs import RunFileError, atomic_write
 
     try:
         runs = load_runs(run_dirs)
-    except FileNotFoundError as e:
+        available = available_metrics(runs)
+        if metric not in available:
+            fail(f"--metric {metric!r} is not in these runs' metrics.csv. Choose one of: {', '.join(available)}.")
+        if out.exists() and not out.is_dir():
+            fail(f"--out {out} is a file, not a folder. Give a folder for compare.png and compare.csv.")
+        out.mkdir(parents=True, exist_ok=True)
+        labels = run_labels(runs)
+        table = phase_table(runs, labels)
+        atomic_write(out / "compare.csv", lambda p: table.to_csv(p, index=False))
+        plot_compare(runs, out / "compare.png", labels, metric=metric)
+    except (FileNotFoundError, RunFileError) as e:
         fail(str(e))
-    out.mkdir(parents=True, exist_ok=True)
-    labels = run_labels(runs)
-    table = phase_table(runs, labels)
-    table.to_csv(out / "compare.csv", index=False)
-    plot_compare(runs, out / "compare.png", labels, metric=metric)
+    except OSError as e:
+        fail(f"could not write to --out {out}: {e}")
     t = Table(title=f"{len(runs)} runs", title_justify="left")
     for col in ("run", "layer", "phases", "min at", "decrease", "increase", "test acc"):
         t.add_column(col)
@@ -300,7 +375,12 @@ from .theory.cli import theory_command  # noqa: E402
 app.command("theory", help="Simulate the single-layer theory of the learning phases (data model + one layer).")(theory_command)
 
 
+_ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)
+
+
 def main() -> None:
+    global _ENTRY_POINT
+    _ENTRY_POINT = True
     app()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .runs import read_json, read_metrics
+from .runs import RunFileError, read_json, read_metrics, save_figure
 
 
 @dataclass
@@ -24,13 +24,32 @@ class LoadedRun:
 
 
 def load_runs(dirs: list[str | Path]) -> list[LoadedRun]:
+    """Read run folders (config.json, metrics.csv, phases.json), validated: a corrupt or
+    truncated file raises :class:`~phasescope.runs.RunFileError` naming it."""
     runs = []
     for d in map(Path, dirs):
         if not (d / "config.json").exists():
             raise FileNotFoundError(f"{d} is not a phasescope run folder (no config.json).")
+        doc = read_json(d / "config.json")
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+            raise RunFileError(d / "config.json", "has no 'config' section; it is not a phasescope config.json.")
         ph = read_json(d / "phases.json") if (d / "phases.json").exists() else {"layers": {}}
-        runs.append(LoadedRun(d, read_json(d / "config.json")["config"], read_metrics(d), ph))
+        if not isinstance(ph, dict) or not isinstance(ph.get("layers", {}), dict) or any(
+                not isinstance(p, dict) or not {"phases", "min_iteration", "relative_decrease", "relative_increase"} <= set(p)
+                for p in ph.get("layers", {}).values()):
+            raise RunFileError(d / "phases.json", "is not a complete phasescope phases.json; rebuild it with "
+                                                  f"`phasescope report {d}`.")
+        runs.append(LoadedRun(d, doc["config"], read_metrics(d), ph))
     return runs
+
+
+def available_metrics(runs: list[LoadedRun]) -> list[str]:
+    """Metrics of the tracked layers on the test split, in any of ``runs`` (what --metric can overlay)."""
+    names = set()
+    for r in runs:
+        m = r.metrics
+        names |= set(m[(m.layer != "model") & (m.split == "test")].metric.unique())
+    return sorted(map(str, names))
 
 
 def differing_keys(runs: list[LoadedRun]) -> list[str]:
@@ -123,7 +142,7 @@ def plot_compare(runs: list[LoadedRun], path: Path, labels: list[str] | None = N
     axes[0][0].legend(fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
     return Path(path)
 
@@ -158,6 +177,6 @@ def plot_seeds(runs: list[LoadedRun], path: Path, title: str | None = None) -> P
         ax.legend(fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
     return Path(path)

@@ -1,12 +1,18 @@
 """``run_experiment``: the main job, top to bottom.
 
-Load data -> build the model -> set up the tracker -> train, measuring at log-spaced
-checkpoints -> after every checkpoint write metrics.csv, errors.npz, phases.json and
-state.pt -> at the end (or on Ctrl-C / divergence) draw curves.png.
+Claim the run folder (lock; refuse what would lose a result) -> load data -> build the
+model -> set up the tracker -> (only now) clear an overwritten folder and write config.json
+-> train, measuring at log-spaced checkpoints -> after every checkpoint write metrics.csv,
+errors.npz, the extensions' files, phases.json and state.pt (Ctrl-C is held until the
+checkpoint is complete) -> at the end (or on Ctrl-C, stop or divergence) draw the figures
+and record the run's ``status`` in phases.json (further Ctrl-C are ignored meanwhile).
 """
 from __future__ import annotations
 
+import json
+import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +23,15 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
-from .data.base import stratified_subset
+from .data.base import DataError, stratified_subset
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
-from .runs import load_state, prepare_out, read_json, save_state, write_errors, write_json, write_metrics
 from .registry import run_extensions
+from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, load_state, read_json,
+                   save_state, write_errors, write_json, write_metrics)
 from .schedule import log_schedule
 from .tracker import PhaseTracker
 from .stopping import StopTraining
@@ -40,13 +47,49 @@ class RunResult:
     payload: dict
     status: str = "complete"  # complete | interrupted | diverged | stopped (--stop-on-increase)
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # adjustments and recoveries worth telling the user
+
+
+# ---------------------------------------------------------------------- measurement subsets
+def _subset(y: torch.Tensor, size: int | None, seed: int, option: str) -> np.ndarray:
+    try:
+        return stratified_subset(y.numpy(), size, seed=seed)
+    except DataError as e:
+        n_classes = len(np.unique(y.numpy()))
+        raise ConfigError(f"{option} {size}: cannot take a class-balanced subset of {size} from {len(y)} samples "
+                          f"with {n_classes} classes; give at least {n_classes} (one per class). ({e})") from e
 
 
 def measurement_sets(data: Splits, cfg: RunConfig) -> tuple[tuple, tuple]:
     """Seeded, class-balanced fit (training) and test subsets the decoder/probe use."""
-    fit = stratified_subset(data.y_train.numpy(), cfg.fit_samples, seed=cfg.seed)
-    test = stratified_subset(data.y_test.numpy(), cfg.test_samples, seed=0)  # same test samples for every seed
+    fit = _subset(data.y_train, cfg.fit_samples, cfg.seed, "--fit-samples")
+    test = _subset(data.y_test, cfg.test_samples, 0, "--test-samples")  # same test samples for every seed
     return (data.x_train[fit], data.y_train[fit]), (data.x_test[test], data.y_test[test])
+
+
+def clamp_to_data(cfg: RunConfig, data: Splits) -> tuple[RunConfig, dict[str, dict]]:
+    """``cfg`` with the batch size and sample counts that the data allow, and what was changed
+    ({option: {"requested", "used", "why"}}), so config.json records the values used."""
+    n_train, n_test = len(data.y_train), len(data.y_test)
+    changes: dict[str, dict] = {}
+
+    def clamp(key: str, option: str, available: int, what: str) -> None:
+        v = getattr(cfg, key)
+        if v is not None and v > available:
+            changes[key] = {"requested": v, "used": available,
+                            "why": f"{option} {v} is more than the {available} {what}; using {available}"}
+    clamp("batch_size", "--batch-size", n_train, "training samples")
+    clamp("fit_samples", "--fit-samples", n_train, "training samples")
+    clamp("test_samples", "--test-samples", n_test, "test samples")
+    for key, option, n in (("fit_samples", "--fit-samples", n_train), ("test_samples", "--test-samples", n_test)):
+        v = getattr(cfg, key)
+        k = len(np.unique((data.y_train if key == "fit_samples" else data.y_test).numpy()))
+        if v is not None and v < k and v < n:
+            raise ConfigError(f"{option} {v} is smaller than the number of classes ({k}): the class-balanced "
+                              f"subset needs at least one sample per class. Give {option} {k} or more.")
+    if changes:
+        cfg = cfg.replace(**{k: c["used"] for k, c in changes.items()})
+    return cfg, changes
 
 
 def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: torch.device,
@@ -76,24 +119,118 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str | None = None) -> tuple[pd.DataFrame, dict, dict]:
+# ---------------------------------------------------------------------- resuming: same options only
+OPTION_NAMES = {"transfer.tasks": "--transfer", "transfer.keep_best": "--keep-best",
+                "transfer.stop_on_increase": "--stop-on-increase", "synthetic.knobs": "--synthetic",
+                "synthetic.data_seed": "--synthetic data_seed=", "samples.enabled": "--samples/--no-samples",
+                "samples.max_samples": "--samples-max", "relative_ridge": "--ridge"}
+SECTION_KEYS = ("samples", "transfer", "synthetic")  # typed sections, compared option by option
+
+
+def _option_name(key: str) -> str:
+    return OPTION_NAMES.get(key, "--" + key.replace(".", "-").replace("_", "-"))
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "data_dir" and a is not None and b is not None:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # tuples -> lists, as saved
+    return norm(a) == norm(b)
+
+
+def config_differences(saved: dict, given: dict, adjusted: dict | None = None) -> list[tuple[str, Any, Any]]:
+    """(option, saved value, given value) for each option in ``given`` (RunConfig keys; the typed
+    sections compared key by key) that differs from ``saved``. A value the run adjusted to the data
+    (``adjusted``, from config.json) matches when the given value is the one originally requested."""
+    adjusted = adjusted or {}
+    out = []
+
+    def walk(prefix: str, s: dict, g: dict) -> None:
+        for k, v in g.items():
+            key = f"{prefix}{k}"
+            sv = s.get(k) if isinstance(s, dict) else None
+            if isinstance(v, dict) and (isinstance(sv, dict) or sv is None) and key in SECTION_KEYS:
+                walk(key + ".", sv or {}, v)
+            elif not _same(key, sv, v) and not (key in adjusted and _same(key, adjusted[key].get("requested"), v)):
+                out.append((_option_name(key), sv, v))
+
+    if "extra" in saved:  # config.json of an earlier version: compare in today's terms
+        saved = RunConfig.from_dict(saved).to_dict()
+    walk("", saved, given)
+    return out
+
+
+def _saved_config(folder: Path) -> tuple[dict, dict]:
+    path = folder / "config.json"
+    if not path.exists():
+        if (folder / "state.pt").exists() or (folder / "state.prev.pt").exists():
+            raise RunFolderError(f"Cannot resume: {path} does not exist, so the run's configuration is unknown. "
+                                 "Start again with --overwrite.")
+        raise RunFolderError(f"Cannot resume: {folder} holds no run (no config.json; a run killed while starting "
+                             "leaves this). Run the same command without --resume to start it.")
+    doc = read_json(path)
+    if "config" not in doc:
+        raise RunFolderError(f"Cannot resume: {path} holds no 'config' section; it is not a phasescope run folder.")
+    return doc["config"], doc.get("adjusted") or {}
+
+
+def resume_config(out: str | Path, given: dict, *, seeds: bool = False) -> RunConfig | None:
+    """The saved configuration of the run in ``out``, after checking that the options the user
+    gave (``given``: RunConfig keys -> values, only those given) agree with it.
+
+    Raises :class:`~phasescope.runs.ResumeMismatch` listing each differing option. With
+    ``seeds`` (a ``--seeds`` folder), the first ``seed-N/config.json`` is the reference, the
+    seed excepted; None when no seed has started yet."""
+    out = Path(out)
+    if not out.is_dir():
+        raise RunFolderError(f"Cannot resume: {out} does not exist. Start a new run (without --resume).")
+    folder = out
+    if seeds:
+        subs = sorted((p for p in out.glob("seed-*") if (p / "config.json").exists()), key=lambda p: p.name)
+        if not subs:
+            return None
+        folder = subs[0]
+        given = {k: v for k, v in given.items() if k != "seed"}
+    saved, adjusted = _saved_config(folder)
+    diffs = config_differences(saved, given, adjusted)
+    if diffs:
+        raise ResumeMismatch(out, diffs)
+    return RunConfig.from_dict(saved)
+
+
+# ---------------------------------------------------------------------- writing
+def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str | None = None,
+                  extra: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
+    """metrics.csv/.parquet, errors.npz, the figures (``figure``), the extensions' files, and
+    last phases.json (with ``extra``, e.g. the final status): every file atomically, phases.json
+    last so that a status in it means the files before it are written."""
     df = tracker.results()
     phases = tracker.phases()
     payload = phases_payload(phases, df, tracker.num_classes)
     for ext in tracker.extensions:
         if hasattr(ext, "summarise"):
             payload.update(ext.summarise(df, payload))
-    write_metrics(out, df)
-    write_errors(out, tracker.errors)
+    payload.update(extra or {})
+    if len(df):
+        write_metrics(out, df)
+        write_errors(out, tracker.errors)
+        if figure:
+            plot_curves(df, payload["layers"], out / "curves.png", title=title)
+        for ext in tracker.extensions:  # extensions' own files (samples.parquet, samples.png, ...)
+            if hasattr(ext, "write"):
+                ext.write(out, df, payload, figure=figure)
     write_json(out / "phases.json", payload)
-    if figure and len(df):
-        plot_curves(df, payload["layers"], out / "curves.png", title=title)
-    for ext in tracker.extensions:  # extensions' own files (samples.parquet, samples.png, ...)
-        if hasattr(ext, "write"):
-            ext.write(out, df, payload, figure=figure and len(df) > 0)
     return df, phases, payload
 
 
+def _status_of(folder: Path) -> str | None:
+    try:
+        return read_json(folder / "phases.json").get("status")
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------- the main job
 def run_experiment(
     cfg: RunConfig,
     out: str | Path | None = None,
@@ -104,55 +241,98 @@ def run_experiment(
     extensions: Sequence = (),
     data: Splits | None = None,
     on_checkpoint: Callable[[int, PhaseTracker], None] | None = None,
+    guard: InterruptGuard | None = None,
 ) -> RunResult:
-    """Train ``cfg.model`` on ``cfg.dataset`` while measuring its learning phases into ``out``."""
+    """Train ``cfg.model`` on ``cfg.dataset`` while measuring its learning phases into ``out``.
+
+    ``out`` must be new or empty, unless ``resume`` (continue from its last saved state; the
+    configuration must match the saved one) or ``overwrite`` (replace a previous run: only
+    phasescope's files are deleted, and only once the configuration, data and model are
+    known to be good). A folder whose run ended before its first checkpoint is started
+    again without either. Raises :class:`~phasescope.runs.RunFolderError` (folder in use,
+    not writable, would lose a result), :class:`~phasescope.config.ConfigError` (including
+    :class:`~phasescope.runs.ResumeMismatch`), and :class:`TrainingDiverged` after writing.
+    Ctrl-C ends the run with status ``interrupted`` after the checkpoint being written is
+    complete; ``guard`` is the caller's installed :class:`~phasescope.runs.InterruptGuard`
+    (the CLI's), else the run installs its own.
+    """
     cfg.validate()
-    out = prepare_out(Path(out) if out else None, f"{cfg.dataset}-{cfg.model}", resume=resume, overwrite=overwrite)
-    if resume:  # the saved configuration wins: a resumed run is the same run
-        cfg = RunConfig.from_dict(read_json(out / "config.json")["config"])
+    with RunFolder.claim(out, f"{cfg.dataset}-{cfg.model}", resume=resume, overwrite=overwrite) as folder:
+        if guard is not None:
+            return _run(cfg, folder, progress=progress, extensions=extensions, data=data, on_checkpoint=on_checkpoint,
+                        guard=guard)
+        with InterruptGuard() as own:
+            return _run(cfg, folder, progress=progress, extensions=extensions, data=data,
+                        on_checkpoint=on_checkpoint, guard=own)
+
+
+def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Sequence, data: Splits | None,
+         on_checkpoint: Callable[[int, PhaseTracker], None] | None, guard: InterruptGuard) -> RunResult:
+    out = folder.path
+    notes = list(folder.notes)
+    adjusted: dict = {}
+    if folder.mode == "resume":  # the same run: the options must be the saved ones
+        saved, adjusted = _saved_config(out)
+        diffs = config_differences(saved, cfg.to_dict(), adjusted)
+        if diffs:
+            raise ResumeMismatch(out, diffs)
+        cfg = RunConfig.from_dict(saved)
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
                                                       num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
-    data, extensions = run_extensions(cfg, data, extensions)  # a class-split transfer task splits the data
+    changes: dict = {}
+    for stage in ("data", "pre-training data"):  # sizes the data allow; a class-split transfer task splits it
+        cfg, more = clamp_to_data(cfg, data)
+        changes.update(more)
+        if stage == "data":
+            data, extensions = run_extensions(cfg, data, extensions)
+    adjusted = {**adjusted, **changes}
+    notes += [c["why"] for c in changes.values()]
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
     tracker = build_tracker(cfg, model, data, device, extensions)
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     start = 0
-    if resume:
-        state = load_state(out)
+    if folder.mode == "resume":
+        state, note = load_state(out, repair=True)
+        if note:
+            notes.append(note)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         stream.load_state_dict(state["stream"])
         tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["rng"])
         start = state["iteration"]
+    # Everything is validated: only now may a previous run's files go (--overwrite, restart).
+    folder.prepare()
     write_json(out / "config.json", {
         "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
         "model": {"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
                   "device": str(device)},
         "versions": versions(),
+        **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
     })
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:
         if tracker.maybe_measure(m, t) is None:
             return
-        write_outputs(out, tracker, figure=False)
-        save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
-                         "stream": stream.state_dict(), "tracker": tracker.state_dict(),
-                         "rng": torch.get_rng_state()})
+        with guard.protect():  # a Ctrl-C waits until this checkpoint's files are all written
+            write_outputs(out, tracker, figure=False)  # extensions write their own files (best_features.pt, ...)
+            save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
+                             "stream": stream.state_dict(), "tracker": tracker.state_dict(),
+                             "rng": torch.get_rng_state()})
         if on_checkpoint is not None:
             on_checkpoint(t, tracker)
         if tracker.stop is not None:  # an extension (--stop-on-increase) decided to stop
             raise StopTraining(tracker.stop)
 
-    status = "complete"
-    bar = _progress(progress, cfg.iterations, start)
+    status, diverged = "complete", None
     try:
+        bar = _progress(progress, cfg.iterations, start)
         with bar:
             task = bar.add_task("training", total=cfg.iterations, completed=start, loss=float("nan"))
 
@@ -162,20 +342,34 @@ def run_experiment(
             train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint, on_step=step)
     except KeyboardInterrupt:
         status = "interrupted"
+        guard.interrupted = True  # further Ctrl-C are ignored: the files must be completed
     except StopTraining:
         status = "stopped"
-    except TrainingDiverged:
-        status = "diverged"
-        df, phases, payload = write_outputs(out, tracker, figure=True, title=title)
+    except TrainingDiverged as e:
+        status, diverged = "diverged", e
+    except BaseException:
+        with guard.closing():
+            _final_write(out, tracker, title, "failed", t0, best_effort=True)
         raise
-    finally:
-        if status != "diverged":
-            df, phases, payload = write_outputs(out, tracker, figure=True, title=title)
+    with guard.closing():  # the run is ending: Ctrl-C is ignored until its last files are written
+        df, phases, payload, seconds = _final_write(out, tracker, title, status, t0)
+    if diverged is not None:
+        raise diverged
+    return RunResult(out, cfg, df, phases, payload, status, seconds, notes)
+
+
+def _final_write(out: Path, tracker: PhaseTracker, title: str, status: str, t0: float, *,
+                 best_effort: bool = False):
     seconds = {"total": time.perf_counter() - t0, "measurement": float(sum(tracker.timings.values()))}
-    payload["status"] = status
-    payload["seconds"] = seconds
-    write_json(out / "phases.json", payload)
-    return RunResult(out, cfg, df, phases, payload, status, seconds)
+    extra: dict[str, Any] = {"status": status, "seconds": seconds}
+    try:
+        df, phases, payload = write_outputs(out, tracker, figure=True, title=title, extra=extra)
+    except Exception:
+        if best_effort:  # the original error matters more; the checkpoint files are already complete
+            return None
+        raise
+    return df, phases, payload, seconds
+
 
 
 class _NoProgress:
@@ -192,9 +386,43 @@ class _NoProgress:
         pass
 
 
+class PlainProgress:
+    """Progress for a stdout that is not a terminal (nohup, CI logs): one plain line every
+    ``every`` of the iterations (10%) with the iteration, the loss and the elapsed time."""
+
+    def __init__(self, total: int, start: int = 0, every: float = 0.1, stream=None):
+        self.total, self.start = total, start
+        self.step = max(1, math.ceil(total * every))
+        self.next = (start // self.step + 1) * self.step
+        self.stream = stream if stream is not None else sys.stdout
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        if self.start:
+            self._print(f"training: resuming at iteration {self.start}/{self.total}")
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def update(self, task, *, completed: int, loss: float = float("nan"), **k) -> None:
+        if completed >= self.next or completed == self.total:
+            self.next = (completed // self.step + 1) * self.step
+            self._print(f"training: iteration {completed}/{self.total} ({100 * completed / self.total:.0f}%), "
+                        f"loss {loss:.4f}, {time.perf_counter() - self.t0:.0f} s")
+
+
 def _progress(enabled: bool, total: int, start: int) -> Any:
     if not enabled:
         return _NoProgress()
+    if not sys.stdout.isatty():  # rich would draw nothing useful into a log file
+        return PlainProgress(total, start)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -202,27 +430,61 @@ def _progress(enabled: bool, total: int, start: int) -> Any:
                     transient=False)
 
 
-def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = None, *, resume: bool = False,
-              overwrite: bool = False, progress: bool = True, data: Splits | None = None) -> tuple[list[RunResult], dict]:
-    """Run ``cfg`` once per seed into ``out/seed-N`` and write the cross-seed summary to ``out``:
-    seeds.csv (phases per seed and layer), agreement.csv, aggregate.csv (mean/sd per checkpoint), seeds.png."""
-    from .compare import aggregate, load_runs, phase_table, plot_seeds, seed_agreement
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed, e.g. 0,1,2.")
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be >= 0; got {seeds}.")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {seeds} repeat a seed; each seed runs once into its own seed-N folder.")
+    return seeds
 
-    out = prepare_out(Path(out) if out else None, f"{cfg.dataset}-{cfg.model}-seeds", resume=False,
-                      overwrite=True if (resume or overwrite) else False)
-    results = []
-    for s in seeds:
-        sub = out / f"seed-{s}"
-        again = resume and (sub / "state.pt").exists()
-        if again and (sub / "phases.json").exists() and read_json(sub / "phases.json").get("status") == "complete":
-            continue  # finished earlier
-        results.append(run_experiment(cfg.replace(seed=int(s)), sub, resume=again, overwrite=overwrite,
-                                      progress=progress, data=None if data is None else data))
-    runs = load_runs([out / f"seed-{s}" for s in seeds])
-    table = phase_table(runs, labels=[f"seed {r.config['seed']}" for r in runs])
-    agreement = seed_agreement(table)
-    table.to_csv(out / "seeds.csv", index=False)
-    agreement.to_csv(out / "agreement.csv", index=False)
-    aggregate(runs).to_csv(out / "aggregate.csv", index=False)
-    plot_seeds(runs, out / "seeds.png", title=f"{cfg.model} on {cfg.dataset}, seeds {', '.join(map(str, seeds))}")
-    return results, {"table": table, "agreement": agreement, "out": out}
+
+def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = None, *, resume: bool = False,
+              overwrite: bool = False, progress: bool = True, data: Splits | None = None,
+              guard: InterruptGuard | None = None) -> tuple[list[RunResult], dict]:
+    """Run ``cfg`` once per seed into ``out/seed-N`` and write the cross-seed summary to ``out``:
+    seeds.csv (phases per seed and layer), agreement.csv, aggregate.csv (mean/sd per checkpoint), seeds.png.
+
+    With ``resume``, finished seeds are skipped and interrupted ones continued. An interrupted
+    seed ends the loop (the summary is then not written; ``summary["interrupted"]`` is True)."""
+    from .compare import aggregate, load_runs, phase_table, plot_seeds, seed_agreement
+    from .runs import clear_run_files
+
+    seeds = check_seeds(seeds)
+    cfg.validate()
+    results: list[RunResult] = []
+    with RunFolder.claim(out, f"{cfg.dataset}-{cfg.model}-seeds", resume=resume, overwrite=overwrite,
+                         seeds=True) as folder:
+        out = folder.path
+        for s in seeds:
+            sub = out / f"seed-{s}"
+            has_state = (sub / "state.pt").exists() or (sub / "state.prev.pt").exists()
+            if resume and has_state and _status_of(sub) in ("complete", "stopped"):
+                continue  # finished earlier
+            r = run_experiment(cfg.replace(seed=int(s)), sub, resume=resume and has_state, overwrite=overwrite,
+                               progress=progress, data=data, guard=guard)
+            folder.prepared = True  # a seed has written: keep the folder whatever happens next
+            results.append(r)
+            if r.status == "interrupted":
+                return results, {"out": out, "interrupted": True}
+        if overwrite:  # seed-N folders of an earlier, longer seed list
+            for p in out.glob("seed-*"):
+                if p.is_dir() and p.name not in {f"seed-{s}" for s in seeds}:
+                    clear_run_files(p)
+                    (p / ".lock").unlink(missing_ok=True)
+                    try:
+                        p.rmdir()
+                    except OSError:
+                        pass
+        runs = load_runs([out / f"seed-{s}" for s in seeds])
+        table = phase_table(runs, labels=[f"seed {r.config['seed']}" for r in runs])
+        agreement = seed_agreement(table)
+        atomic_write(out / "seeds.csv", lambda p: table.to_csv(p, index=False))
+        atomic_write(out / "agreement.csv", lambda p: agreement.to_csv(p, index=False))
+        agg = aggregate(runs)
+        atomic_write(out / "aggregate.csv", lambda p: agg.to_csv(p, index=False))
+        plot_seeds(runs, out / "seeds.png", title=f"{cfg.model} on {cfg.dataset}, seeds {', '.join(map(str, seeds))}")
+        folder.prepared = True
+    return results, {"table": table, "agreement": agreement, "out": out, "interrupted": False}

@@ -193,13 +193,11 @@ class BestFeaturesKeeper(Extension):
 
     def save(self, path, **meta: Any) -> None:
         """Write the kept weights with their iteration and layer (atomically) to ``path``."""
-        import os
+        from .runs import atomic_write
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
-                    "decision": asdict(self.decision) if self.decision else None, **meta}, tmp)
-        os.replace(tmp, path)
+        doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
+               "decision": asdict(self.decision) if self.decision else None, **meta}
+        atomic_write(path, lambda p: torch.save(doc, p))
 
 
 class StopTraining(Exception):

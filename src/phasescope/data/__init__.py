@@ -40,7 +40,7 @@ for _name in FILE_DATASETS:
 del _name
 
 # The data model of the single-layer theory; its knobs are keyword arguments of the loader
-# (RunConfig.extra["synthetic"]).
+# (the RunConfig.synthetic section).
 register_dataset("synthetic", load_synthetic)
 
 

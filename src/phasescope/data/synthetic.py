@@ -6,7 +6,7 @@ training split's global mean and std exactly as ``phasescope theory`` normalises
 a deep network and the single layer see the same numbers. Every sample's flag is kept in
 ``train_meta["typical"]`` / ``test_meta["typical"]`` (bool arrays aligned with the splits).
 
-The data model's knobs come as keyword arguments (from ``RunConfig.extra["synthetic"]``);
+The data model's knobs come as keyword arguments (from the ``RunConfig.synthetic`` section);
 ``train_size`` sets ``n_train``; ``data_seed`` (default: the run's seed) picks the instance.
 """
 from __future__ import annotations

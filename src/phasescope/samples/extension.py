@@ -232,7 +232,7 @@ class SampleDynamics(Extension):
         """Hook of :func:`phasescope.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from ..runs import _atomic
+        from ..runs import atomic_write, write_bytes_to
         from .report import plot_few, plot_samples, write_samples_table
 
         out = Path(out)
@@ -242,7 +242,7 @@ class SampleDynamics(Extension):
         written = [write_samples_table(out, table)]
         arrays = {"iterations": np.asarray(self.iterations), "index": table["index"].to_numpy(),
                   "label": self.labels_, **{k: self.matrix(k) for k in HISTORY}}
-        _atomic(out / "samples.npz", lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+        atomic_write(out / "samples.npz", write_bytes_to(lambda f: np.savez_compressed(f, **arrays)))
         written.append(out / "samples.npz")
         if figure:
             written.append(plot_samples(df, payload, out / "samples.png"))

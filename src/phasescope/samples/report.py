@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..report import _series, _setup_axis
+from ..runs import save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
     "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
@@ -56,7 +57,7 @@ def plot_samples(df: pd.DataFrame, payload: dict, path: Path, title: str | None 
     for ax in (top, bottom):
         _setup_axis(ax)
     fig.suptitle(title or "Who drives the gradient? Concentration on few samples vs reconstruction", fontsize=10)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
     return Path(path)
 
@@ -124,7 +125,7 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
         ax.text(-pad, r * cell_h + h / 2, name, ha="right", va="center", fontsize=8)
     ax.text(k * cell_w / 2, -pad, "learned last (the few)", ha="center", va="bottom", fontsize=9)
     ax.text(k * cell_w + gap + k * cell_w / 2, -pad, "learned first", ha="center", va="bottom", fontsize=9)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return Path(path)
 
@@ -189,23 +190,34 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
 
 def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
     """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
-    from ..runs import _atomic
+    from ..runs import atomic_write
 
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        _atomic(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
+        atomic_write(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
         return out / "samples.csv"
-    _atomic(out / "samples.parquet", lambda p: table.to_parquet(p, index=False))
+    atomic_write(out / "samples.parquet", lambda p: table.to_parquet(p, index=False))
     return out / "samples.parquet"
 
 
 def read_samples_table(run_dir: Path) -> pd.DataFrame:
+    from ..runs import RunFileError
+
     run_dir = Path(run_dir)
-    if (run_dir / "samples.parquet").exists():
-        return pd.read_parquet(run_dir / "samples.parquet")
-    if (run_dir / "samples.csv").exists():
-        return pd.read_csv(run_dir / "samples.csv", dtype={"learned_at": "Int64"})
+    for name, read in (("samples.parquet", pd.read_parquet),
+                       ("samples.csv", lambda p: pd.read_csv(p, dtype={"learned_at": "Int64"}))):
+        path = run_dir / name
+        if path.exists():
+            try:
+                table = read(path)
+            except Exception as e:  # truncated or corrupt file
+                raise RunFileError(path, f"cannot be read ({type(e).__name__}: {e}); the file is corrupt or "
+                                         "truncated. Delete it to rebuild the rest, or re-run.") from e
+            missing = [c for c in ("index", "label", "learned_at", "forgotten") if c not in table.columns]
+            if missing:
+                raise RunFileError(path, f"columns {missing} are missing; the file is corrupt.")
+            return table
     raise FileNotFoundError(f"No samples.parquet or samples.csv in {run_dir}: was the run made with --samples?")
 
 
