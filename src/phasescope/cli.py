@@ -73,7 +73,7 @@ def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bo
 
 
 def print_transfer(payload: dict) -> None:
-    from .transfer import summary_rows
+    from .transfer import transfer_summary_rows as summary_rows
 
     rows = summary_rows(payload.get("transfer") or {})
     if rows:

@@ -33,7 +33,7 @@ class RunConfig:
     model: str = "cnn"                  # mlp | cnn | vgg8 | ...
     width: float = 1.0                  # channel/width multiplier
     layers: list[str] | None = None     # module names to track; None = the last feature block
-    # --- training (SGD with momentum 0.9 and batch 128 as in method.md) ---
+    # --- training (SGD with momentum 0.9 and batch 128, as in the published method) ---
     iterations: int = 4096              # optimiser steps
     batch_size: int = 128
     optimizer: str = "sgd"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from phasescope.transfer import aggregate_runs, recommendation_table, summary_rows, transfer_section
+from phasescope.transfer import aggregate_runs, recommendation_table, transfer_section, transfer_summary_rows
 
 ITS = [0, 1, 2, 4, 8, 16, 32, 64]
 RECON = [1.0, 1.0, 0.95, 0.9, 0.8, 0.7, 0.75, 0.9]          # minimum at 16
@@ -67,7 +67,7 @@ def test_transfer_section_gives_paired_intervals_on_gaps():
     plain = transfer_section(metrics())["tasks"]["colour"]["layers"]["features.4"]
     assert plain["gaps"]["gap_min_minus_end"]["ci_low"] is None
     assert plain["advice"].startswith("no significant difference")
-    rows = summary_rows(sec)
+    rows = transfer_summary_rows(sec)
     assert rows[0]["at_minimum"].endswith("@ 16") and rows[0]["task"] == "colour"
 
 

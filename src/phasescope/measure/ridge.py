@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import NonFiniteInput
+from ..errors import NonFiniteInput, NotFittedError
 from .precision import full_precision
 
 
@@ -37,10 +37,6 @@ DEFAULT_RIDGE = 0.1  # relative ridge; see the module docstring for how it was c
 # treated as zero in the rank-revealing solve: the products are formed in float32, whose
 # rounding (about 1e-7 relative, summed over batches) leaves such directions unresolved.
 RCOND = 1e-6
-
-
-class NotFittedError(RuntimeError):
-    pass
 
 
 class StreamingRidge:

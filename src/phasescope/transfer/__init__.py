@@ -18,7 +18,7 @@ from ..config import ConfigError, RunConfig
 from ..data import Splits
 from .keeper import BestFeaturesKeeper, Decision, decide
 from .probes import TransferProbes
-from .recommend import aggregate_runs, recommendation_table, summary_rows, transfer_section
+from .recommend import aggregate_runs, recommendation_table, transfer_section, transfer_summary_rows
 from .tasks import (TransferError, TransferTask, build_tasks, colour_dominance, colour_task, parse_specs,
                     split_classes, switch_task, npz_task)
 
@@ -58,6 +58,6 @@ def keeper_from_config(cfg: RunConfig, tracker) -> BestFeaturesKeeper | None:
 __all__ = [
     "BestFeaturesKeeper", "Decision", "TransferError", "TransferProbes", "TransferTask", "aggregate_runs",
     "build_tasks", "colour_dominance", "colour_task", "decide", "from_config", "keeper_from_config",
-    "npz_task", "parse_specs", "recommendation_table", "split_classes", "summary_rows", "switch_task",
-    "transfer_section", "validate_extra",
+    "npz_task", "parse_specs", "recommendation_table", "split_classes", "switch_task",
+    "transfer_section", "transfer_summary_rows", "validate_extra",
 ]

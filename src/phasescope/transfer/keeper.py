@@ -1,7 +1,7 @@
 """``BestFeaturesKeeper``: keep the weights at the reconstruction minimum during pre-training.
 
 Features transfer best around the reconstruction minimum, before the network starts
-fitting the few (method.md, "Leveraging the phases"). The minimum needs no transfer
+fitting the few (arXiv 2312.06887). The minimum needs no transfer
 labels: it is read off the tracker's test reconstruction curve. So a user can pre-train
 once and take the transfer-ready weights:
 
