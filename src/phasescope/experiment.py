@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from .config import RunConfig
 from .data import Splits, load_dataset
-from .data.base import stratified_subset
+from .data import subsets
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
@@ -45,9 +45,7 @@ class RunResult:
 
 def measurement_sets(data: Splits, cfg: RunConfig) -> tuple[tuple, tuple]:
     """Seeded, class-balanced fit (training) and test subsets the decoder/probe use."""
-    fit = stratified_subset(data.y_train.numpy(), cfg.fit_samples, seed=cfg.seed)
-    test = stratified_subset(data.y_test.numpy(), cfg.test_samples, seed=0)  # same test samples for every seed
-    return (data.x_train[fit], data.y_train[fit]), (data.x_test[test], data.y_test[test])
+    return subsets.measurement_sets(data, cfg.fit_samples, cfg.test_samples, cfg.seed)
 
 
 def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: torch.device,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .data.base import unnormalise
 from .report import _series, _setup_axis
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
@@ -72,13 +73,13 @@ def learning_order(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return last.drop(columns="_learned"), first.drop(columns="_learned")
 
 
-def unnormalise(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """(C, H, W) normalised image -> (H, W) grey or (H, W, 3) RGB in [0, 1]."""
-    x = np.asarray(x, dtype=np.float64)
+def display_image(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """(C, H, W) normalised image -> (H, W) grey or (H, W, 3) RGB in [0, 1] (no normalisation
+    when ``mean``/``std`` are None)."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
     c = x.shape[0]
-    m = np.asarray(mean if mean is not None else [0.0] * c, dtype=np.float64).reshape(-1, 1, 1)
-    s = np.asarray(std if std is not None else [1.0] * c, dtype=np.float64).reshape(-1, 1, 1)
-    img = np.clip(x * s + m, 0, 1)
+    raw = unnormalise(x[None], mean if mean is not None else [0.0] * c, std if std is not None else [1.0] * c)[0]
+    img = np.clip(raw.numpy(), 0, 1)
     return img[0] if c == 1 else img.transpose(1, 2, 0)
 
 
@@ -106,7 +107,7 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
         last, first = learning_order(table[table.label == c])
         for group, (sub, x0) in enumerate(((last, 0), (first, k * cell_w + gap))):
             for i, (_, row) in enumerate(sub.head(k).iterrows()):
-                img = unnormalise(images[int(row["index"])], mean, std)
+                img = display_image(images[int(row["index"])], mean, std)
                 y, x = r * cell_h, x0 + i * cell_w
                 canvas[y : y + h, x : x + w] = img[..., None] if img.ndim == 2 else img
                 when = "never" if pd.isna(row.learned_at) else f"t={int(row.learned_at)}"
