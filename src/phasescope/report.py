@@ -1,11 +1,14 @@
 """Figures and text summaries, computed from the tidy results (so they can be rebuilt
-from a run folder without retraining)."""
+from a run folder without retraining).
+
+Figures are drawn with matplotlib's object-oriented API (``matplotlib.figure.Figure``
+saved straight to a file): no pyplot, no backend switch, nothing left open, so drawing
+never changes the state of a notebook or script that imports phasescope."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 PHASE_COLOURS = {"constant": "#bdbdbd", "decrease": "#74c476", "increase": "#fb6a4a"}
@@ -28,20 +31,23 @@ def shade_phases(ax, phases: list[dict]) -> None:
         ax.axvspan(p["start"], p["end"], color=PHASE_COLOURS.get(p["name"], "#dddddd"), alpha=0.25, lw=0)
 
 
-def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str | None = None,
-                extra_panels: list | None = None) -> Path:
+def new_figure(figsize: tuple[float, float], *, layout: str | None = "constrained"):
+    """A matplotlib Figure that belongs to no pyplot state (save it with ``fig.savefig``)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout=layout)
+
+
+def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str | None = None) -> Path:
     """One panel per tracked layer: test/train reconstruction MSE (left axis, with 95% band)
     and accuracies (right axis) against iteration (log axis), phases shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     layers = [l for l in df.layer.unique() if l != "model" and not str(l).startswith("_")
               and (df[(df.layer == l) & (df.metric == "reconstruction_mse")].shape[0] > 0)]
     n = max(1, len(layers))
-    fig, axes = plt.subplots(1, n, figsize=(max(6.4, 4.6 * n), 4.2), squeeze=False, constrained_layout=True)
+    fig = new_figure((max(6.4, 4.6 * n), 4.2))
+    axes = fig.subplots(1, n, squeeze=False)
     model_acc = {s: _series(df, "model", s, "accuracy") for s in ("train", "test")}
     for ax, layer in zip(axes[0], layers):
         ph = (phases.get(layer) or {}).get("phases", [])
@@ -81,7 +87,6 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
     if title:
         fig.suptitle(title, fontsize=11)
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return Path(path)
 
 
@@ -119,15 +124,6 @@ def final_accuracy(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def curve_table(df: pd.DataFrame, layer: str) -> pd.DataFrame:
-    """Wide view of one layer: iteration x (test reconstruction, probe and model accuracy)."""
-    keep = df[((df.layer == layer) & df.metric.isin(["reconstruction_mse", "probe_accuracy"])) |
-              ((df.layer == "model") & (df.metric == "accuracy"))]
-    wide = keep.pivot_table(index="iteration", columns=["layer", "split", "metric"], values="value")
-    wide.columns = [f"{m}:{s}" if l != "model" else f"model_{m}:{s}" for l, s, m in wide.columns]
-    return wide.reset_index()
-
-
 def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | None = None) -> dict:
     """The phases.json document; ``warnings`` (see diagnostics) are checked when the class count is known."""
     from .diagnostics import run_warnings
@@ -138,7 +134,3 @@ def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | Non
         "checkpoints": sorted(int(i) for i in df.iteration.unique()) if len(df) else [],
         "warnings": run_warnings(df, num_classes),
     }
-
-
-def _nan_to_none(v):
-    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
