@@ -83,7 +83,7 @@ def test_default_layer_is_last_feature_block(name):
     resolve_layers(model, default)
     layer = {entry["name"]: entry for entry in trackable_layers(model, shape)}[default[0]]
     if name.startswith("vgg"):
-        # five stride-2 blocks: 512*width channels at 1x1, as in method.md
+        # five stride-2 blocks: 512*width channels at 1x1, as in the published method
         assert layer["shape"] == [256, 1, 1]
     if name == "resnet10":
         assert layer["shape"] == [256, 4, 4]

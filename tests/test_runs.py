@@ -115,7 +115,7 @@ def test_overwrite_removes_stale_extension_files_and_keeps_nothing_foreign(tmp_p
                    progress=False)
     names = set(os.listdir(out))
     assert not names & {"best_features.pt", "samples.npz", "samples.parquet", "samples.png", "few.png"}
-    from phasescope.report import rebuild
+    from phasescope.rebuild import rebuild
 
     assert "samples" not in rebuild(out)  # report no longer trips over the old run's files
 

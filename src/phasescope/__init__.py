@@ -5,7 +5,7 @@ Library entry points:
 - :func:`run_experiment` with a :class:`RunConfig` (the CLI's main job)
 - :func:`detect_phases` (phases with paired-bootstrap intervals from per-sample errors)
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .config import RunConfig  # noqa: E402
 from .phases import PhaseResult, detect_phases  # noqa: E402

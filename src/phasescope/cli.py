@@ -308,7 +308,7 @@ def layers_cmd(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`.")) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
-    from .report import rebuild
+    from .rebuild import rebuild
     from .runs import RunFileError, RunFolderError, locked_folder
 
     try:

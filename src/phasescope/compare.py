@@ -110,19 +110,17 @@ def seed_agreement(table: pd.DataFrame) -> pd.DataFrame:
 def plot_compare(runs: list[LoadedRun], path: Path, labels: list[str] | None = None,
                  metric: str = "reconstruction_mse", title: str | None = None) -> Path:
     """Overlay the test curve of ``metric`` of every run, one panel per layer."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import _setup_axis
+    from .report import _setup_axis, new_figure
 
     labels = labels or run_labels(runs)
     layers = sorted({l for r in runs for l in r.metrics.layer.unique() if l != "model"
                      and (r.metrics[(r.metrics.layer == l) & (r.metrics.metric == metric)].shape[0] > 0)})
     n = max(1, len(layers))
-    fig, axes = plt.subplots(1, n, figsize=(max(6.4, 4.6 * n), 4.2), squeeze=False, constrained_layout=True)
-    colours = plt.cm.viridis(np.linspace(0, 0.9, len(runs)))
+    fig = new_figure((max(6.4, 4.6 * n), 4.2))
+    axes = fig.subplots(1, n, squeeze=False)
+    colours = colormaps["viridis"](np.linspace(0, 0.9, len(runs)))
     for ax, layer in zip(axes[0], layers):
         for run, label, c in zip(runs, labels, colours):
             s = run.metrics[(run.metrics.layer == layer) & (run.metrics.split == "test") & (run.metrics.metric == metric)]
@@ -143,24 +141,18 @@ def plot_compare(runs: list[LoadedRun], path: Path, labels: list[str] | None = N
     if title:
         fig.suptitle(title, fontsize=11)
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_seeds(runs: list[LoadedRun], path: Path, title: str | None = None) -> Path:
     """Mean and spread across seeds of the test reconstruction curve, one panel per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import _setup_axis
+    from .report import _setup_axis, new_figure
 
     agg = aggregate(runs)
     rec = agg[(agg.metric == "reconstruction_mse") & (agg.split == "test") & (agg.layer != "model")]
     layers = sorted(rec.layer.unique())
-    fig, axes = plt.subplots(1, max(1, len(layers)), figsize=(max(6.4, 4.6 * len(layers)), 4.2), squeeze=False,
-                             constrained_layout=True)
+    fig = new_figure((max(6.4, 4.6 * len(layers)), 4.2))
+    axes = fig.subplots(1, max(1, len(layers)), squeeze=False)
     for ax, layer in zip(axes[0], layers):
         for run in runs:
             s = run.metrics[(run.metrics.layer == layer) & (run.metrics.split == "test") &
@@ -178,5 +170,4 @@ def plot_seeds(runs: list[LoadedRun], path: Path, title: str | None = None) -> P
     if title:
         fig.suptitle(title, fontsize=11)
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
     return Path(path)

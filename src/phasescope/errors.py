@@ -32,3 +32,7 @@ class NonFiniteActivations(TrainingDiverged):
 
 class NonFiniteInput(ValueError):
     """An estimator was given NaN/inf data (features, targets or accumulated statistics)."""
+
+
+class NotFittedError(RuntimeError):
+    """A decoder or probe was used (predict, scores, errors) before it was fitted."""

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from .version import __version__
 from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
-from .data.base import DataError, stratified_subset
+from .data import subsets
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
@@ -51,20 +51,9 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------- measurement subsets
-def _subset(y: torch.Tensor, size: int | None, seed: int, option: str) -> np.ndarray:
-    try:
-        return stratified_subset(y.numpy(), size, seed=seed)
-    except DataError as e:
-        n_classes = len(np.unique(y.numpy()))
-        raise ConfigError(f"{option} {size}: cannot take a class-balanced subset of {size} from {len(y)} samples "
-                          f"with {n_classes} classes; give at least {n_classes} (one per class). ({e})") from e
-
-
 def measurement_sets(data: Splits, cfg: RunConfig) -> tuple[tuple, tuple]:
-    """Seeded, class-balanced fit (training) and test subsets the decoder/probe use."""
-    fit = _subset(data.y_train, cfg.fit_samples, cfg.seed, "--fit-samples")
-    test = _subset(data.y_test, cfg.test_samples, 0, "--test-samples")  # same test samples for every seed
-    return (data.x_train[fit], data.y_train[fit]), (data.x_test[test], data.y_test[test])
+    """Seeded, class-balanced fit (training) and test subsets the decoder/probe use (data.subsets)."""
+    return subsets.measurement_sets(data, cfg.fit_samples, cfg.test_samples, cfg.seed)
 
 
 def clamp_to_data(cfg: RunConfig, data: Splits) -> tuple[RunConfig, dict[str, dict]]:

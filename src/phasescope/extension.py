@@ -23,14 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import pandas as pd
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .tracker import PhaseTracker
 
 HEAD = "<head>"  # stands for the model's final nn.Linear in Requires.module_inputs
 
@@ -57,7 +54,7 @@ class CheckpointContext:
     iteration: int
     model: nn.Module  # frozen, BatchNorm-prepared copy (on ``device``); do not train it
     live_model: nn.Module  # the user's model as it is at this iteration; read only
-    tracker: "PhaseTracker"
+    tracker: Any  # the PhaseTracker measuring (its results so far: errors, rows, settings)
     layers: list[str]
     device: torch.device
     fit_x: torch.Tensor
@@ -98,7 +95,7 @@ class Extension:
     name: str = "extension"
     requires: Requires = Requires()
 
-    def setup(self, tracker: "PhaseTracker") -> None:
+    def setup(self, tracker: Any) -> None:
         pass
 
     def measure(self, ctx: CheckpointContext) -> list[dict]:

@@ -95,7 +95,7 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0
 # last block has 512*width features, like VGG-8's. The widths are narrower than the
 # ImageNet VGGs (32..512 instead of 64..512), and the head is one linear layer instead
 # of three (the conv counts, 8/10/13, are the standard ones). VGG-8 is five stride-2
-# blocks (32-64-128-256-512), as in method.md.
+# blocks (32-64-128-256-512), as in the published method.
 VGG_PLANS: dict[str, list] = {
     "vgg8": [32, 64, 128, 256, 512],
     "vgg11": [32, 64, (128, 1), 128, (256, 1), 256, (512, 1), 512],

@@ -30,6 +30,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .stats import Bootstrap, bootstrap_weights, percentile_interval as _interval
+
+__all__ = ["Estimate", "Phase", "PhaseResult", "bootstrap_weights", "detect_phases", "mean_ci"]
+
 
 @dataclass
 class Estimate:
@@ -87,27 +91,9 @@ def _clean(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) resampling counts / n: ``E @ W.T`` gives bootstrap means of every row of E."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64) / n
-
-
 def mean_ci(values: np.ndarray, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Estimate:
-    """Mean of per-sample values with a percentile-bootstrap interval."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"))
-    if v.size == 1:
-        return Estimate(float(v[0]), float("nan"), float("nan"))
-    means = bootstrap_weights(v.size, n_boot, seed) @ v
-    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return Estimate(float(v.mean()), float(lo), float(hi))
-
-
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    """Mean of per-sample values with a percentile-bootstrap interval (:class:`~phasescope.stats.Bootstrap`)."""
+    return Estimate(*Bootstrap(n_boot, confidence, seed).estimate(values))
 
 
 def detect_phases(
@@ -142,7 +128,7 @@ def detect_phases(
                 "n_samples": n, "seed": seed}
     mean = E.mean(axis=1)  # (K,)
     if n > 1:
-        boot = E @ bootstrap_weights(n, n_boot, seed).T  # (K, B) bootstrap means, paired
+        boot = Bootstrap(n_boot, confidence, seed).means_many(E)  # (K, B) bootstrap means, paired
     else:
         boot = np.repeat(mean[:, None], 2, axis=1)
     alpha = 1 - confidence

@@ -2,7 +2,7 @@
 
 ``run_extensions`` builds the extensions a run's configuration asks for; ``EXTENSIONS``
 lists their classes, whose ``summary_lines`` and ``rebuild`` the CLI and
-:func:`phasescope.report.rebuild` call without knowing what each one is.
+:func:`phasescope.rebuild.rebuild` call without knowing what each one is.
 """
 from __future__ import annotations
 

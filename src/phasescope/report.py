@@ -1,11 +1,14 @@
 """Figures and text summaries, computed from the tidy results (so they can be rebuilt
-from a run folder without retraining)."""
+from a run folder without retraining).
+
+Figures are drawn with matplotlib's object-oriented API (``matplotlib.figure.Figure``
+saved straight to a file): no pyplot, no backend switch, nothing left open, so drawing
+never changes the state of a notebook or script that imports phasescope."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .runs import save_figure
@@ -30,20 +33,23 @@ def shade_phases(ax, phases: list[dict]) -> None:
         ax.axvspan(p["start"], p["end"], color=PHASE_COLOURS.get(p["name"], "#dddddd"), alpha=0.25, lw=0)
 
 
-def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str | None = None,
-                extra_panels: list | None = None) -> Path:
+def new_figure(figsize: tuple[float, float], *, layout: str | None = "constrained"):
+    """A matplotlib Figure that belongs to no pyplot state (save it with ``fig.savefig``)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout=layout)
+
+
+def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str | None = None) -> Path:
     """One panel per tracked layer: test/train reconstruction MSE (left axis, with 95% band)
     and accuracies (right axis) against iteration (log axis), phases shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     layers = [l for l in df.layer.unique() if l != "model" and not str(l).startswith("_")
               and (df[(df.layer == l) & (df.metric == "reconstruction_mse")].shape[0] > 0)]
     n = max(1, len(layers))
-    fig, axes = plt.subplots(1, n, figsize=(max(6.4, 4.6 * n), 4.2), squeeze=False, constrained_layout=True)
+    fig = new_figure((max(6.4, 4.6 * n), 4.2))
+    axes = fig.subplots(1, n, squeeze=False)
     model_acc = {s: _series(df, "model", s, "accuracy") for s in ("train", "test")}
     for ax, layer in zip(axes[0], layers):
         ph = (phases.get(layer) or {}).get("phases", [])
@@ -83,7 +89,6 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
     if title:
         fig.suptitle(title, fontsize=11)
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
     return Path(path)
 
 
@@ -121,15 +126,6 @@ def final_accuracy(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def curve_table(df: pd.DataFrame, layer: str) -> pd.DataFrame:
-    """Wide view of one layer: iteration x (test reconstruction, probe and model accuracy)."""
-    keep = df[((df.layer == layer) & df.metric.isin(["reconstruction_mse", "probe_accuracy"])) |
-              ((df.layer == "model") & (df.metric == "accuracy"))]
-    wide = keep.pivot_table(index="iteration", columns=["layer", "split", "metric"], values="value")
-    wide.columns = [f"{m}:{s}" if l != "model" else f"model_{m}:{s}" for l, s, m in wide.columns]
-    return wide.reset_index()
-
-
 def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | None = None) -> dict:
     """The phases.json document; ``warnings`` (see diagnostics) are checked when the class count is known."""
     from .diagnostics import run_warnings
@@ -144,53 +140,3 @@ def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | Non
 
 def _nan_to_none(v):
     return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
-
-
-# ---------------------------------------------------------------------- phasescope report
-def rebuild(run_dir: Path) -> dict:
-    """Recompute a run's phases.json, curves.png and every extension's part (and figures) from its
-    files (metrics.csv, errors.npz, config.json, the extensions' own files), after checking that
-    the files are complete and agree; no retraining. Keys of the old phases.json that nothing
-    recomputes (status, seconds, ...) are kept.
-
-    Raises FileNotFoundError (not a run folder) or :class:`~phasescope.runs.RunFileError`
-    naming the corrupt, truncated or inconsistent file. Hold the folder's lock while calling
-    it (the CLI does), so that a running process is not written over."""
-    from .phases import detect_phases
-    from .registry import rebuild_extensions
-    from .runs import RunFileError, read_errors, read_json, read_metrics, write_json
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a phasescope run folder (no config.json).")
-    doc = read_json(cfg_path)
-    cfg = doc.get("config") if isinstance(doc, dict) else None
-    needed = ("confidence", "bootstrap", "min_effect", "seed", "model", "dataset")
-    if not isinstance(cfg, dict) or any(k not in cfg for k in needed):
-        raise RunFileError(cfg_path, f"has no complete 'config' section (needs {', '.join(needed)}); "
-                                     "it is not a phasescope config.json, or it is corrupt.")
-    df = read_metrics(run_dir)
-    errors = read_errors(run_dir)
-    measured = set(int(i) for i in df.iteration.unique())
-    old = read_json(run_dir / "phases.json") if (run_dir / "phases.json").exists() else None
-    for layer, (its, _) in errors.items():
-        extra = sorted(set(its) - measured)
-        if extra:
-            raise RunFileError(run_dir / "metrics.csv",
-                               f"ends at iteration {max(measured)}, but errors.npz holds layer {layer!r} at "
-                               f"iterations {extra}: metrics.csv is truncated or from another run.")
-    if old is not None:
-        listed = set(int(i) for i in (old.get("checkpoints") or []))
-        if listed - measured:
-            raise RunFileError(run_dir / "metrics.csv",
-                               f"ends at iteration {max(measured)}, but phases.json lists checkpoints up to "
-                               f"{max(listed)}: metrics.csv is truncated or from another run.")
-    results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
-                                    min_effect=cfg["min_effect"], seed=cfg["seed"])
-               for layer, (its, E) in errors.items() if len(its) >= 2}
-    payload = {**(old or {}), **phases_payload(results, df, (doc.get("data") or {}).get("num_classes"))}
-    payload.update(rebuild_extensions(run_dir, df, payload))  # transfer, samples, ...: from their own files
-    plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
-    write_json(run_dir / "phases.json", payload)
-    return payload

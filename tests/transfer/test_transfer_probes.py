@@ -126,7 +126,7 @@ def test_run_experiment_stops_when_the_keeper_says_so(tmp_path, monkeypatch):
 
 
 def test_report_rebuilds_the_transfer_section_from_files(tmp_path):
-    from phasescope.report import rebuild
+    from phasescope.rebuild import rebuild
 
     cfg = RunConfig(**SMALL, transfer=TransferOptions(tasks=["class-split"]))
     res = run_experiment(cfg, tmp_path / "run", progress=False)

@@ -11,6 +11,7 @@ from typing import Callable
 from .base import DataError, Splits, check_labels, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
+from .subsets import measurement_indices, measurement_sets
 from .synthetic import load_synthetic
 
 # name -> loader(train_size=..., seed=..., data_dir=..., download=...) ; extended by other modules.
@@ -87,5 +88,7 @@ __all__ = [
     "default_download_dir",
     "load_dataset",
     "make_splits",
+    "measurement_indices",
+    "measurement_sets",
     "register_dataset",
 ]

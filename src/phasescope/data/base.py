@@ -9,7 +9,7 @@ on the normalised input).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +56,23 @@ class Splits:
             "normalisation": {"mean": self.mean, "std": self.std},
             **self.info,
         }
+
+
+def _channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``values`` shaped to broadcast over ``x`` (N, C, H, W) or (N, D), in x's float type."""
+    v = torch.as_tensor(list(values), dtype=x.dtype if x.is_floating_point() else torch.float32)
+    return v.reshape(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else v.reshape(1, -1)[:, :1]
+
+
+def unnormalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised inputs (N, C, H, W) or (N, D) back to raw [0, 1] pixel units, per channel:
+    the inverse of the normalisation :func:`make_splits` applies (``Splits.mean``/``std``)."""
+    return x * _channel_view(std, x) + _channel_view(mean, x)
+
+
+def normalise(raw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Raw inputs (N, C, H, W) or (N, D) normalised per channel with ``mean``/``std``."""
+    return (raw - _channel_view(mean, raw)) / _channel_view(std, raw)
 
 
 def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:

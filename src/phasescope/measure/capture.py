@@ -7,7 +7,7 @@ parameters are frozen. ``bn_mode`` decides what BatchNorm layers do in that copy
   pass over training data in train mode with cumulative averaging (as
   ``torch.optim.swa_utils.update_bn`` does), then measure in eval mode. Early in
   training the running statistics lag far behind the weights; measuring with them
-  gives a spurious early *increase* of the reconstruction loss (method.md).
+  gives a spurious early *increase* of the reconstruction loss.
 * ``running``: eval mode with the running statistics the training loop accumulated.
 * ``batch``: every measurement batch is normalised with its own statistics
   (train-mode BatchNorm with the running statistics left untouched); results then

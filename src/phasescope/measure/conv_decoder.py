@@ -12,9 +12,8 @@ resolution (the research code ends at 64 and starts at up to 512, too slow for C
 measurement at every checkpoint); and activations and images standardised per channel
 inside the decoder (statistics of the fitting set) so one learning rate suits any layer.
 
-Decoder quality is part of the measurement (method.md, "Pitfalls"): training runs for a
-fixed budget of ``epochs`` with a convergence check, and the fitted attributes say whether
-it converged. ``fit`` is deterministic given ``seed`` on CPU and never touches the global
+Decoder quality is part of the measurement: training runs for a fixed budget of
+``epochs`` with a convergence check, and the fitted attributes say whether it converged. ``fit`` is deterministic given ``seed`` on CPU and never touches the global
 random state.
 """
 from __future__ import annotations
@@ -25,15 +24,13 @@ import warnings
 import torch
 from torch import nn
 
+from ..errors import NotFittedError
+
 __all__ = ["ConvDecoder", "DecoderConvergenceWarning", "NotFittedError"]
 
 
 class DecoderConvergenceWarning(UserWarning):
     """The decoder's epoch budget ran out before its training loss stopped improving."""
-
-
-class NotFittedError(RuntimeError):
-    """``predict`` or ``per_sample_error`` was called before ``fit``."""
 
 
 _EPS = 1e-6

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import NonFiniteInput
+from ..errors import NonFiniteInput, NotFittedError
 from .precision import full_precision
 
 
@@ -67,10 +67,6 @@ def _gcv_choice(s: torch.Tensor, b2: torch.Tensor, tt: float, n: int, scale: flo
     gcv, dof = gcv_curve(s, b2, tt, n, GCV_GRID * scale)
     k = int(np.argmin(gcv))
     return float(GCV_GRID[k]), float(dof[k]), {"relative_ridge": GCV_GRID, "gcv": gcv}
-
-
-class NotFittedError(RuntimeError):
-    pass
 
 
 class StreamingRidge:

@@ -255,12 +255,12 @@ def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
     """The per-sample dynamics of a run (``run_experiment``), unless ``cfg.samples.enabled`` is
     off or one is already among the ``given`` extensions. Follows the tracker's fit subset, so
     it reuses the tracker's forward pass."""
-    from ..data.base import stratified_subset
+    from ..data.subsets import measurement_indices
 
     opts = cfg.samples
     if not opts.enabled or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
         return []
-    fit = stratified_subset(data.y_train.numpy(), cfg.fit_samples, seed=cfg.seed)  # as experiment.measurement_sets
+    fit, _ = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)  # the tracker's fit rows
     return [SampleDynamics(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
                            mean=data.mean, std=data.std, classes=data.classes)]
 

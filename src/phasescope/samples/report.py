@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..report import _series, _setup_axis
+from ..data.base import unnormalise
+from ..report import _series, _setup_axis, new_figure
 from ..runs import save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
@@ -24,14 +25,12 @@ def plot_samples(df: pd.DataFrame, payload: dict, path: Path, title: str | None 
     """Two panels on the same log iteration axis: the test reconstruction loss of each
     tracked layer (top) and the concentration of the last-layer gradient on few samples
     (bottom), with the reconstruction minimum and the top-10% half-crossing marked."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.8, 6.4), sharex=True, constrained_layout=True)
+    fig = new_figure((6.8, 6.4))
+    top, bottom = fig.subplots(2, 1, sharex=True)
     layers = payload.get("layers", {})
-    colours = plt.cm.Blues(np.linspace(0.9, 0.5, max(1, len(layers))))
+    colours = colormaps["Blues"](np.linspace(0.9, 0.5, max(1, len(layers))))
     for colour, (layer, p) in zip(colours, layers.items()):
         te = _series(df, layer, "test", "reconstruction_mse")
         top.plot(te.iteration, te.value, "o-", ms=3, color=colour, label=f"{layer} (test)")
@@ -58,7 +57,6 @@ def plot_samples(df: pd.DataFrame, payload: dict, path: Path, title: str | None 
         _setup_axis(ax)
     fig.suptitle(title or "Who drives the gradient? Concentration on few samples vs reconstruction", fontsize=10)
     save_figure(fig, path, dpi=150)
-    plt.close(fig)
     return Path(path)
 
 
@@ -73,13 +71,13 @@ def learning_order(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return last.drop(columns="_learned"), first.drop(columns="_learned")
 
 
-def unnormalise(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """(C, H, W) normalised image -> (H, W) grey or (H, W, 3) RGB in [0, 1]."""
-    x = np.asarray(x, dtype=np.float64)
+def display_image(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """(C, H, W) normalised image -> (H, W) grey or (H, W, 3) RGB in [0, 1] (no normalisation
+    when ``mean``/``std`` are None)."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
     c = x.shape[0]
-    m = np.asarray(mean if mean is not None else [0.0] * c, dtype=np.float64).reshape(-1, 1, 1)
-    s = np.asarray(std if std is not None else [1.0] * c, dtype=np.float64).reshape(-1, 1, 1)
-    img = np.clip(x * s + m, 0, 1)
+    raw = unnormalise(x[None], mean if mean is not None else [0.0] * c, std if std is not None else [1.0] * c)[0]
+    img = np.clip(raw.numpy(), 0, 1)
     return img[0] if c == 1 else img.transpose(1, 2, 0)
 
 
@@ -89,11 +87,6 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
     to those learned first, each labelled with the iteration it was learned at.
     ``images`` is the set ``table['index']`` points into, (N, C, H, W), normalised with
     ``mean``/``std``. Drawn as one mosaic image (one axes: fast)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if images.ndim != 4:
         raise ValueError(f"few.png needs image inputs (N, C, H, W); got shape {tuple(images.shape)}.")
     labels = sorted(int(c) for c in table.label.unique())
@@ -107,13 +100,13 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
         last, first = learning_order(table[table.label == c])
         for group, (sub, x0) in enumerate(((last, 0), (first, k * cell_w + gap))):
             for i, (_, row) in enumerate(sub.head(k).iterrows()):
-                img = unnormalise(images[int(row["index"])], mean, std)
+                img = display_image(images[int(row["index"])], mean, std)
                 y, x = r * cell_h, x0 + i * cell_w
                 canvas[y : y + h, x : x + w] = img[..., None] if img.ndim == 2 else img
                 when = "never" if pd.isna(row.learned_at) else f"t={int(row.learned_at)}"
                 captions.append((x + w / 2, y + h + 0.2 * pad, when, group == 0))
     scale = 0.9 / max(h, w)  # inches per pixel: a tile is about 0.9 inch
-    fig = plt.figure(figsize=(width * scale + 0.9, len(labels) * cell_h * scale + 0.5))
+    fig = new_figure((width * scale + 0.9, len(labels) * cell_h * scale + 0.5), layout=None)
     ax = fig.add_axes([0.8 / (width * scale + 0.9), 0.02, width * scale / (width * scale + 0.9),
                        len(labels) * cell_h * scale / (len(labels) * cell_h * scale + 0.5)])
     ax.imshow(canvas, interpolation="nearest", vmin=0, vmax=1)
@@ -126,7 +119,6 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
     ax.text(k * cell_w / 2, -pad, "learned last (the few)", ha="center", va="bottom", fontsize=9)
     ax.text(k * cell_w + gap + k * cell_w / 2, -pad, "learned first", ha="center", va="bottom", fontsize=9)
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import PHASE_COLOURS, _setup_axis, shade_phases
+from ..report import PHASE_COLOURS, _setup_axis, new_figure, shade_phases
 
 BLUE, LIGHT_BLUE, ORANGE, GREEN, RED, GREY = "#08519c", "#6baed6", "#e6550d", "#31a354", "#cb181d", "#636363"
 
@@ -16,25 +16,15 @@ def _series(df: pd.DataFrame, layer: str, split: str, metric: str) -> pd.DataFra
     return df[(df.layer == layer) & (df.split == split) & (df.metric == metric)].sort_values("iteration")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_theory_curves(df: pd.DataFrame, phases: dict, path: Path, *, title: str | None = None,
                        atypical_fraction: float | None = None, layer: str = "logits") -> Path:
     """Three panels on one log-iteration axis: (a) reconstruction loss of the input from the
     layer's outputs, (b) training loss of typical and atypical samples, (c) the atypical
     samples' share of the gradient. ``phases`` maps layer -> phases.json entry."""
-    plt = _pyplot()
     from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(3, 1, figsize=(6.4, 7.6), sharex=True, constrained_layout=True,
-                             gridspec_kw={"height_ratios": [1.25, 1, 0.8]})
+    fig = new_figure((6.4, 7.6))
+    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1.25, 1, 0.8]})
     ph = (phases.get(layer) or {})
     k_min = ph.get("min_iteration")
     for ax in axes:
@@ -94,7 +84,6 @@ def plot_theory_curves(df: pd.DataFrame, phases: dict, path: Path, *, title: str
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return Path(path)
 
 
@@ -103,14 +92,14 @@ def plot_sweep(table: pd.DataFrame, param: str, path: Path, *, title: str | None
     of the test reconstruction loss (each seed with its 95% interval, and the mean over seeds),
     and the iteration of the minimum next to the iteration at which the atypical gradient
     share reaches one half."""
-    plt = _pyplot()
     values = np.sort(table["value"].unique())
     numeric = np.issubdtype(np.asarray(values).dtype, np.number)
     pos = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
     span = (max(pos.values()) - min(pos.values())) or 1.0
     seeds = sorted(table["seed"].unique())
     jitter = {s: (i - (len(seeds) - 1) / 2) * 0.012 * span for i, s in enumerate(seeds)}
-    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.5), constrained_layout=True)
+    fig = new_figure((11.5, 3.5))
+    axes = fig.subplots(1, 3)
     for ax, key, label, colour in ((axes[0], "relative_decrease", "relative decrease", PHASE_COLOURS["decrease"]),
                                    (axes[1], "relative_increase", "relative increase", PHASE_COLOURS["increase"])):
         for s in seeds:
@@ -152,5 +141,4 @@ def plot_sweep(table: pd.DataFrame, param: str, path: Path, *, title: str | None
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return Path(path)

@@ -29,17 +29,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..phases import PhaseResult, bootstrap_weights, detect_phases
+from ..errors import NotFittedError
+from ..phases import PhaseResult, detect_phases
 from ..schedule import log_schedule
+from ..stats import Bootstrap
 from .datamodel import DataModel, normalise
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 OUTPUT_LAYERS = ("logits", "softmax")
 PRECISIONS = ("float64", "mixed")
-
-
-class NotFittedError(RuntimeError):
-    pass
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -256,10 +254,9 @@ class _Rows:
                           "value": v, "ci_low": float("nan"), "ci_high": float("nan")})
 
     def frame(self) -> pd.DataFrame:
-        q = [(1 - self.confidence) / 2, (1 + self.confidence) / 2]
+        boot = Bootstrap(self.bootstrap, self.confidence, self.seed) if self._pending else None
         for size, items in self._pending.items():
-            means = np.stack([x for _, x in items]) @ bootstrap_weights(size, self.bootstrap, self.seed).T  # (m, B)
-            lo, hi = np.quantile(means, q, axis=1)
+            _, lo, hi = boot.estimate_many(np.stack([x for _, x in items]))  # one (m, size) @ (size, B) product
             for (i, _), l, h in zip(items, lo, hi):
                 self.rows[i]["ci_low"], self.rows[i]["ci_high"] = float(l), float(h)
         self._pending = {}

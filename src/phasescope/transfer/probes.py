@@ -21,7 +21,7 @@ import torch
 from ..extension import Extension
 from ..measure.probe import LinearProbe
 from ..measure.ridge import DEFAULT_RIDGE
-from ..phases import bootstrap_weights
+from ..stats import Bootstrap
 from .recommend import transfer_section
 from .tasks import TransferError, TransferTask
 
@@ -48,19 +48,16 @@ class TransferProbes(Extension):
         # task -> layer -> iteration -> per-sample test correctness (uint8, n_test)
         self.correct: dict[str, dict[str, dict[int, np.ndarray]]] = {n: {} for n in names}
         self._labels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._boot: dict[int, np.ndarray] = {}
+        self._boot = Bootstrap(bootstrap, confidence, seed)
 
     def describe(self) -> dict:
         return {"probe": self.probe, "ridge": self.ridge, "tasks": {t.name: t.describe() for t in self.tasks}}
 
     # ------------------------------------------------------------------ measurement
     def _row(self, it: int, layer: str, split: str, metric: str, values: np.ndarray, task: str) -> dict:
-        n = len(values)
-        if n not in self._boot:
-            self._boot[n] = bootstrap_weights(n, self.bootstrap, self.seed)
-        lo, hi = np.quantile(self._boot[n] @ values, [(1 - self.confidence) / 2, (1 + self.confidence) / 2])
-        return {"iteration": it, "layer": layer, "split": split, "metric": metric, "value": float(values.mean()),
-                "ci_low": float(lo), "ci_high": float(hi), "task": task}
+        v, lo, hi = self._boot.estimate(values)
+        return {"iteration": it, "layer": layer, "split": split, "metric": metric, "value": v,
+                "ci_low": lo, "ci_high": hi, "task": task}
 
     def _data(self, task: TransferTask, ctx) -> tuple[dict, torch.Tensor, dict, torch.Tensor]:
         """Features (per layer) and labels of the task's train and test inputs at this checkpoint."""

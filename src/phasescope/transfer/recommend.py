@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..phases import Estimate, bootstrap_weights
+from ..phases import Estimate
+from ..stats import Bootstrap
 
 ACCURACIES = ("acc_at_start", "acc_at_min", "acc_at_peak", "acc_at_end")
 GAPS = {  # name -> (a, b): accuracy at a minus accuracy at b
@@ -81,15 +82,13 @@ def recommendation_table(metrics: pd.DataFrame, minimum: dict[str, int] | None =
     return pd.DataFrame(rows, columns=cols)
 
 
-def _paired_gap(a: np.ndarray | None, b: np.ndarray | None, value: float, confidence: float, n_boot: int,
-                seed: int) -> Estimate:
-    """Paired-bootstrap interval of mean(a) - mean(b) over the same test samples."""
-    if a is None or b is None or len(a) < 2 or len(a) != len(b):
+def _paired_gap(a: np.ndarray | None, b: np.ndarray | None, value: float, boot: Bootstrap) -> Estimate:
+    """Paired-bootstrap interval of mean(a) - mean(b) over the same test samples (NaN ends
+    when either is missing or they are not the same samples)."""
+    if a is None or b is None or len(a) != len(b):
         return Estimate(value, float("nan"), float("nan"))
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    means = bootstrap_weights(len(d), n_boot, seed) @ d
-    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return Estimate(value, float(lo), float(hi))
+    _, lo, hi = boot.difference(a, b)
+    return Estimate(value, lo, hi)
 
 
 def _advice(row: pd.Series, gap_min_end: Estimate) -> str:
@@ -119,6 +118,7 @@ def transfer_section(metrics: pd.DataFrame, minimum: dict[str, int] | None = Non
     ``tasks`` maps task -> a description stored alongside.
     """
     table = recommendation_table(metrics, minimum)
+    boot = Bootstrap(n_boot, confidence, seed)
     out: dict = {"tasks": {}, "note": "acc_at_peak is selected on the transfer test accuracy itself (optimistic); "
                  "the reconstruction minimum needs no transfer labels."}
     for name, info in (tasks or {}).items():
@@ -133,7 +133,7 @@ def transfer_section(metrics: pd.DataFrame, minimum: dict[str, int] | None = Non
         gaps = {}
         for g, (a, b) in GAPS.items():
             gaps[g] = _paired_gap(per_sample.get(int(r[f"{a}_iteration"])), per_sample.get(int(r[f"{b}_iteration"])),
-                                  float(r[g]), confidence, n_boot, seed)
+                                  float(r[g]), boot)
         entry["gaps"] = {g: e.to_dict() for g, e in gaps.items()}
         entry["advice"] = _advice(r, gaps["gap_min_minus_end"])
         out["tasks"].setdefault(r.task, {"info": {}, "layers": {}})["layers"][r.layer] = entry

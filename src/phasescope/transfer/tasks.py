@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import Splits, load_dataset
-from ..data.base import DataError
+from ..data import Splits, load_dataset, measurement_sets
+from ..data.base import DataError, normalise, unnormalise
 
 
 class TransferError(ValueError):
@@ -100,20 +100,6 @@ def parse_specs(specs: str | Sequence[str] | None) -> list[str]:
 # --------------------------------------------------------------------------- pixel helpers
 
 
-def _channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
-    v = torch.as_tensor(list(values), dtype=torch.float32)
-    return v.reshape(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else v.reshape(1, -1)[:, :1]
-
-
-def unnormalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Normalised inputs back to raw [0, 1] pixel units (per channel)."""
-    return x * _channel_view(std, x) + _channel_view(mean, x)
-
-
-def normalise(raw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    return (raw - _channel_view(mean, raw)) / _channel_view(std, raw)
-
-
 def colour_dominance(raw: torch.Tensor) -> torch.Tensor:
     """Which of R, G, B has the largest sum over a raw (N, 3, H, W) image: labels 0, 1, 2."""
     if raw.dim() != 4 or raw.shape[1] != 3:
@@ -164,18 +150,10 @@ def colour_task(data: Splits) -> TransferTask:
                         info={"labels": "argmax over R, G, B of the raw pixel sum", "inputs": "the tracker's fit/test sets"})
 
 
-def _subsets(splits: Splits, fit_samples: int | None, test_samples: int | None, seed: int) -> tuple[tuple, tuple]:
-    # The same seeded, class-balanced subsets the tracker's measurement sets use.
-    from ..experiment import measurement_sets  # local import: experiment imports this module
-    from ..config import RunConfig
-
-    return measurement_sets(splits, RunConfig(fit_samples=fit_samples, test_samples=test_samples, seed=seed))
-
-
 def dataset_task(name: str, other: Splits, data: Splits, *, allow_resize: bool, fit_samples: int | None = 4000,
                  test_samples: int | None = 2000, seed: int = 0, info: dict | None = None) -> TransferTask:
     """A task on another labelled dataset ``other``, moved into ``data``'s input space."""
-    (xf, yf), (xt, yt) = _subsets(other, fit_samples, test_samples, seed)
+    (xf, yf), (xt, yt) = measurement_sets(other, fit_samples, test_samples, seed)  # as the tracker's sets
     xf = to_input_space(xf, other, data, allow_resize=allow_resize, what=f"transfer data {other.name!r}")
     xt = to_input_space(xt, other, data, allow_resize=allow_resize, what=f"transfer data {other.name!r}")
     resized = tuple(other.input_shape) != tuple(data.input_shape)

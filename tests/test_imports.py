@@ -1,0 +1,185 @@
+"""The import graph of phasescope: no cycles, and low-level modules never import high-level ones.
+
+The graph is read from the source with ``ast`` (nothing is imported). Its nodes are the
+modules under ``src/phasescope`` (a package is its ``__init__``); its edges are the
+imports each module's code names, wherever they stand:
+
+* module-level imports, **and imports inside functions** (lazy imports). A lazy import
+  only postpones a dependency, so it counts: a cycle closed by a lazy import is still a
+  cycle (the code cannot be understood, tested or moved one module at a time), and
+  hiding a cycle behind a function-level import is exactly what this test is meant to
+  catch. Lazy imports that only keep ``import phasescope`` light (matplotlib, scipy,
+  sklearn, an optional module) are fine: they point outside the package or downward.
+* ``import a.b`` gives the edge to ``a.b``; ``from X import n`` gives the edge to the
+  submodule ``X.n`` when there is one, else to ``X`` itself (a name ``X`` defines).
+* Relative imports are resolved against the importing module's package.
+* The implicit import of a module's parent packages (Python runs ``phasescope/__init__``
+  before any ``phasescope.x``) is not an edge: every module has it, and it says nothing
+  about the design. Importing a name *from* a package's ``__init__`` is an edge.
+
+``KNOWN_EDGES`` lists edges that close a cycle today and belong to code outside the change
+that added this test; each says why it is excused and how it could go. Remove an entry when its edge
+goes; the test fails when an excused edge no longer exists, so the list cannot go stale.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import phasescope
+
+ROOT = Path(phasescope.__file__).resolve().parent
+PACKAGE = "phasescope"
+
+# Low-level modules: the measurement engine, statistics, data and phases. They may import
+# each other and third-party code, never the layers that run experiments, write reports,
+# track training or manage transfer (HIGH), nor the package facade ``phasescope`` (whose
+# __init__ imports the tracker).
+LOW = ("errors", "stats", "schedule", "measure", "phases", "data")
+HIGH = ("experiment", "cli", "report", "compare", "runs", "tracker", "samples", "transfer", "registry", "stopping", "html", "rebuild",
+        "theory.cli")
+
+# (importer, imported) -> why it is excused. Each closes a cycle today, in modules outside
+# the change that added this test; the other edge of each cycle is the intended direction.
+KNOWN_EDGES: dict[tuple[str, str], str] = {}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([PACKAGE, *parts])
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _resolve(importer: str, is_package: bool, level: int, module: str | None) -> str:
+    if level == 0:
+        return module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
+def import_edges() -> dict[tuple[str, str], list[int]]:
+    """(importer, imported) -> line numbers, for imports of phasescope modules by phasescope modules."""
+    mods = modules()
+    edges: dict[tuple[str, str], list[int]] = {}
+    for name, path in mods.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(name, is_package, node.level, node.module)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for t in targets:
+                if t in mods and t != name and node.lineno not in edges.get((name, t), []):
+                    edges.setdefault((name, t), []).append(node.lineno)
+    return edges
+
+
+def _in(module: str, layer: tuple[str, ...]) -> bool:
+    rel = module[len(PACKAGE) + 1:]
+    return any(rel == m or rel.startswith(m + ".") for m in layer)
+
+
+def find_cycles(edges) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    graph: dict[str, list[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, []).append(b)
+        graph.setdefault(b, [])
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _describe(edges, pairs) -> str:
+    return "\n".join(f"  {a} -> {b} (line {', '.join(map(str, edges[(a, b)]))})" for a, b in sorted(pairs))
+
+
+def test_the_reader_sees_known_imports():
+    edges = import_edges()
+    assert ("phasescope.phases", "phasescope.stats") in edges  # from .stats import ... (module level)
+    assert ("phasescope.transfer.tasks", "phasescope.data") in edges  # from ..data import ... (package)
+    assert ("phasescope.experiment", "phasescope.data.subsets") in edges  # from .data import subsets (submodule)
+    assert ("phasescope.report", "phasescope.diagnostics") in edges  # a lazy import inside a function
+    assert ("phasescope", "phasescope.tracker") in edges
+
+
+def test_known_edges_still_exist():
+    edges = import_edges()
+    gone = [e for e in KNOWN_EDGES if e not in edges]
+    assert not gone, f"these excused edges are gone; remove them from KNOWN_EDGES: {gone}"
+
+
+def test_no_import_cycles():
+    edges = import_edges()
+    kept = {e: lines for e, lines in edges.items() if e not in KNOWN_EDGES}
+    cycles = find_cycles(kept)
+    assert not cycles, "import cycles among phasescope modules:\n" + "\n\n".join(
+        _describe(kept, [(a, b) for a, b in kept if a in c and b in c]) for c in cycles)
+
+
+def test_low_level_modules_do_not_import_high_level_ones():
+    edges = import_edges()
+    upward = [(a, b) for a, b in edges if (a, b) not in KNOWN_EDGES and _in(a, LOW)
+              and (_in(b, HIGH) or b == PACKAGE)]
+    assert not upward, "low-level modules import high-level ones:\n" + _describe(edges, upward)
+
+
+def test_find_cycles_finds_cycles():
+    assert find_cycles([("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == [["a", "b", "c"]]
+    assert find_cycles([("a", "b"), ("b", "c")]) == []
+
+
+def test_public_and_moved_names_still_import():
+    from phasescope import PhaseResult, PhaseTracker, RunConfig, detect_phases, log_schedule, run_experiment  # noqa: F401
+    from phasescope.data import measurement_indices, measurement_sets  # noqa: F401
+    from phasescope.data.base import unnormalise
+    from phasescope.errors import NotFittedError
+    from phasescope.measure.conv_decoder import NotFittedError as conv_error
+    from phasescope.measure.probe import LinearProbe  # noqa: F401
+    from phasescope.measure.ridge import NotFittedError as ridge_error, RidgeDecoder  # noqa: F401
+    from phasescope.phases import bootstrap_weights, mean_ci  # noqa: F401
+    from phasescope.stats import bootstrap_weights as stats_weights
+    from phasescope.theory.single_layer import NotFittedError as theory_error
+    from phasescope.transfer import transfer_summary_rows  # noqa: F401
+    from phasescope.transfer.tasks import unnormalise as tasks_unnormalise
+
+    assert conv_error is ridge_error is theory_error is NotFittedError  # one class: one `except` catches all
+    assert issubclass(NotFittedError, RuntimeError)
+    assert bootstrap_weights is stats_weights
+    assert tasks_unnormalise is unnormalise
