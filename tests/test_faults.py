@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.runs import RunFileError, is_temporary, read_errors, read_json, read_metrics
+from phasescope.runs import is_temporary, read_errors, read_json, read_metrics
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
