@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.runs import RunFileError, is_temporary, read_errors, read_json, read_metrics
+from phasescope.runs import is_temporary, read_errors, read_json, read_metrics
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -145,12 +145,13 @@ def check_files(folder: Path) -> None:
 
 
 def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tmp_path):
-    """Three run folders, side by side, each killed 7 times: SIGKILL at a seeded random moment
-    0-1.2 s after the process has started training (its config.json is rewritten), then
-    continued from whatever is on disk. After every kill each file present parses completely;
+    """Three run folders, side by side, each killed up to 7 times: SIGKILL at a seeded random moment
+    0-1 s (0.5-2.5 s for the third) after the process has started training (its config.json is rewritten),
+    the third's last kill as soon as its final write has drawn curves.png; each time continued from
+    whatever is on disk. After every kill each file present parses completely;
     at the end every folder holds exactly the uninterrupted result (metrics, best features,
     status). The counts of where the kills landed are printed (pytest -s)."""
-    args = ["run", *BASE, "--iterations", "128", "--points-per-octave", "4", "--keep-best", "--quiet"]
+    args = ["run", *BASE, "--iterations", "128", "--points-per-octave", "8", "--keep-best", "--quiet"]
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["phasescope.cli", "phasescope.experiment", "sklearn.datasets", "matplotlib.pyplot",
                                 "pyarrow.parquet", "torch._dynamo", __name__])
@@ -164,9 +165,10 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
         p.start()
         return p
 
-    def inode(path: Path) -> int | None:
+    def version(path: Path) -> tuple[int, int] | None:  # a restart deletes and rewrites: the inode may recur
         try:
-            return path.stat().st_ino
+            st = path.stat()
+            return st.st_ino, st.st_mtime_ns
         except FileNotFoundError:
             return None
 
@@ -176,11 +178,14 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
          "temporary_file_left": 0, "in_final_write": 0}
     chains = [tmp_path / f"chain-{i}" for i in range(3)]
     active = list(chains)
-    for _ in range(7):
-        before = {out: inode(out / "config.json") for out in active}
+    for round_ in range(7):
+        before = {out: version(out / "config.json") for out in active}
+        figure = {out: version(out / "curves.png") for out in active}
         procs = {out: child(out) for out in active}
         n["started"] += len(procs)
-        delays = {out: rng.uniform(0.0, 1.2) for out in active}
+        # chains 0 and 1 are killed early and often (mostly in training and checkpoint writes),
+        # chain 2 later, and in the last round inside its final write (figures, then the status)
+        delays = {out: rng.uniform(0.5, 2.5) if out == chains[2] else rng.uniform(0.0, 1.0) for out in active}
         kill_at: dict[Path, float] = {}
         pending = set(active)
         deadline = time.monotonic() + 120
@@ -190,9 +195,12 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
             for out in list(pending):
                 if not procs[out].is_alive():
                     pending.discard(out)
-                elif out not in kill_at and inode(out / "config.json") not in (None, before[out]):
+                elif round_ == 6 and out == chains[2]:  # last round: kill it inside its final write
+                    if version(out / "curves.png") not in (None, figure[out]):  # first figure just written
+                        kill_at[out] = now
+                elif out not in kill_at and version(out / "config.json") not in (None, before[out]):
                     kill_at[out] = now + delays[out]  # training has started: the random moment counts from here
-                elif out in kill_at and now >= kill_at[out]:
+                if out in pending and out in kill_at and now >= kill_at[out]:
                     procs[out].kill()  # SIGKILL: no handler runs, nothing is cleaned up
                     pending.discard(out)
             time.sleep(0.005)

@@ -1,12 +1,9 @@
 """The run folder (phasescope.runs and run_experiment's use of it): atomic writes, the lock,
 --overwrite, restart, resume checks, validated readers, Ctrl-C handling."""
-import json
 import os
 import signal
 import threading
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from phasescope import run_experiment
