@@ -12,6 +12,7 @@ from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
 from .synthetic import load_synthetic
+from .validate import DataWarning, check_splits
 
 # name -> loader(train_size=..., seed=..., data_dir=..., download=...) ; extended by other modules.
 _LOADERS: dict[str, Callable[..., Splits]] = {
@@ -24,6 +25,8 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
 }
 
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
+# Datasets that read no files (data_dir is an error for them).
+EMBEDDED_DATASETS = ("mnist-digits", "digits", "synthetic")
 
 
 def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
@@ -50,19 +53,32 @@ def load_dataset(
     train_size: int | None = None,
     seed: int = 0,
     download: bool = False,
+    num_classes: int | None = None,
     **params,
 ) -> Splits:
-    """Load dataset ``name`` as normalised :class:`Splits`.
+    """Load dataset ``name`` as normalised, validated :class:`Splits`.
 
     ``data_dir`` is where standard distribution files live (or an ``.npz`` file);
     ``train_size`` takes a seeded, class-balanced subset of the training split;
+    ``num_classes`` fixes the number of classes (labels must lie in 0..num_classes-1; classes
+    may then be absent from training); without it every class 0..K-1 must occur in training;
     ``params`` go to loaders that take knobs (``synthetic``: the data model's).
+    Whatever the loader returns passes :func:`~phasescope.data.validate.check_splits`.
     """
     if name not in _LOADERS:
         raise DataError(f"Unknown dataset {name!r}. Choose one of: {', '.join(sorted(_LOADERS))}.")
     if params and name != "synthetic":
         raise DataError(f"Dataset {name!r} takes no parameters; got {sorted(params)}.")
-    return _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
+    if data_dir is not None and name in EMBEDDED_DATASETS:
+        raise DataError(
+            f"--data-dir is only for file datasets ({', '.join(FILE_DATASETS)}); {name} is embedded and reads no "
+            f"files. Drop --data-dir {data_dir}, or pick the dataset that reads it (npz for an .npz file, "
+            "folder for an image-folder tree)."
+        )
+    if name in FILE_DATASETS:  # their readers check labels against num_classes as they read the files
+        params["num_classes"] = num_classes
+    splits = _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
+    return check_splits(splits, num_classes=num_classes)
 
 
 __all__ = [
@@ -70,9 +86,12 @@ __all__ = [
     "FILE_DATASETS",
     "STANDARD_DATASETS",
     "DataError",
+    "DataWarning",
+    "EMBEDDED_DATASETS",
     "Splits",
     "default_download_dir",
     "load_dataset",
+    "check_splits",
     "make_splits",
     "register_dataset",
 ]

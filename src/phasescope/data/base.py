@@ -64,7 +64,10 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     Accepts ``(N, H, W)`` (grey), ``(N, H, W, C)`` with C in {1, 3, 4} (channels last)
     or ``(N, C, H, W)``; uint8 is divided by 255, floats above 1.5 are taken as 0..255.
     """
+    from .validate import check_inputs
+
     x = np.asarray(x)
+    check_inputs(x, source=name)
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
@@ -75,10 +78,8 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
-    if x.size and float(np.nanmax(x)) > 1.5:
+    if x.size and float(x.max()) > 1.5:
         x = x / 255.0
-    if not np.isfinite(x).all():
-        raise DataError(f"{name} contains NaN or infinite values.")
     return x
 
 
@@ -129,29 +130,35 @@ def make_splits(
     seed: int = 0,
     info: dict[str, Any] | None = None,
     normalise: bool = True,
+    num_classes: int | None = None,
 ) -> Splits:
     """Validate raw arrays, optionally subsample the training split, and normalise.
 
     Per-channel mean and std are computed on the (subsampled) training split only,
-    then applied to both splits.
+    then applied to both splits. Labels, inputs and sizes are checked as
+    :mod:`phasescope.data.validate` describes; errors name ``info["source"]`` (the file).
     """
-    y_train = np.asarray(y_train).astype(np.int64).reshape(-1)
-    y_test = np.asarray(y_test).astype(np.int64).reshape(-1)
-    xtr = to_nchw_unit(x_train, name=f"{name} x_train")
-    xte = to_nchw_unit(x_test, name=f"{name} x_test")
-    if len(xtr) != len(y_train) or len(xte) != len(y_test):
-        raise DataError(
-            f"{name}: {len(xtr)} training inputs but {len(y_train)} labels, "
-            f"{len(xte)} test inputs but {len(y_test)} labels."
-        )
+    from .validate import as_labels, check_splits, class_names
+
+    info = dict(info or {})
+    source = str(info.get("source") or name)
+    y_train = as_labels(y_train, source=f"{source} y_train")
+    y_test = as_labels(y_test, source=f"{source} y_test")
+    xtr = to_nchw_unit(x_train, name=f"{source} x_train")
+    xte = to_nchw_unit(x_test, name=f"{source} x_test")
+    for split, x, y in (("train", xtr, y_train), ("test", xte, y_test)):
+        if len(x) != len(y):
+            raise DataError(f"{source}: x_{split} has {len(x)} samples but y_{split} has {len(y)} labels; "
+                            "give exactly one label per input.")
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} split is empty (x_{split} has 0 samples); "
+                            f"phasescope needs {split} samples of at least two classes.")
     if xtr.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{name}: training inputs have shape {xtr.shape[1:]} but test inputs {xte.shape[1:]}.")
-    if (y_train < 0).any() or (y_test < 0).any():
-        raise DataError(f"{name}: labels must be non-negative integers.")
-    n_cls = int(max(y_train.max(initial=0), y_test.max(initial=0)) + 1)
-    classes = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
-    if len(classes) < n_cls:
-        raise DataError(f"{name}: labels go up to {n_cls - 1} but only {len(classes)} class names were given.")
+        raise DataError(f"{source}: training inputs have shape {xtr.shape[1:]} but test inputs {xte.shape[1:]}.")
+    classes, _ = class_names(y_train, y_test, classes=classes, num_classes=num_classes, source=source)
+    if train_size is not None and train_size > len(y_train):
+        raise DataError(f"{source}: train_size={train_size} is larger than the {len(y_train)} training samples; "
+                        f"use at most {len(y_train)}, or leave --train-size unset to use them all.")
     keep = stratified_subset(y_train, train_size, seed)
     xtr, y_train = xtr[keep], y_train[keep]
     axes = (0,) if xtr.ndim == 2 else (0, 2, 3)
@@ -166,12 +173,11 @@ def make_splits(
         std = np.ones([1] * xtr.ndim, np.float32)
     xtr = (xtr - mean) / std
     xte = (xte - mean) / std
-    info = dict(info or {})
     if train_size is not None:
         info["train_size"] = int(len(keep))
     per_channel = mean.reshape(-1)[: (1 if xtr.ndim == 2 else xtr.shape[1])]
     per_channel_std = std.reshape(-1)[: len(per_channel)]
-    return Splits(
+    splits = Splits(
         name=name,
         x_train=torch.from_numpy(np.ascontiguousarray(xtr, dtype=np.float32)),
         y_train=torch.from_numpy(y_train),
@@ -182,3 +188,4 @@ def make_splits(
         std=[round(float(v), 6) for v in per_channel_std],
         info=info,
     )
+    return check_splits(splits, num_classes=num_classes)
