@@ -140,6 +140,7 @@ def run(
     download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
     synthetic: Optional[str] = typer.Option(None, help="Knobs of --dataset synthetic, e.g. atypical_fraction=0.1,dim=100 (see `phasescope theory --help`)."),
     train_size: Optional[int] = typer.Option(None, help="Use a seeded, class-balanced subset of this many training samples."),
+    num_classes: Optional[int] = typer.Option(None, help="Number of classes (>= 2): labels must be 0..N-1, classes may be absent from training [from the labels]."),
     model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`)."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model's channels/units."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated module names to track (default: last feature block)."),

@@ -29,6 +29,8 @@ class RunConfig:
     data_dir: str | None = None         # folder of standard files, or an .npz file
     download: bool = False              # fetch with torchvision when available
     train_size: int | None = None       # seeded class-balanced subset of the training split
+    num_classes: int | None = None      # classifier outputs (>= 2); labels must lie in 0..num_classes-1 and classes
+                                        # may be absent from training. None: from the labels, every class in training
     # --- model ---
     model: str = "cnn"                  # mlp | cnn | vgg8 | ...
     width: float = 1.0                  # channel/width multiplier
@@ -98,6 +100,8 @@ class RunConfig:
             positive(name)
         for name in ("train_size", "fit_samples", "test_samples"):
             positive(name, allow_none=True)
+        if self.num_classes is not None and (type(self.num_classes) is not int or self.num_classes < 2):
+            raise ConfigError(f"num_classes must be an integer >= 2, or unset to count labels; got {self.num_classes!r}.")
         if self.ridge < 0:
             raise ConfigError(f"ridge must be >= 0; got {self.ridge}.")
         if not 0 < self.confidence < 1:

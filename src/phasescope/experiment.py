@@ -106,7 +106,7 @@ def run_experiment(
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
-                                                      seed=cfg.seed, download=cfg.download,
+                                                      seed=cfg.seed, download=cfg.download, num_classes=cfg.num_classes,
                                                       **(cfg.extra.get("synthetic") or {}))
     data, transfer = transfer_from_config(cfg, data)  # class-split replaces the pre-training data
     torch.manual_seed(cfg.seed)

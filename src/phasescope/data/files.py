@@ -370,8 +370,8 @@ def _read_idx(name: str, files: dict[str, Path], *, train_size: int | None, seed
                 f"{xf} holds {len(x)} images but {yf} holds {len(y)} labels; the files do not belong together."
             )
         if len(y) and int(y.max()) >= len(classes):
-            raise DataError(f"{yf} has label {int(y.max())}; {name!r} has {len(classes)} classes (0..{len(classes) - 1}). "
-                            "The file is corrupt or not a labels file: download it again.")
+            raise DataError(f"{yf} has label {int(y.max())}; {name!r} has {len(classes)} classes "
+                            f"(0..{len(classes) - 1}). The file is corrupt or not a labels file: download it again.")
     info = {"source": str(files["x_train"].parent), "format": "IDX", "files": [p.name for p in files.values()]}
     return make_splits(
         name, arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None], arrays["y_test"],

@@ -74,8 +74,8 @@ def check_inputs(x: np.ndarray, *, source: str) -> None:
             per_sample = bad.reshape(len(x), -1).any(axis=1) if x.ndim > 1 else bad
             n_nan = int(np.isnan(x).sum())
             raise DataError(
-                f"{source} holds {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s), in {int(per_sample.sum())} "
-                f"of {len(x)} samples (first: sample {int(np.flatnonzero(per_sample)[0])}); replace them "
+                f"{source} holds {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s), in "
+                f"{int(per_sample.sum())} of {len(x)} samples (first: sample {int(np.flatnonzero(per_sample)[0])}); replace them "
                 "(e.g. np.nan_to_num) or drop those samples."
             )
     if x.size and x.dtype.kind != "b":
@@ -118,7 +118,7 @@ def class_names(
     """
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
                                     or num_classes < 2):
-        raise DataError(f"num_classes must be an integer >= 2 (or None to take it from the labels); got {num_classes!r}.")
+        raise DataError(f"num_classes must be an integer >= 2 (or None to count the labels); got {num_classes!r}.")
     for split, y in (("y_train", y_train), ("y_test", y_test)):
         if y.size and y.min() < 0:
             raise DataError(f"{source} {split}: label {int(y.min())} ({int((y < 0).sum())} negative label(s)) is not a "
