@@ -52,7 +52,7 @@ def as_labels(y, *, source: str) -> np.ndarray:
         frac = y != np.round(y)
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
-            raise DataError(f"{source}: label {y[i]!r} at index {i} is not an integer ({int(frac.sum())} such "
+            raise DataError(f"{source}: label {float(y[i]):g} at index {i} is not an integer ({int(frac.sum())} such "
                             f"label(s)); labels are class indices 0..K-1, not scores or probabilities.")
         if y.size and float(np.abs(y).max()) >= 2.0**53:
             raise DataError(f"{source}: label {float(np.abs(y).max()):g} is not a class index; {_RELABEL}.")
