@@ -63,11 +63,11 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
 
     Accepts ``(N, H, W)`` (grey), ``(N, H, W, C)`` with C in {1, 3, 4} (channels last)
     or ``(N, C, H, W)``; uint8 is divided by 255, floats above 1.5 are taken as 0..255.
+    Values must be finite real numbers of moderate size (:func:`~phasescope.data.validate.check_inputs`).
     """
     from .validate import check_inputs
 
     x = np.asarray(x)
-    check_inputs(x, source=name)
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
@@ -75,6 +75,7 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
             x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 2:
         raise DataError(f"{name} has shape {x.shape}; expected (N, H, W), (N, H, W, C), (N, C, H, W) or (N, D).")
+    check_inputs(x, source=name)
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     x = x.astype(np.float32)

@@ -63,28 +63,29 @@ def as_labels(y, *, source: str) -> np.ndarray:
 
 
 def check_inputs(x: np.ndarray, *, source: str) -> None:
-    """Raise unless ``x`` holds real numbers, all finite and of magnitude at most :data:`MAX_ABS_INPUT`."""
+    """Raise unless ``x`` (``(N, ...)``) holds real numbers, all finite and of magnitude <= :data:`MAX_ABS_INPUT`."""
     if x.dtype.kind not in "biuf":
         kind = "strings" if x.dtype.kind in "US" else "complex numbers" if x.dtype.kind == "c" else "not plain numbers"
         raise DataError(f"{source} holds {x.dtype} ({kind}); store inputs as uint8 pixels 0..255 or floats, "
                         "e.g. np.asarray(x, dtype=np.float32).")
-    if x.dtype.kind == "f":
+    if not x.size or x.dtype.kind == "b":
+        return
+    low, high = x.min(), x.max()  # NaN propagates; no full-size temporaries on the usual path
+    if x.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
         bad = ~np.isfinite(x)
-        if bad.any():
-            per_sample = bad.reshape(len(x), -1).any(axis=1) if x.ndim > 1 else bad
-            n_nan = int(np.isnan(x).sum())
-            raise DataError(
-                f"{source} holds {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s), in "
-                f"{int(per_sample.sum())} of {len(x)} samples (first: sample {int(np.flatnonzero(per_sample)[0])}); replace them "
-                "(e.g. np.nan_to_num) or drop those samples."
-            )
-    if x.size and x.dtype.kind != "b":
-        top = float(np.abs(x).max())
-        if top > MAX_ABS_INPUT:
-            raise DataError(
-                f"{source} holds values up to {top:.3g} in magnitude; inputs must be pixels (0..255 or 0..1) or "
-                f"features of moderate scale (|x| <= {MAX_ABS_INPUT:g}). Rescale them first, e.g. x / np.abs(x).max()."
-            )
+        per_sample = bad.reshape(len(x), -1).any(axis=1)
+        n_nan = int(np.isnan(x).sum())
+        raise DataError(
+            f"{source} holds {n_nan} NaN and {int(bad.sum()) - n_nan} infinite value(s), in {int(per_sample.sum())} "
+            f"of {len(x)} samples (first: sample {int(np.flatnonzero(per_sample)[0])}); replace them "
+            "(e.g. np.nan_to_num) or drop those samples."
+        )
+    top = max(abs(float(low)), abs(float(high)))
+    if top > MAX_ABS_INPUT:
+        raise DataError(
+            f"{source} holds values up to {top:.3g} in magnitude; inputs must be pixels (0..255 or 0..1) or "
+            f"features of moderate scale (|x| <= {MAX_ABS_INPUT:g}). Rescale them first, e.g. x / np.abs(x).max()."
+        )
 
 
 def _ranges(present: np.ndarray, k: int, limit: int = 5) -> tuple[int, str]:
@@ -170,11 +171,12 @@ def check_splits(s: Splits, *, num_classes: int | None = None) -> Splits:
             raise DataError(f"{source}: {len(x)} {split} inputs but {len(y)} labels; give one label per input.")
         if y.dtype.is_floating_point or y.dtype.is_complex or y.ndim != 1:
             raise DataError(f"{source}: {split} labels are {y.dtype} of shape {tuple(y.shape)}; expected int64 (N,).")
-        bad = int((~torch.isfinite(x)).sum())
-        if bad:
+        low, high = (float(v) for v in torch.aminmax(x))  # NaN propagates; no full-size temporaries
+        if not (np.isfinite(low) and np.isfinite(high)):
+            bad = int((~torch.isfinite(x)).sum())
             raise DataError(f"{source}: {bad} {split} input value(s) are NaN or infinite after loading; "
                             "replace or drop those samples.")
-        top = float(x.abs().max())
+        top = max(abs(low), abs(high))
         if top > MAX_ABS_INPUT:
             raise DataError(f"{source}: {split} inputs reach {top:.3g} after normalisation; rescale the data "
                             f"(|x| <= {MAX_ABS_INPUT:g}).")
