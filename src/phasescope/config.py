@@ -202,8 +202,9 @@ class RunConfig:
             positive(name)
         for name in ("train_size", "fit_samples", "test_samples", "bn_samples"):
             positive(name, allow_none=True)
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"num_classes must be at least 2; got {self.num_classes}.")
+        k = self.num_classes
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            raise ConfigError(f"num_classes must be an integer >= 2 (or unset: max label + 1); got {k!r}.")
         if self.relative_ridge != "auto" and not (isinstance(self.relative_ridge, (int, float))
                                                   and self.relative_ridge >= 0):
             raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto'; got {self.relative_ridge!r}.")

@@ -198,9 +198,10 @@ def test_cifar100_fine_labels(tmp_path):
     folder.mkdir()
     names = [f"class_{i:02d}" for i in range(100)]
     raw = {}
-    for split, n in (("train", 40), ("test", 10)):
+    for split, n in (("train", 100), ("test", 10)):
         x = cifar_images(n, rng)
-        fine = rng.randint(0, 100, n).tolist()
+        # Every class must occur in the training split: one sample each, in a random order.
+        fine = (rng.permutation(100) if split == "train" else rng.randint(0, 100, n)).tolist()
         coarse = rng.randint(0, 20, n).tolist()
         d = {"filenames": ["f"] * n, "batch_label": split, "fine_labels": fine, "coarse_labels": coarse, "data": x.reshape(n, -1)}
         (folder / split).write_bytes(py2_pickle(d))
@@ -208,7 +209,7 @@ def test_cifar100_fine_labels(tmp_path):
     (folder / "meta").write_bytes(py2_pickle({"fine_label_names": names, "coarse_label_names": [f"c{i}" for i in range(20)]}))
     s = load_dataset("cifar100", data_dir=tmp_path)
     assert s.classes == names and s.num_classes == 100
-    assert tuple(s.x_train.shape) == (40, 3, 32, 32)
+    assert tuple(s.x_train.shape) == (100, 3, 32, 32)
     np.testing.assert_array_equal(s.y_train.numpy(), raw["train"][1])
     np.testing.assert_array_equal(s.y_test.numpy(), raw["test"][1])
     assert_pixels_round_trip(s, raw["train"][0], raw["test"][0])
@@ -450,7 +451,7 @@ def test_npz_errors(tmp_path):
         load_dataset("npz", data_dir=tmp_path / "junk.npz")
     path = tmp_path / "mismatch.npz"
     np.savez(path, x_train=np.zeros((5, 4, 4)), y_train=np.zeros(4, int), x_test=np.zeros((2, 4, 4)), y_test=np.zeros(2, int))
-    with pytest.raises(DataError, match="5 training inputs but 4 labels"):
+    with pytest.raises(DataError, match=r"mismatch\.npz: x_train has 5 samples but y_train has 4 labels"):
         load_dataset("npz", data_dir=path)
     path = tmp_path / "onehot.npz"
     np.savez(path, x_train=np.zeros((4, 4, 4)), y_train=np.eye(4), x_test=np.zeros((2, 4, 4)), y_test=np.zeros(2, int))

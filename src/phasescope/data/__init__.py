@@ -8,11 +8,12 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .base import DataError, Splits, check_labels, make_splits
+from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
-from .subsets import measurement_indices, measurement_sets
 from .synthetic import load_synthetic
+from .subsets import measurement_indices, measurement_sets
+from .validate import DataWarning, check_splits
 
 # name -> loader(train_size=..., seed=..., data_dir=..., download=...) ; extended by other modules.
 _LOADERS: dict[str, Callable[..., Splits]] = {
@@ -25,7 +26,8 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
 }
 
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
-EMBEDDED = ("mnist-digits", "digits", "synthetic")  # no files: --data-dir makes no sense for them
+# Datasets that read no files (data_dir is an error for them).
+EMBEDDED_DATASETS = ("mnist-digits", "digits", "synthetic")
 
 
 def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
@@ -41,7 +43,7 @@ for _name in FILE_DATASETS:
 del _name
 
 # The data model of the single-layer theory; its knobs are keyword arguments of the loader
-# (the RunConfig.synthetic section).
+# (RunConfig.extra["synthetic"]).
 register_dataset("synthetic", load_synthetic)
 
 
@@ -55,40 +57,44 @@ def load_dataset(
     num_classes: int | None = None,
     **params,
 ) -> Splits:
-    """Load dataset ``name`` as normalised :class:`Splits`.
+    """Load dataset ``name`` as normalised, validated :class:`Splits`.
 
     ``data_dir`` is where standard distribution files live (or an ``.npz`` file);
     ``train_size`` takes a seeded, class-balanced subset of the training split;
-    ``num_classes``: the class count when some classes are absent from training (labels must
-    then lie in 0..num_classes-1; otherwise every class 0..max label must be in training);
+    ``num_classes`` fixes the number of classes (labels must lie in 0..num_classes-1; classes
+    may then be absent from training); without it every class 0..K-1 must occur in training;
     ``params`` go to loaders that take knobs (``synthetic``: the data model's).
+    Whatever the loader returns passes :func:`~phasescope.data.validate.check_splits`.
     """
     if name not in _LOADERS:
         raise DataError(f"Unknown dataset {name!r}. Choose one of: {', '.join(sorted(_LOADERS))}.")
     if params and name != "synthetic":
         raise DataError(f"Dataset {name!r} takes no parameters; got {sorted(params)}.")
-    if data_dir is not None and name in EMBEDDED:
-        raise DataError(f"--data-dir is only for file datasets; {name!r} is generated or ships with phasescope. "
-                        f"Drop --data-dir, or choose a file dataset ({', '.join(FILE_DATASETS)}).")
+    if data_dir is not None and name in EMBEDDED_DATASETS:
+        raise DataError(
+            f"--data-dir is only for file datasets ({', '.join(FILE_DATASETS)}); {name} is embedded and reads no "
+            f"files. Drop --data-dir {data_dir}, or pick the dataset that reads it (npz for an .npz file, "
+            "folder for an image-folder tree)."
+        )
+    if name in FILE_DATASETS:  # their readers check labels against num_classes as they read the files
+        params["num_classes"] = num_classes
     splits = _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
-    if num_classes is None and splits.classes != [str(i) for i in range(len(splits.classes))]:
-        num_classes = len(splits.classes)  # the files name their classes: some may be absent from a subset
-    k = check_labels(name, splits.y_train.numpy(), splits.y_test.numpy(), num_classes)  # every loader, one rule
-    if k > len(splits.classes):
-        splits.classes = [*splits.classes, *(str(i) for i in range(len(splits.classes), k))]
-    return splits
+    return check_splits(splits, num_classes=num_classes)
 
 
 __all__ = [
+    "measurement_indices",
+    "measurement_sets",
     "DATASETS",
     "FILE_DATASETS",
     "STANDARD_DATASETS",
     "DataError",
+    "DataWarning",
+    "EMBEDDED_DATASETS",
     "Splits",
     "default_download_dir",
     "load_dataset",
+    "check_splits",
     "make_splits",
-    "measurement_indices",
-    "measurement_sets",
     "register_dataset",
 ]

@@ -75,12 +75,16 @@ def normalise(raw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return (raw - _channel_view(mean, raw)) / _channel_view(std, raw)
 
 
+
 def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     """Raw images to float32 NCHW in [0, 1].
 
     Accepts ``(N, H, W)`` (grey), ``(N, H, W, C)`` with C in {1, 3, 4} (channels last)
     or ``(N, C, H, W)``; uint8 is divided by 255, floats above 1.5 are taken as 0..255.
+    Values must be finite real numbers of moderate size (:func:`~phasescope.data.validate.check_inputs`).
     """
+    from .validate import check_inputs
+
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[:, None]
@@ -89,59 +93,13 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
             x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 2:
         raise DataError(f"{name} has shape {x.shape}; expected (N, H, W), (N, H, W, C), (N, C, H, W) or (N, D).")
-    if x.size == 0:
-        raise DataError(f"{name} is empty; every split needs samples.")
+    check_inputs(x, source=name)
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise DataError(f"{name} has dtype {x.dtype}; give real-valued pixels or features.")
-    bad = int((~np.isfinite(x)).sum()) if np.issubdtype(x.dtype, np.floating) else 0
-    if bad:
-        raise DataError(f"{name} contains {bad} NaN or infinite values; clean or drop those samples.")
-    top = float(np.abs(x).max())
-    if top > MAX_ABS_INPUT:
-        raise DataError(f"{name} has values up to {top:.3g}; inputs must be pixels (0..1 or 0..255) or features "
-                        f"of sane scale (|x| <= {MAX_ABS_INPUT:g}). Rescale the data before saving it.")
     x = x.astype(np.float32)
-    if top > 1.5:
+    if x.size and float(x.max()) > 1.5:
         x = x / 255.0
     return x
-
-
-MAX_ABS_INPUT = 1e6  # larger inputs overflow the float32 statistics of normalisation and decoding
-
-
-def check_labels(name: str, y_train: np.ndarray, y_test: np.ndarray, num_classes: int | None = None, *,
-                 all_present: bool = True) -> int:
-    """The class count, after checking labels are 0..K-1 with every class present in training.
-
-    With ``num_classes`` the labels must lie in 0..num_classes-1 and classes may be absent from
-    training. One stray label (1,000,000 in a file of digits) would otherwise make a model with
-    a million outputs; a single class would "complete" with accuracy 1.
-    """
-    for split, y in (("training", y_train), ("test", y_test)):
-        if len(y) == 0:
-            raise DataError(f"{name}: the {split} split is empty; every split needs samples.")
-        if y.min() < 0:
-            raise DataError(f"{name}: {split} labels must be class indices 0..K-1; found {int(y.min())}.")
-    top = int(max(y_train.max(), y_test.max()))
-    if num_classes is not None:
-        if top >= num_classes:
-            bad = sorted(set(np.unique(np.concatenate([y_train, y_test])).tolist()) - set(range(num_classes)))
-            raise DataError(f"{name}: labels {bad[:10]} lie outside 0..{num_classes - 1} (num_classes={num_classes}); "
-                            "fix the labels or raise --num-classes.")
-        k = num_classes
-    else:
-        k = top + 1
-        missing = sorted(set(range(k)) - set(np.unique(y_train).tolist())) if all_present else []
-        if missing:
-            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            raise DataError(f"{name}: labels go up to {top} but classes {shown} have no training sample. Labels must be "
-                            "0..K-1 with every class in training; relabel, or give --num-classes K if absent classes "
-                            "are intended.")
-    if all_present and (k < 2 or len(np.unique(y_train)) < 2):
-        raise DataError(f"{name}: the training labels hold a single class; a classifier needs at least two.")
-    return k
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,16 +137,6 @@ def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     return np.sort(idx)
 
 
-def _int_labels(y: Any, source: str) -> np.ndarray:
-    y = np.asarray(y).reshape(-1)
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
-            raise DataError(f"{source}: labels must be integer class indices 0..K-1; found non-integer values.")
-    elif not np.issubdtype(y.dtype, np.integer) and y.dtype != bool:
-        raise DataError(f"{source}: labels have dtype {y.dtype}; give integer class indices 0..K-1.")
-    return y.astype(np.int64)
-
-
 def make_splits(
     name: str,
     x_train: np.ndarray,
@@ -206,42 +154,49 @@ def make_splits(
     """Validate raw arrays, optionally subsample the training split, and normalise.
 
     Per-channel mean and std are computed on the (subsampled) training split only,
-    then applied to both splits.
+    then applied to both splits. Labels, inputs and sizes are checked as
+    :mod:`phasescope.data.validate` describes; errors name ``info["source"]`` (the file).
     """
-    y_train, y_test = (_int_labels(y, f"{name} {k}") for y, k in ((y_train, "y_train"), (y_test, "y_test")))
-    xtr = to_nchw_unit(x_train, name=f"{name} x_train")
-    xte = to_nchw_unit(x_test, name=f"{name} x_test")
-    if len(xtr) != len(y_train) or len(xte) != len(y_test):
-        raise DataError(
-            f"{name}: {len(xtr)} training inputs but {len(y_train)} labels, "
-            f"{len(xte)} test inputs but {len(y_test)} labels."
-        )
+    from .validate import as_labels, check_splits, class_names
+
+    info = dict(info or {})
+    source = str(info.get("source") or name)
+    y_train = as_labels(y_train, source=f"{source} y_train")
+    y_test = as_labels(y_test, source=f"{source} y_test")
+    xtr = to_nchw_unit(x_train, name=f"{source} x_train")
+    xte = to_nchw_unit(x_test, name=f"{source} x_test")
+    for split, x, y in (("train", xtr, y_train), ("test", xte, y_test)):
+        if len(x) != len(y):
+            raise DataError(f"{source}: x_{split} has {len(x)} samples but y_{split} has {len(y)} labels; "
+                            "give exactly one label per input.")
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} split is empty (x_{split} has 0 samples); "
+                            f"phasescope needs {split} samples of at least two classes.")
     if xtr.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{name}: training inputs have shape {xtr.shape[1:]} but test inputs {xte.shape[1:]}.")
-    n_cls = check_labels(name, y_train, y_test, num_classes, all_present=False)  # load_dataset checks the rest
-    classes = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
-    if len(classes) < n_cls:
-        raise DataError(f"{name}: labels go up to {n_cls - 1} but only {len(classes)} class names were given.")
+        raise DataError(f"{source}: training inputs have shape {xtr.shape[1:]} but test inputs {xte.shape[1:]}.")
+    classes, _ = class_names(y_train, y_test, classes=classes, num_classes=num_classes, source=source)
+    if train_size is not None and train_size > len(y_train):
+        raise DataError(f"{source}: train_size={train_size} is larger than the {len(y_train)} training samples; "
+                        f"use at most {len(y_train)}, or leave --train-size unset to use them all.")
     keep = stratified_subset(y_train, train_size, seed)
     xtr, y_train = xtr[keep], y_train[keep]
     axes = (0,) if xtr.ndim == 2 else (0, 2, 3)
-    if normalise:  # statistics in float64: float32 sums of many large values overflow
-        mean = xtr.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
-        std = xtr.std(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32) + 1e-6
+    if normalise:
+        mean = xtr.mean(axis=axes, keepdims=True)
+        std = xtr.std(axis=axes, keepdims=True) + 1e-6
         if xtr.ndim == 2:  # flat data: one global channel
-            mean = np.full_like(mean, xtr.mean(dtype=np.float64))
-            std = np.full_like(std, xtr.std(dtype=np.float64) + 1e-6)
+            mean = np.full_like(mean, xtr.mean())
+            std = np.full_like(std, xtr.std() + 1e-6)
     else:
         mean = np.zeros([1] * xtr.ndim, np.float32)
         std = np.ones([1] * xtr.ndim, np.float32)
     xtr = (xtr - mean) / std
     xte = (xte - mean) / std
-    info = dict(info or {})
     if train_size is not None:
         info["train_size"] = int(len(keep))
     per_channel = mean.reshape(-1)[: (1 if xtr.ndim == 2 else xtr.shape[1])]
     per_channel_std = std.reshape(-1)[: len(per_channel)]
-    return Splits(
+    splits = Splits(
         name=name,
         x_train=torch.from_numpy(np.ascontiguousarray(xtr, dtype=np.float32)),
         y_train=torch.from_numpy(y_train),
@@ -252,3 +207,4 @@ def make_splits(
         std=[round(float(v), 6) for v in per_channel_std],
         info=info,
     )
+    return check_splits(splits, num_classes=num_classes)

@@ -18,6 +18,7 @@ installed (``pip install 'phasescope[download]'``) and reads them with the reade
 from __future__ import annotations
 
 import os
+import posixpath
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def load_file_dataset(
     train_size: int | None = None,
     seed: int = 0,
     download: bool = False,
+    num_classes: int | None = None,
 ) -> Splits:
     """Load one of :data:`FILE_DATASETS` from ``data_dir`` (see the module docstring)."""
     if name not in FILE_DATASETS:
@@ -118,8 +120,9 @@ def load_file_dataset(
                 f"drop it to read {data_dir}."
             )
         if name == "folder" and not is_npz:
-            return load_image_folder(data_dir, train_size=train_size, seed=seed)
-        return load_npz(data_dir, name=name, classes=_DEFAULT_CLASSES.get(name), train_size=train_size, seed=seed)
+            return load_image_folder(data_dir, train_size=train_size, seed=seed, num_classes=num_classes)
+        return load_npz(data_dir, name=name, classes=_DEFAULT_CLASSES.get(name), train_size=train_size, seed=seed,
+                        num_classes=num_classes)
 
     if data_dir is None:
         if not download:
@@ -145,7 +148,7 @@ def load_file_dataset(
                 f"Downloaded {name!r} into {root} but cannot find its files there ({', '.join(_expected(name))})."
             )
     read = _read_cifar if name in _CIFAR else _read_idx
-    return read(name, found, train_size=train_size, seed=seed)
+    return read(name, found, train_size=train_size, seed=seed, num_classes=num_classes)
 
 
 def fetch(name: str, root: str | Path) -> None:
@@ -221,6 +224,7 @@ def _cifar_members(name: str, kind: str, where: Path) -> Iterator[tuple[str, str
     try:
         with tarfile.open(where, "r:*") as tf:
             for m in tf:
+                _vet_member(m, where, name)
                 base = PurePosixPath(m.name).name
                 if m.isfile() and base in lay.files and base not in seen:
                     seen.add(base)
@@ -236,7 +240,58 @@ def _cifar_members(name: str, kind: str, where: Path) -> Iterator[tuple[str, str
         )
 
 
-def _read_cifar(name: str, found: tuple[str, Path], *, train_size: int | None, seed: int) -> Splits:
+# The largest member of a CIFAR archive (cifar-100-python/train) holds 155 MB.
+MAX_MEMBER_BYTES = 1 << 30
+# Where members are checked to land, as if the archive were extracted into an empty folder.
+# A path that does not exist, so that the check never depends on what is on this disk.
+_NOTIONAL_ROOT = os.path.join(os.path.abspath(os.sep), "phasescope-archive-root-that-does-not-exist")
+
+
+def _member_problem(m: tarfile.TarInfo) -> str | None:
+    """Why extracting member ``m`` could write outside its folder, or None when it could not.
+
+    tarfile's ``data`` filter decides where Python has it (3.11.4+, 3.12); older Pythons get the
+    same checks by hand. Absolute names are refused too (the filter would only strip the '/').
+    """
+    path = PurePosixPath(m.name)
+    if m.name.startswith(("/", "\\")) or path.is_absolute() or (len(m.name) > 1 and m.name[1] == ":"):
+        return "an absolute path"
+    if ".." in path.parts:
+        return "a path that climbs out of its folder ('..')"
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tarfile.data_filter(m, _NOTIONAL_ROOT)
+        except tarfile.FilterError as e:
+            return f"which tarfile's data filter refuses ({type(e).__name__}: {e})"
+        return None
+    if m.issym() or m.islnk():
+        if m.linkname.startswith("/") or PurePosixPath(m.linkname).is_absolute():
+            return f"a link to the absolute path {m.linkname!r}"
+        base = path.parent if m.issym() else PurePosixPath()  # hard links are relative to the archive's root
+        if posixpath.normpath(posixpath.join(str(base), m.linkname)).split("/")[0] == "..":
+            return f"a link to {m.linkname!r}, outside its folder"
+    elif not (m.isfile() or m.isdir()):
+        return "a device or other special file"
+    return None
+
+
+def _vet_member(m: tarfile.TarInfo, archive: Path, name: str) -> None:
+    """Refuse an archive holding a member that could escape its folder, or an oversized one.
+
+    phasescope reads archives in memory and never extracts them, so nothing is written in any
+    case; such members only appear in archives built to attack, never in an original.
+    """
+    problem = _member_problem(m)
+    if problem:
+        raise DataError(f"{archive} holds the member {m.name!r}, {problem}; an original {name!r} archive never "
+                        "does, so phasescope refuses to read it. Download the archive again from the official site.")
+    if m.size > MAX_MEMBER_BYTES:
+        raise DataError(f"{archive}: member {m.name!r} claims {m.size} bytes, more than any {name!r} file; "
+                        "refusing to read it. Download the archive again.")
+
+
+def _read_cifar(name: str, found: tuple[str, Path], *, train_size: int | None, seed: int,
+                num_classes: int | None = None) -> Splits:
     lay = _CIFAR[name]
     kind, where = found
     batches: dict[str, tuple[str, dict]] = {}
@@ -260,7 +315,8 @@ def _read_cifar(name: str, found: tuple[str, Path], *, train_size: int | None, s
             )
     info = {"source": str(where), "format": "CIFAR python pickle batches" + (" (tar archive)" if kind == "tar" else ""),
             "files": list(lay.files)}
-    return make_splits(name, x_train, y_train, x_test, y_test, classes, train_size=train_size, seed=seed, info=info)
+    return make_splits(name, x_train, y_train, x_test, y_test, classes, train_size=train_size, seed=seed, info=info,
+                       num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- MNIST / Fashion-MNIST (IDX)
@@ -296,7 +352,8 @@ def _find_idx(name: str, root: Path) -> dict[str, Path] | None:
     return None
 
 
-def _read_idx(name: str, files: dict[str, Path], *, train_size: int | None, seed: int) -> Splits:
+def _read_idx(name: str, files: dict[str, Path], *, train_size: int | None, seed: int,
+              num_classes: int | None = None) -> Splits:
     arrays = {role: formats.read_idx(path) for role, path in files.items()}
     classes = _DEFAULT_CLASSES[name]
     for split in ("train", "test"):
@@ -313,11 +370,12 @@ def _read_idx(name: str, files: dict[str, Path], *, train_size: int | None, seed
                 f"{xf} holds {len(x)} images but {yf} holds {len(y)} labels; the files do not belong together."
             )
         if len(y) and int(y.max()) >= len(classes):
-            raise DataError(f"{yf} has label {int(y.max())}; {name!r} has {len(classes)} classes.")
+            raise DataError(f"{yf} has label {int(y.max())}; {name!r} has {len(classes)} classes "
+                            f"(0..{len(classes) - 1}). The file is corrupt or not a labels file: download it again.")
     info = {"source": str(files["x_train"].parent), "format": "IDX", "files": [p.name for p in files.values()]}
     return make_splits(
         name, arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None], arrays["y_test"],
-        classes, train_size=train_size, seed=seed, info=info,
+        classes, train_size=train_size, seed=seed, info=info, num_classes=num_classes,
     )
 
 
@@ -331,6 +389,7 @@ def load_npz(
     classes: list[str] | None = None,
     train_size: int | None = None,
     seed: int = 0,
+    num_classes: int | None = None,
 ) -> Splits:
     """Splits from an ``.npz`` (images HWC or CHW, uint8 or float); its ``classes`` win over ``classes``."""
     path = Path(path).expanduser()
@@ -338,7 +397,7 @@ def load_npz(
     return make_splits(
         name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
         file_classes if file_classes is not None else classes,
-        train_size=train_size, seed=seed, info={"source": str(path), "format": "npz"},
+        train_size=train_size, seed=seed, info={"source": str(path), "format": "npz"}, num_classes=num_classes,
     )
 
 
@@ -352,6 +411,7 @@ def load_image_folder(
     train_size: int | None = None,
     seed: int = 0,
     test_fraction: float = 0.2,
+    num_classes: int | None = None,
 ) -> Splits:
     """Splits from an image-folder tree (class = sub-folder name, classes sorted by name)."""
     root = Path(data_dir).expanduser()
@@ -385,7 +445,8 @@ def load_image_folder(
         x_tr, y_tr, x_te, y_te = x[tr], y[tr], x[te], y[te]
         split = f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%}, seed 0"
     info = {"source": str(root), "format": "image folder", "split": split}
-    return make_splits(name, x_tr, y_tr, x_te, y_te, classes, train_size=train_size, seed=seed, info=info)
+    return make_splits(name, x_tr, y_tr, x_te, y_te, classes, train_size=train_size, seed=seed, info=info,
+                       num_classes=num_classes)
 
 
 def _class_images(folder: Path, classes: list[str], *, allow_empty: bool = False) -> tuple[list[Path], np.ndarray]:

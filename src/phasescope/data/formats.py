@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import math
 import pickle
 import struct
 import zlib
@@ -32,9 +33,22 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct, scalar as _scalar
     from numpy.core.numeric import _frombuffer
 
+
+class _ForeignGlobal(pickle.UnpicklingError):
+    pass
+
+
+def _latin1_encode(obj: Any, encoding: str = "utf-8", *args: Any) -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (latin-1 only, no other codec)."""
+    if encoding not in ("latin1", "latin-1") or args:
+        raise _ForeignGlobal(f"_codecs.encode(..., {encoding!r})")
+    return codecs.encode(obj, "latin-1")
+
+
 # The only globals a CIFAR batch needs: numpy arrays (written by numpy 1.x or 2.x; protocol 5
 # uses _frombuffer), numpy scalars, and the codec call that protocol-2 pickles written by
-# Python 3 use for bytes.
+# Python 3 use for bytes. Everything else (os.system, builtins.open, pathlib, eval, ...) is
+# refused before it can be called: every callable a pickle uses is named through find_class.
 _PICKLE_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"): _frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,
@@ -44,12 +58,8 @@ _PICKLE_GLOBALS = {
     ("numpy._core.multiarray", "scalar"): _scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
+    ("_codecs", "encode"): _latin1_encode,
 }
-
-
-class _ForeignGlobal(pickle.UnpicklingError):
-    pass
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -117,6 +127,11 @@ def decode_names(names: Any, *, source: str) -> list[str]:
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# No data file phasescope reads is this large once decompressed (the largest MNIST IDX file is
+# 47 MB); a gzip "bomb" that claims more is refused instead of filling the memory.
+MAX_DECOMPRESSED_BYTES = 1 << 30
+
+
 def read_bytes(path: Path) -> bytes:
     """A file's bytes, gunzipped when it is gzip data (detected from its magic, not its name)."""
     try:
@@ -125,9 +140,14 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"Cannot read {path}: {e}.") from e
     if raw[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+                out = g.read(MAX_DECOMPRESSED_BYTES + 1)
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path} is a corrupt or truncated gzip file ({e}): download it again.") from e
+        if len(out) > MAX_DECOMPRESSED_BYTES:
+            raise DataError(f"{path} decompresses to more than {MAX_DECOMPRESSED_BYTES >> 20} MiB, far more than any "
+                            "dataset file it could be; refusing to read it. Download the file again.")
+        return out
     return raw
 
 
@@ -145,7 +165,7 @@ def parse_idx(buf: bytes, *, source: str) -> np.ndarray:
         raise DataError(f"{source} is truncated inside its IDX header: download it again.")
     dims = struct.unpack(f">{ndim}I", buf[4:header])
     dtype = np.dtype(IDX_DTYPES[magic[2]])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: a hostile header cannot overflow it
     if len(buf) != expected:
         state = "truncated" if len(buf) < expected else "longer than its header says"
         raise DataError(
@@ -165,23 +185,8 @@ def read_idx(path: Path) -> np.ndarray:
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def as_labels(y: np.ndarray, *, source: str) -> np.ndarray:
-    """Integer class indices ``(N,)`` from ``(N,)`` or ``(N, 1)`` integer(-valued) labels."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        hint = " (one-hot? store y.argmax(1))" if y.ndim == 2 else ""
-        raise DataError(f"{source}: labels have shape {y.shape}; expected class indices of shape (N,){hint}.")
-    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
-        return y.astype(np.int64)
-    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
-        return y.astype(np.int64)
-    raise DataError(f"{source}: labels are {y.dtype}; expected integer class indices 0..K-1.")
-
-
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
-    """The four arrays of a bring-your-own ``.npz`` and its optional class names."""
+    """The four arrays of a bring-your-own ``.npz`` and its optional class names (checked by ``make_splits``)."""
     import zipfile
 
     path = Path(path)
@@ -208,8 +213,6 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
                 f"{path}: cannot read its arrays ({e}). Store numbers and strings as plain numpy arrays "
                 "(no Python objects), e.g. classes=np.array(names)."
             ) from e
-    for k in ("y_train", "y_test"):
-        arrays[k] = as_labels(arrays[k], source=f"{path} {k}")
     return arrays, classes
 
 
