@@ -133,8 +133,9 @@ def bin_activations(h: Any, bins: int = 30, mode: str = "equal", scope: str = "l
 
     ``mode="equal"``: ``bins`` bins of equal width over [min, max] observed, of the whole
     layer (``scope="layer"``) or of each unit (``scope="unit"``); a constant range maps to
-    bin 0. ``mode="quantile"``: per unit, edges at the j/bins quantiles (equal mass);
-    repeated edges (ties, e.g. ReLU zeros) collapse, so tied values share a bin.
+    bin 0. ``mode="quantile"``: per unit, edges at the j/bins quantiles (equal mass),
+    bins (e_(k-1), e_k]; repeated edges (ties, e.g. ReLU zeros) collapse, so tied values
+    share one bin, of their own when they are an edge.
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1; got {bins}.")
@@ -154,11 +155,13 @@ def bin_activations(h: Any, bins: int = 30, mode: str = "equal", scope: str = "l
         codes = np.floor((x - lo) / width * bins)
         return np.clip(codes, 0, bins - 1).astype(dtype)
     edges = np.quantile(x, np.arange(1, bins) / bins, axis=0)  # (bins-1, d)
-    # code = number of edges <= value. Repeated edges (ties) add the same count to every
-    # value above them, so they change the codes' numbering but not which values share a bin.
+    # code = number of edges below the value: bins (e_k-1, e_k]. Repeated edges (ties) add
+    # the same count to every value above them, so they change the codes' numbering but not
+    # which values share a bin; a tied value (ReLU's 0) that is itself an edge keeps a bin
+    # of its own, apart from the larger values.
     codes = np.zeros(x.shape, dtype=dtype)
     for e in edges:
-        codes += x >= e
+        codes += x > e
     return codes
 
 
@@ -203,9 +206,9 @@ def _pairwise_terms(x: torch.Tensor, labels: torch.Tensor, scales: Sequence[floa
     over the j with the label of i (nats; not yet negated).
 
     Rows are sorted by label, so the same-label j of a block of rows are one contiguous
-    slice of columns (no masking). ``-s ||x_i - x_j||^2 = 2s x_i.x_j - s|x_j|^2 - s|x_i|^2``
-    comes from one fused matrix product per block and scale; the last term, constant in
-    j, is added after the logsumexp; the diagonal (i = j) is set to exactly 0.
+    slice of columns (no masking). Squared distances come from one fused matrix product
+    per block (float32, on mean-centred rows), are clamped at 0 and exactly 0 on the
+    diagonal, so the kernel of a sample with itself is exactly 1 for any sigma.
     """
     n = len(x)
     order = torch.argsort(labels, stable=True)
@@ -223,14 +226,13 @@ def _pairwise_terms(x: torch.Tensor, labels: torch.Tensor, scales: Sequence[floa
         for start in range(c_start, c_stop, block):
             stop = min(c_stop, start + block)
             rows = torch.arange(stop - start)
+            # ||x_i - x_j||^2 = |x_i|^2 + |x_j|^2 - 2 x_i.x_j: one fused product, then in place
+            d2 = torch.addmm(sq[None, :], x[start:stop], x.T, alpha=-2.0).add_(sq[start:stop, None]).clamp_(min=0.0)
+            d2[rows, rows + start] = 0.0  # exact zero on the diagonal (the product form leaves rounding)
             for k, s in enumerate(scales):
-                # (b, n): 2s x_i.x_j - s|x_j|^2 ; the diagonal then holds s|x_i|^2 exactly
-                logits = torch.addmm(sq[None, :], x[start:stop], x.T, beta=-s, alpha=2.0 * s)
-                logits[rows, rows + start] = s * sq[start:stop]
-                off = -s * sq[start:stop].double()
-                full[k] += float((torch.logsumexp(logits, 1).double() + off).sum()) - (stop - start) * log_n
-                cond[k] += float((torch.logsumexp(logits[:, c_start:c_stop], 1).double() + off).sum()) \
-                    - (stop - start) * log_nc
+                logits = d2 * (-s) if k < len(scales) - 1 else d2.mul_(-s)  # the last scale reuses d2's memory
+                full[k] += float(torch.logsumexp(logits, 1).double().sum()) - (stop - start) * log_n
+                cond[k] += float(torch.logsumexp(logits[:, c_start:c_stop], 1).double().sum()) - (stop - start) * log_nc
     return [f / n for f in full], [v / n for v in cond]
 
 
