@@ -166,11 +166,18 @@ def test_compression_summary():
     rising_then_falling = [5.0, 5.5, 6.0, 6.5, 6.0, 5.5, 5.0]
     s = compression_summary(its, rising_then_falling, 4, rec)
     assert s["peak_iteration"] == 4 and s["coincides"] and s["change_during_increase"] == pytest.approx(-1.5)
+    assert s["fall_before_minimum"] == 0 and s["fall_during_increase"] == pytest.approx(1.5)
+    assert s["share_of_fall_during_increase"] == 1.0
     assert s["spearman_during_increase"] == pytest.approx(-1.0) and s["peak_octaves_from_minimum"] == 0
     flat = compression_summary(its, [8.0] * 7, 4, rec)
     assert flat["compression"] == 0 and not flat["coincides"] and flat["spearman_during_increase"] is None
-    early = compression_summary(its, [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0], 4, rec)
-    assert early["peak_iteration"] == 0 and not early["coincides"] and early["change_during_increase"] == -3.0
+    assert flat["share_of_fall_during_increase"] is None
+    steady = compression_summary(its, [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0], 4, rec)  # falls all along
+    assert steady["peak_iteration"] == 0 and steady["change_during_increase"] == -3.0
+    assert steady["share_of_fall_during_increase"] == 0.5 and steady["coincides"]
+    before = compression_summary(its, [9.0, 7.0, 5.0, 4.0, 4.2, 4.1, 4.3], 4, rec)  # falls, then stays
+    assert not before["coincides"] and before["change_during_increase"] == pytest.approx(0.3)
+    assert before["share_of_fall_during_increase"] == pytest.approx(0.1 / 5.1)
     assert compression_summary(its, rising_then_falling, None)["compression"] == pytest.approx(1.5)
 
 

@@ -353,17 +353,23 @@ def _first_max(v: np.ndarray) -> int:
 
 def compression_summary(iterations: Sequence[int], mi_input: Sequence[float], min_iteration: int | None,
                         reconstruction: Sequence[float] | None = None, min_effect: float = 0.02) -> dict[str, Any]:
-    """Does I(X;T) fall ("compression") when the reconstruction loss rises?
+    """Does I(X;T) fall ("compression") while the reconstruction loss rises?
 
-    ``peak``: the maximum of I(X;T) and its iteration; ``compression`` = peak - end (bits)
-    and ``relative_compression`` = that / peak; ``at_minimum`` and ``change_during_increase``
-    = end - value at the reconstruction minimum (negative: I(X;T) falls while the
-    reconstruction loss rises); ``peak_octaves_from_minimum`` = log2(peak iteration) -
-    log2(minimum iteration) (None if either is 0); ``spearman_during_increase``: rank
-    correlation of I(X;T) with the reconstruction loss over the checkpoints from the
-    minimum on (negative: they move in opposite directions; None with < 3 checkpoints
-    or a constant series). ``coincides``: I(X;T) peaks within one octave of the
-    reconstruction minimum and then falls by more than ``min_effect`` of its peak.
+    From the I(X;T) curve (bits) over the checkpoints ``iterations`` and the iteration of
+    the reconstruction minimum:
+
+    * ``start``, ``peak`` (and ``peak_iteration``), ``end``; ``compression`` = peak - end;
+    * ``at_minimum``: I(X;T) at the reconstruction minimum; ``change_during_increase`` =
+      end - at_minimum (net; negative: I(X;T) ends lower than at the minimum);
+    * ``fall_before_minimum`` / ``fall_during_increase``: the summed decreases of I(X;T)
+      between consecutive checkpoints up to / after the minimum (bits, >= 0), and
+      ``share_of_fall_during_increase``, the second over their sum (None without any fall);
+    * ``peak_octaves_from_minimum`` = log2(peak iteration) - log2(minimum) (None if either is 0);
+    * ``spearman_during_increase``: rank correlation of I(X;T) with the reconstruction loss
+      over the checkpoints from the minimum on (negative: opposite directions; None with
+      fewer than 3 checkpoints or a constant series);
+    * ``coincides``: I(X;T) falls during the increase by more than ``min_effect`` of its
+      value at the minimum (net), and at least half of all its falling happens there.
     """
     its = np.asarray(iterations, dtype=np.int64)
     v = np.asarray(mi_input, dtype=np.float64)
@@ -371,27 +377,34 @@ def compression_summary(iterations: Sequence[int], mi_input: Sequence[float], mi
         return {}
     k = _first_max(v)
     peak, peak_it, end = float(v[k]), int(its[k]), float(v[-1])
-    out: dict[str, Any] = {"peak": peak, "peak_iteration": peak_it, "start": float(v[0]), "end": end,
+    out: dict[str, Any] = {"start": float(v[0]), "peak": peak, "peak_iteration": peak_it, "end": end,
                            "compression": peak - end, "relative_compression": (peak - end) / peak if peak > 0 else 0.0}
     if min_iteration is None or int(min_iteration) not in set(its.tolist()):
         return out
     m = int(min_iteration)
     km = int(np.nonzero(its == m)[0][0])
+    tol = 1e-9 * max(1.0, float(np.abs(v).max()))  # rounding, not a fall
+    falls = np.clip(-np.diff(v), 0, None)
+    falls[falls < tol] = 0.0
+    before, during = float(falls[:km].sum()), float(falls[km:].sum())
     out["reconstruction_min_iteration"] = m
     out["at_minimum"] = float(v[km])
     out["change_during_increase"] = end - float(v[km])
-    octaves = (math.log2(peak_it) - math.log2(m)) if peak_it > 0 and m > 0 else None
-    out["peak_octaves_from_minimum"] = octaves
+    out["fall_before_minimum"] = before
+    out["fall_during_increase"] = during
+    out["share_of_fall_during_increase"] = during / (before + during) if before + during > 0 else None
+    out["peak_octaves_from_minimum"] = (math.log2(peak_it) - math.log2(m)) if peak_it > 0 and m > 0 else None
     rho = None
     if reconstruction is not None and len(its) - km >= 3:
         from scipy.stats import spearmanr
 
         a, b = v[km:], np.asarray(reconstruction, dtype=np.float64)[km:]
-        if np.ptp(a) > 1e-9 * max(1.0, float(np.abs(a).max())) and np.ptp(b) > 0:  # not constant up to rounding
+        if np.ptp(a) > tol and np.ptp(b) > 0:  # not constant up to rounding
             rho = float(spearmanr(a, b).statistic)
     out["spearman_during_increase"] = rho
-    near = (octaves is not None and abs(octaves) <= 1) or peak_it == m
-    out["coincides"] = bool(near and out["relative_compression"] > min_effect)
+    share = out["share_of_fall_during_increase"]
+    out["coincides"] = bool(out["change_during_increase"] < -min_effect * max(float(v[km]), tol)
+                            and share is not None and share >= 0.5)
     return out
 
 
@@ -426,7 +439,8 @@ def plot_infoplane(df: pd.DataFrame, payload: dict | None, path: Path, title: st
     """infoplane.png: one row per layer; per estimator a panel of I(X;T) against I(T;Y)
     with points coloured by iteration (log colour scale) and the reconstruction minimum
     ringed, and beside them the test reconstruction curve (phases shaded) with I(X;T)
-    of every estimator on a second axis. Object-oriented matplotlib only (no pyplot state)."""
+    of every estimator on a second axis (legend below the figure). Object-oriented
+    matplotlib only (no pyplot state)."""
     from matplotlib import colors
     from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
@@ -495,10 +509,11 @@ def plot_infoplane(df: pd.DataFrame, payload: dict | None, path: Path, title: st
             mk, col = ESTIMATOR_STYLE.get(est, ("o", "k"))
             ax2.plot(g.iteration, g.mi_input, mk + "--", color=col, ms=3, lw=1, label=f"I(X;T) {est}")
         ax2.set_ylabel("I(X;T) [bits]")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, frameon=False, loc="best")
-    if not layers:
+        if r == 0:
+            legend = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    if layers:
+        fig.legend(handles=legend, loc="outside lower right", ncol=len(legend), fontsize=8, frameon=False)
+    else:
         axes[0][0].text(0.5, 0.5, "no information-plane rows", ha="center", va="center", transform=axes[0][0].transAxes)
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=[a for row in axes for a in row[:-1]] or axes[0][0],
                         shrink=0.9, pad=0.01)
