@@ -123,6 +123,9 @@ def main() -> None:
     ap.add_argument("--cnn-iterations", type=int, default=1024)
     ap.add_argument("--mlp-iterations", type=int, default=2048)
     ap.add_argument("--max-samples", type=int, default=2000)
+    ap.add_argument("--estimators", default=",".join(ESTIMATORS))
+    ap.add_argument("--noise", type=float, default=0.1, help="KDE noise variance relative to the layer's [0.1]")
+    ap.add_argument("--bins", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
@@ -130,7 +133,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     rows, seconds = [], {}
     for part in [p.strip() for p in a.parts.split(",") if p.strip()]:
-        ext = InfoPlane(ESTIMATORS, max_samples=a.max_samples, seed=a.seed)
+        ext = InfoPlane(a.estimators, bins=a.bins, noise=a.noise, max_samples=a.max_samples, seed=a.seed)
         if part == "cnn":
             df, payload, s = run_cnn(a.out / "cnn", a.cnn_iterations, a.seed, ext)
         elif part in ("tanh", "relu"):
