@@ -28,11 +28,11 @@ def fresh(digits):
     return build_model("cnn", digits.input_shape, 10, width=0.5)
 
 
-def tracked_run(digits, ext, iterations=16, layers=("features.1", "features.3")):
+def tracked_run(digits, ext, iterations=16, layers=("features.1", "features.3"), **kw):
     model = fresh(digits)
     tracker = PhaseTracker(model, list(layers), (digits.x_train[:400], digits.y_train[:400]),
                            (digits.x_test[:200], digits.y_test[:200]), schedule=log_schedule(iterations),
-                           bootstrap=100, extensions=[ext])
+                           bootstrap=100, extensions=[ext], **kw)
     opt = make_optimizer(RunConfig(lr=0.05, batch_size=32), model.parameters())
     train(model, opt, BatchStream(digits.x_train, digits.y_train, 32, seed=0), iterations, torch.device("cpu"),
           on_iteration=lambda m, t: tracker.maybe_measure(m, t))
@@ -119,6 +119,17 @@ def test_budgets_subset_units_and_samples(digits):
     df = tracker.results()
     assert set(df[df.metric == "mi_input"].split) == {"test"}
     assert ext.samples_["n"] == 100 and ext.samples_["of"] == 200
+
+
+def test_budget_on_features_the_tracker_already_pooled(digits):
+    """max_features=32 makes the tracker pool features.0 (8 x 4 x 4) to 8 x 2 x 2; the unit
+    budget then pools that layout further (not a random subset of its flattened units)."""
+    ext = InfoPlane(("kde",), max_units=8, max_samples=100)
+    tracked_run(digits, ext, iterations=1, layers=("features.0",), max_features=32)
+    assert ext.reduction["features.0"]["units"] == 32
+    assert ext.reduction["features.0"]["method"] == "average-pooled 2x2 -> 1x1"
+    assert InfoPlane._grid_shape((8, 4, 4), 32) == (8, 2, 2) and InfoPlane._grid_shape((8, 4, 4), 128) == (8, 4, 4)
+    assert InfoPlane._grid_shape((10,), 10) is None and InfoPlane._grid_shape((8, 4, 4), 30) is None
 
 
 def test_measurement_leaves_training_untouched_and_is_deterministic(digits):

@@ -181,15 +181,15 @@ class InfoPlane:
         y_sub = y[rows_idx].numpy()
         self.samples_ = {"n": int(len(rows_idx)), "of": int(len(y)),
                          "label_entropy": discrete_entropy(y_sub), "max_bits": math.log2(len(rows_idx))}
-        shapes = self._layer_shapes(ctx) if self.max_units is not None else {}
         it = int(ctx.iteration)
         rows: list[dict] = []
         seconds = {e: 0.0 for e in self.estimators}
         for layer in layers:
             h = feats[layer].float().cpu()[rows_idx]
             t1 = time.perf_counter()
-            h, info = reduce_units(h, self.max_units, self._grid_shape(shapes.get(layer, ()), h.shape[1]),
-                                   seed=self.seed, key=layer)
+            over = self.max_units is not None and h.shape[1] > self.max_units  # only then: the map's layout
+            shape = self._grid_shape(self._layer_shapes(ctx).get(layer, ()), h.shape[1]) if over else None
+            h, info = reduce_units(h, self.max_units, shape, seed=self.seed, key=layer)
             self.reduction[layer] = info
             reduce_s = time.perf_counter() - t1
             results: dict[str, dict] = {}
