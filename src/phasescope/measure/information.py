@@ -29,8 +29,9 @@ the labels ``y``, seeded and deterministic:
 ``kde`` (:func:`kde_mi`)
     Add Gaussian noise N(0, sigma^2 I) to the layer (T' = T + noise) and bound the
     entropy of the resulting mixture of N Gaussians with pairwise distances between its
-    components ("Estimating mixture entropy with pairwise distances", 2017). The noise
-    entropy cancels in I(X;T') = H(T') - H(T'|X), leaving, in nats,
+    components ("Estimating mixture entropy with pairwise distances", 2017), X being
+    uniform over the N samples. The noise entropy cancels in I(X;T') = H(T') - H(T'|X),
+    leaving, in nats,
 
         I(X;T') <= -mean_i log mean_j exp(-||t_i - t_j||^2 / (2 sigma^2))   (KL: upper bound)
         I(X;T') >= -mean_i log mean_j exp(-||t_i - t_j||^2 / (8 sigma^2))   (Bhattacharyya: lower bound)
@@ -43,8 +44,9 @@ the labels ``y``, seeded and deterministic:
     of the layer's width and of any overall rescaling); ``sigma`` fixes it absolutely
     instead (e.g. for tanh layers bounded by 1). Both bounds lie in [0, log2 N]; with a
     small sigma against the spread they go to log2 N (every sample its own bump), with a
-    large one to 0. Distances come from ``torch.cdist``-style blocks of ``block`` rows,
-    reduced with logsumexp (stable for any sigma).
+    large one to 0. Squared distances come in blocks of ``block`` rows, each from one
+    fused matrix product (the product form ``torch.cdist`` uses for large inputs), exactly
+    0 on the diagonal, and are reduced with logsumexp (stable for any sigma).
 
 Budgets for wide layers (:func:`reduce_units`, :func:`subsample`, both recorded)
     A dimensionality budget ``max_units`` (256 by default): a spatial (C, H, W) map is
