@@ -185,6 +185,8 @@ def run(
     samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),
     transfer: Optional[str] = typer.Option(None, help="Transfer tasks probed at every checkpoint, comma-separated: "
                                            "colour, class-split, switch:DATASET[@PATH], npz:PATH."),
+    info_plane: Optional[str] = typer.Option(None, "--info-plane", help="Information plane at every checkpoint, "
+                                             "estimators comma-separated: binning, quantile, kde, kde-lower."),
     keep_best: bool = typer.Option(False, "--keep-best", help="Save the weights at the reconstruction minimum "
                                    "to best_features.pt in the run folder."),
     stop_on_increase: bool = typer.Option(False, "--stop-on-increase", help="Like --keep-best, and stop training "
@@ -201,12 +203,14 @@ def run(
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
-                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads")}
+                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads", "info_plane")}
     opts["relative_ridge"] = _parse_ridge(opts.pop("ridge"))
     opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
         knobs = _parse_knobs(synthetic)
         opts["synthetic"] = {"data_seed": knobs.pop("data_seed", None), "knobs": knobs}
+    if info_plane:
+        opts["infoplane"] = {"estimators": [e.strip() for e in info_plane.split(",") if e.strip()]}
     sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
     opts["samples"] = sample_opts or None
     if threads is not None:

@@ -95,7 +95,26 @@ class SyntheticOptions(Section):
     # The knobs are checked against the data model's fields when the data are made (data.synthetic).
 
 
-SECTIONS: dict[str, type[Section]] = {c.section: c for c in (SamplesOptions, TransferOptions, SyntheticOptions)}
+@dataclass
+class InfoPlaneOptions(Section):
+    section: ClassVar[str] = "infoplane"
+    estimators: list[str] = opt(help="Information-plane estimators per checkpoint: binning, quantile, kde, kde-lower "
+                                     "[none: off].", factory=list)
+    bins: int = opt(30, "Bins per unit of the binning estimators.")
+    noise: float = opt(0.1, "KDE noise variance, relative to the layer's total variance.")
+    max_units: int | None = opt(256, "Units budget: wider layers are pooled or subsampled (seeded).")
+    max_samples: int | None = opt(2000, "Samples budget of the estimators (seeded subset).")
+
+    def validate(self) -> "InfoPlaneOptions":
+        allowed = ("binning", "quantile", "kde", "kde-lower")
+        bad = [e for e in self.estimators if e not in allowed]
+        if isinstance(self.estimators, str) or bad:
+            raise ConfigError(f"infoplane estimators {self.estimators!r}: choose from {', '.join(allowed)}.")
+        return self
+
+
+SECTIONS: dict[str, type[Section]] = {c.section: c for c in (SamplesOptions, TransferOptions, SyntheticOptions,
+                                                              InfoPlaneOptions)}
 RENAMED = {"ridge": "relative_ridge"}  # old key -> new key, accepted with a deprecation warning
 
 
@@ -146,6 +165,7 @@ class RunConfig:
     samples: SamplesOptions = opt(factory=SamplesOptions, cli=False)
     transfer: TransferOptions = opt(factory=TransferOptions, cli=False)
     synthetic: SyntheticOptions = opt(factory=SyntheticOptions, cli=False)
+    infoplane: InfoPlaneOptions = opt(factory=InfoPlaneOptions, cli=False)
 
     @property
     def ridge(self) -> float:  # deprecated name

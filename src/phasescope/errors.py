@@ -36,3 +36,7 @@ class NonFiniteInput(ValueError):
 
 class NotFittedError(RuntimeError):
     """A decoder or probe was used (predict, scores, errors) before it was fitted."""
+
+
+class DataError(ValueError):
+    """A data file is missing, corrupt, or does not match what was asked for."""

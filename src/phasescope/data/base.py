@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 
-class DataError(ValueError):
-    """A data file is missing, corrupt, or does not match what was asked for."""
+from ..errors import DataError  # noqa: E402  (defined with the other exceptions; imported from here too)
 
 
 @dataclass

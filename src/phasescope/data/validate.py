@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import DataError, Splits
+from ..errors import DataError
 
 # Inputs above this magnitude are not pixels or standardised features; they also overflow
 # float32 statistics (values near 1e30 turn the normalisation into inf).
@@ -155,7 +155,7 @@ def class_names(
     return names + [str(i) for i in range(len(names), k)], absent
 
 
-def check_splits(s: Splits, *, num_classes: int | None = None) -> Splits:
+def check_splits(s: "Splits", *, num_classes: int | None = None) -> "Splits":  # data.base.Splits
     """Raise a :class:`DataError` unless ``s`` makes sense to train on; return it (class names set to K).
 
     With ``num_classes``, classes absent from training raise a :class:`DataWarning` once and are
