@@ -116,7 +116,10 @@ def print_summary(result) -> None:
     for line in summary_lines(result.payload):
         console.print(line)
     console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}"
-                  + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else ""))
+                  + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else "")
+                  + (" + reconstructions.{npz,png}" if (result.payload.get("reconstructions") or {}).get("file") else ""))
+    if (result.out / "report.html").exists():
+        console.print(f"report: {result.out}/report.html")
 
 
 def print_seed_summary(summary: dict) -> None:
@@ -166,6 +169,8 @@ def run(
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
     samples: Optional[bool] = typer.Option(None, "--samples/--no-samples", help="Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting [on]."),
     samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),
+    reconstructions: Optional[bool] = typer.Option(None, "--reconstructions/--no-reconstructions", help="Decoded test "
+                                                   "images at every checkpoint: reconstructions.npz/png [on]."),
     transfer: Optional[str] = typer.Option(None, help="Transfer tasks probed at every checkpoint, comma-separated: "
                                            "colour, class-split, switch:DATASET[@PATH], npz:PATH."),
     keep_best: bool = typer.Option(False, "--keep-best", help="Save the weights at the reconstruction minimum "
@@ -181,7 +186,7 @@ def run(
 ) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     opts = {k: v for k, v in locals().items()
-            if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
+            if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max", "reconstructions",
                          "transfer", "keep_best", "stop_on_increase", "synthetic", "threads")}
     opts["relative_ridge"] = opts.pop("ridge")
     opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
@@ -190,6 +195,7 @@ def run(
         opts["synthetic"] = {"data_seed": knobs.pop("data_seed", None), "knobs": knobs}
     sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
     opts["samples"] = sample_opts or None
+    opts["reconstructions"] = None if reconstructions is None else {"enabled": reconstructions}
     if threads is not None:
         import torch
 
@@ -253,29 +259,29 @@ def layers_cmd(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`.")) -> None:
-    """Rebuild phases.json and curves.png of a run from its metrics.csv and errors.npz."""
-    from .report import phases_payload, plot_curves
-    from .runs import read_errors, read_json, read_metrics, write_json
-    from .phases import detect_phases
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`."),
+    html: bool = typer.Option(False, "--html", help="Also write report.html: one self-contained page (figures "
+                              "embedded, no network); for an interrupted or older run it shows what exists."),
+) -> None:
+    """Rebuild phases.json and the figures of a run from its files (metrics.csv, errors.npz, ...)."""
+    from .rebuild import NotARunFolder, rebuild_run
 
     try:
-        df = read_metrics(run_dir)
-        cfg = read_json(run_dir / "config.json")["config"]
-    except FileNotFoundError as e:
+        result = rebuild_run(run_dir)
+    except NotARunFolder as e:
         fail(str(e))
-    results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
-                                    min_effect=cfg["min_effect"], seed=cfg["seed"])
-               for layer, (its, E) in read_errors(run_dir).items() if len(its) >= 2}
-    k = (read_json(run_dir / "config.json").get("data") or {}).get("num_classes")
-    payload = {**read_json(run_dir / "phases.json"), **phases_payload(results, df, k)} if (run_dir / "phases.json").exists() \
-        else phases_payload(results, df, k)
-    from .samples_report import rebuild_samples
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    if not result.rebuilt and not html:
+        fail(f"nothing to rebuild in {run_dir}: it has no readable metrics.csv. "
+             "`phasescope report RUN_DIR --html` still reports what the folder holds.")
+    if result.rebuilt:
+        console.print(f"rebuilt {run_dir}/{{{', '.join(result.rebuilt)}}}")
+    if html:
+        from .html import write_report
 
-    rebuild_samples(run_dir, df, payload)  # the samples key and samples.png, when the run has them
-    write_json(run_dir / "phases.json", payload)
-    plot_curves(df, payload["layers"], run_dir / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
-    console.print(f"rebuilt {run_dir}/phases.json and curves.png")
+        console.print(f"wrote {write_report(run_dir)}")
 
 
 @app.command()
@@ -296,6 +302,8 @@ def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders to overlay."),
     out: Path = typer.Option(Path("compare"), help="Folder for compare.png and compare.csv."),
     metric: str = typer.Option("reconstruction_mse", help="Test metric to overlay (e.g. probe_accuracy)."),
+    html: bool = typer.Option(False, "--html", help="Also write index.html: a sortable summary table, the curves, "
+                              "seeds overlaid per configuration, links to each run's report.html."),
 ) -> None:
     """Overlay the curves of several runs in one figure and one table."""
     from .compare import load_runs, phase_table, plot_compare, run_labels
@@ -317,6 +325,10 @@ def compare(
                   f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-")
     console.print(t)
     console.print(f"wrote {out}/compare.png and {out}/compare.csv")
+    if html:
+        from .html import write_index
+
+        console.print(f"wrote {write_index(runs, out, labels, metric)}")
 
 
 from .theory.cli import theory_command  # noqa: E402

@@ -20,10 +20,12 @@ from . import __version__
 from .config import RunConfig
 from .data import Splits, load_dataset
 from .data.base import stratified_subset
+from .html import write_report_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
 from .runs import load_state, prepare_out, read_json, save_state, write_errors, write_json, write_metrics
+from .reconstructions import reconstruction_extensions
 from .samples import sample_extensions
 from .schedule import log_schedule
 from .tracker import PhaseTracker
@@ -119,6 +121,7 @@ def run_experiment(
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
     extensions = [*extensions, *transfer, *sample_extensions(cfg, data, extensions)]  # per-sample dynamics, unless disabled
+    extensions += reconstruction_extensions(cfg, data, extensions)  # reconstructions.npz/png, unless disabled
     tracker = build_tracker(cfg, model, data, device, extensions)
     keeper = keeper_from_config(cfg, tracker)  # --keep-best: weights at the reconstruction minimum
     optimizer = make_optimizer(cfg, model.parameters())
@@ -175,6 +178,7 @@ def run_experiment(
     except TrainingDiverged:
         status = "diverged"
         df, phases, payload = write_outputs(out, tracker, figure=True, title=title)
+        write_report_quietly(out, status=status)  # report.html (phasescope.html)
         raise
     finally:
         if status != "diverged":
@@ -185,6 +189,7 @@ def run_experiment(
         payload["best_features"] = {**keeper.describe(), "file": "best_features.pt"}
     payload["seconds"] = seconds
     write_json(out / "phases.json", payload)
+    write_report_quietly(out)  # report.html (phasescope.html)
     return RunResult(out, cfg, df, phases, payload, status, seconds)
 
 
