@@ -2,7 +2,7 @@
 
 Used by tests/test_html_browser.py; also a script that saves a screenshot:
 
-    python tests/browser_check.py runs/RUN/report.html docs/img/report.png
+    python tests/browser_check.py runs/RUN/report.html docs/img/report.png [HEIGHT]   # top HEIGHT pixels
 
 It drives the system's Chromium (Debian's ``chromium`` package) with the ``playwright`` package:
 no browser is downloaded. Every request that is not for a local file is aborted and recorded,
@@ -41,7 +41,7 @@ def unavailable() -> str | None:
 
 
 def render(path: str | Path, screenshot: str | Path | None = None, *, width: int = 1280, height: int = 900,
-           actions=None, full_page: bool = True) -> dict:
+           actions=None, full_page: bool = True, clip_height: int | None = None) -> dict:
     """Open ``path`` (a local HTML file) offline; return what happened and what the page shows:
 
     ``offsite`` requests that were not file:// (aborted), ``failed`` requests, ``console_errors``
@@ -80,18 +80,18 @@ def render(path: str | Path, screenshot: str | Path | None = None, *, width: int
             found["title"] = page.title()
             found["result"] = actions(page) if actions is not None else None
             if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=full_page)
-            found["pdf_pages"] = None
+                clip = {"x": 0, "y": 0, "width": width, "height": clip_height} if clip_height else None
+                page.screenshot(path=str(screenshot), full_page=full_page, clip=clip)
         finally:
             ctx.close()
     return found
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python tests/browser_check.py PAGE.html SCREENSHOT.png")
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: python tests/browser_check.py PAGE.html SCREENSHOT.png [HEIGHT]")
     why = unavailable()
     if why:
         sys.exit(why)
-    r = render(sys.argv[1], sys.argv[2])
+    r = render(sys.argv[1], sys.argv[2], clip_height=int(sys.argv[3]) if len(sys.argv) == 4 else None)
     print({k: r[k] for k in ("offsite", "failed", "console_errors")}, f"{len(r['images'])} images")

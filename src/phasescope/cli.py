@@ -281,7 +281,7 @@ def report(
     if html:
         from .html import write_report
 
-        console.print(f"wrote {write_report(run_dir)}")
+        console.print(f"wrote {write_report(run_dir, notes=result.notes)}")
 
 
 @app.command()

@@ -147,13 +147,13 @@ def _section(notes: list[str], name: str, build: Callable[[], Any], default: Any
 
 
 # ---------------------------------------------------------------------- one run
-def report_context(run_dir: str | Path, *, status: str | None = None) -> dict[str, Any]:
-    """Everything report.html shows, read from the files of ``run_dir``."""
+def report_context(run_dir: str | Path, *, status: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything report.html shows, read from the files of ``run_dir`` (``notes``: shown with its own)."""
     try:
         run_dir = check_run_folder(Path(run_dir))
     except NotARunFolder as e:
         raise ReportError(str(e)) from None
-    notes: list[str] = []
+    notes = list(notes)
     config = _json(run_dir / "config.json", notes)
     payload = _json(run_dir / "phases.json", notes)
     cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
@@ -300,6 +300,12 @@ def _config_groups(config: dict) -> list[dict]:
         groups[0]["rows"].append(("normalisation", f"mean {_value(n.get('mean'))}; std {_value(n.get('std'))}"))
     groups[1]["rows"] += [(label, _value(model[k])) for k, label in
                           (("parameters", "parameters"), ("device", "ran on")) if k in model]
+    for key in ("fit_samples", "test_samples"):  # what was measured, when the data had fewer than asked
+        if isinstance(meas.get(key), int) and cfg.get(key) not in (None, meas[key]):
+            rows = groups[2]["rows"]
+            i = next((j for j, (k, _) in enumerate(rows) if k == key.replace("_", " ")), None)
+            if i is not None:
+                rows[i] = (rows[i][0], f"{meas[key]} (of {cfg[key]} asked)")
     if isinstance(meas.get("layer_shapes"), dict):
         groups[2]["rows"].append(("layer shapes", ", ".join(f"{n}: {'x'.join(map(str, s))}"
                                                             for n, s in meas["layer_shapes"].items())))
@@ -338,17 +344,19 @@ def _files(run_dir: Path) -> list[dict]:
     return out
 
 
-def render_report(run_dir: str | Path, *, status: str | None = None) -> str:
-    return _env().get_template("report.html.j2").render(**report_context(run_dir, status=status))
+def render_report(run_dir: str | Path, *, status: str | None = None, notes: Sequence[str] = ()) -> str:
+    return _env().get_template("report.html.j2").render(**report_context(run_dir, status=status, notes=notes))
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, *, status: str | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, status: str | None = None,
+                 notes: Sequence[str] = ()) -> Path:
     """Write report.html of ``run_dir`` (or to ``out``) from its files; returns its path.
-    ``status`` overrides the run status of phases.json (e.g. "diverged" while it is not yet recorded).
+    ``status`` overrides the run status of phases.json (e.g. "diverged" while it is not yet recorded);
+    ``notes`` are shown with the report's own (e.g. what a rebuild could not do).
     Raises :class:`ReportError` when ``run_dir`` is no run folder."""
     from .runs import _atomic
 
-    text = render_report(run_dir, status=status)
+    text = render_report(run_dir, status=status, notes=notes)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
     return path

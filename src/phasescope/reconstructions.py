@@ -390,7 +390,7 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
         row_y.append(ys)
         y += 2 * gap
     # margins (in pixels of the canvas) for labels, headers and the phase band
-    left, top, bottom, right = 4.2 * w, 3.2 * h, 0.6 * h, 0.3 * w
+    left, top, bottom, right = 3.4 * w, 2.3 * h, 0.6 * h, 0.3 * w
     scale = 0.36 / max(h, w)  # inches per pixel: a tile is about 0.36 inch
     fig_w, fig_h = (width + left + right) * scale, (height + top + bottom) * scale
     fig = Figure(figsize=(fig_w, fig_h))
