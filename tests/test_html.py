@@ -157,3 +157,16 @@ def test_compare_html_links_every_report_and_overlays_seeds(tmp_path, run_dir):
     assert "no report.html" in text and 'id="runs-table"' in text and "Seeds overlaid" in text
     assert all(r.startswith("data:") for r in references(text))
     assert write_index([run_dir], tmp_path / "one").exists()  # folders work as well as loaded runs
+
+
+def test_seeds_get_an_index_and_flat_inputs_a_note(tmp_path):
+    from phasescope.experiment import run_seeds
+
+    _, summary = run_seeds(tiny(iterations=4), [0, 1], tmp_path / "seeds", progress=False)
+    text = (summary["out"] / "index.html").read_text()
+    assert 'href="seed-0/report.html"' in text and 'href="seed-1/report.html"' in text and "Seeds overlaid" in text
+
+    cfg = RunConfig(dataset="synthetic", model="mlp", iterations=4, bootstrap=20, device="cpu")
+    out = run_experiment(cfg, tmp_path / "flat", progress=False).out
+    assert not (out / "reconstructions.png").exists()
+    assert "are not images" in (out / "report.html").read_text()

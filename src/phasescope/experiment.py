@@ -20,7 +20,7 @@ from . import __version__
 from .config import RunConfig
 from .data import Splits, load_dataset
 from .data.base import stratified_subset
-from .html import write_report_quietly
+from .html import write_index_quietly, write_report_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
@@ -240,4 +240,5 @@ def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = Non
     agreement.to_csv(out / "agreement.csv", index=False)
     aggregate(runs).to_csv(out / "aggregate.csv", index=False)
     plot_seeds(runs, out / "seeds.png", title=f"{cfg.model} on {cfg.dataset}, seeds {', '.join(map(str, seeds))}")
+    write_index_quietly(runs, out, [f"seed {r.config['seed']}" for r in runs])  # index.html (phasescope.html)
     return results, {"table": table, "agreement": agreement, "out": out}

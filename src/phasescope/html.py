@@ -449,3 +449,14 @@ def write_index(runs: Sequence, out: str | Path, labels: Sequence[str] | None = 
     text = _env().get_template("index.html.j2").render(**index_context(runs, out, labels, metric))
     _atomic(out / INDEX, lambda p: p.write_text(text, encoding="utf-8"))
     return out / INDEX
+
+
+def write_index_quietly(runs: Sequence, out: str | Path, labels: Sequence[str] | None = None) -> Path | None:
+    """:func:`write_index` at the end of ``run_seeds``: a failure is a warning, never the run's failure."""
+    import warnings
+
+    try:
+        return write_index(runs, out, labels)
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"index.html was not written ({type(e).__name__}: {e}).", RuntimeWarning, stacklevel=2)
+        return None
