@@ -69,24 +69,28 @@ def to_pixels(x: torch.Tensor | np.ndarray, mean: Sequence[float] | None, std: S
     return np.round(np.clip(x * s + m, 0, 1) * 255).astype(np.uint8)
 
 
-def spread_kept(X: np.ndarray, R: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """How much of the inputs' variation the reconstructions keep: (within-class, between-class)
-    sums of squares of ``R`` divided by those of ``X`` (both (N, D), same units). 1 = all of it."""
-    X, R, y = np.asarray(X, np.float64), np.asarray(R, np.float64), np.asarray(y)
-    within = np.zeros(2)
-    means, counts = [], []
+def class_sums(A: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(within-class, between-class) sums of squares of the rows of ``A`` (N, D): around each class's
+    mean, and of the class means around the overall mean weighted by class size (float64 sums)."""
+    A, y = np.asarray(A), np.asarray(y)
+    grand = A.mean(0, dtype=np.float64)
+    within = between = 0.0
     for c in np.unique(y):
-        xc, rc = X[y == c], R[y == c]
-        mx, mr = xc.mean(0), rc.mean(0)
-        within += [((xc - mx) ** 2).sum(), ((rc - mr) ** 2).sum()]
-        means.append((mx, mr))
-        counts.append(len(xc))
-    n = np.asarray(counts, np.float64)
-    gx, gr = X.mean(0), R.mean(0)
-    between = np.array([sum(k * ((mx - gx) ** 2).sum() for k, (mx, _) in zip(n, means)),
-                        sum(k * ((mr - gr) ** 2).sum() for k, (_, mr) in zip(n, means))])
-    ratio = lambda a: float(a[1] / a[0]) if a[0] > 0 else float("nan")  # noqa: E731
-    return ratio(within), ratio(between)
+        a = A[y == c]
+        m = a.mean(0, dtype=np.float64)
+        within += float(np.square(a - m.astype(a.dtype)).sum(dtype=np.float64))
+        between += len(a) * float(np.square(m - grand).sum())
+    return within, between
+
+
+def spread_kept(X: np.ndarray, R: np.ndarray, y: np.ndarray, x_sums: tuple[float, float] | None = None) -> tuple[float, float]:
+    """How much of the inputs' variation the reconstructions keep: (within-class, between-class)
+    sums of squares of ``R`` divided by those of ``X`` (both (N, D), same units). 1 = all of it.
+    ``x_sums``: :func:`class_sums` of ``X`` when already known (they do not change over training)."""
+    xw, xb = x_sums if x_sums is not None else class_sums(X, y)
+    rw, rb = class_sums(R, y)
+    ratio = lambda r, x: float(r / x) if x > 0 else float("nan")  # noqa: E731
+    return ratio(rw, xw), ratio(rb, xb)
 
 
 def phase_at(phases: list[dict], iteration: int) -> str | None:
@@ -137,6 +141,7 @@ class Reconstructions(Extension):
         self.original_: np.ndarray | None = None
         self.proto_labels_: np.ndarray | None = None
         self.proto_original_: np.ndarray | None = None
+        self.x_sums_: tuple[float, float] | None = None  # class_sums of the test inputs (fixed)
         self.layer_: str | None = None
         self.method_: str = "class mean of the decoded test inputs"
 
@@ -181,10 +186,11 @@ class Reconstructions(Extension):
         protos, kept = None, (float("nan"), float("nan"))
         if self.prototypes:
             y = ctx.test_y.cpu().numpy()
-            R = ctx.reconstruct(self.layer_, torch.arange(len(y))).double().numpy()
-            X = ctx.test_x.reshape(len(y), -1).double().numpy()
-            kept = spread_kept(X, R, y)
-            means = np.stack([R[y == c].mean(0) for c in self.proto_labels_]).reshape(shape)
+            R = ctx.reconstruct(self.layer_, torch.arange(len(y))).float().numpy()
+            if self.x_sums_ is None:
+                self.x_sums_ = class_sums(ctx.test_x.reshape(len(y), -1).float().numpy(), y)
+            kept = spread_kept(None, R, y, self.x_sums_)
+            means = np.stack([R[y == c].mean(0, dtype=np.float64) for c in self.proto_labels_]).reshape(shape)
             protos = to_pixels(means, self.mean, self.std)
         t = int(ctx.iteration)
         if t in self.iterations:  # measured again: replace
