@@ -129,7 +129,10 @@ def print_summary(result) -> None:
     for line in summary_lines(result.payload):  # every extension's part (transfer, the few, kept weights)
         console.print(line)
     console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}"
-                  + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else ""))
+                  + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else "")
+                  + (" + reconstructions.{npz,png}" if (result.payload.get("reconstructions") or {}).get("file") else ""))
+    if (result.out / "report.html").exists():
+        console.print(f"report: {result.out}/report.html")
 
 
 def print_seed_summary(summary: dict) -> None:
@@ -183,6 +186,8 @@ def run(
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
     samples: Optional[bool] = typer.Option(None, "--samples/--no-samples", help="Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting [on]."),
     samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),
+    reconstructions: Optional[bool] = typer.Option(None, "--reconstructions/--no-reconstructions", help="Decoded test "
+                                                   "images at every checkpoint: reconstructions.npz/png [on]."),
     transfer: Optional[str] = typer.Option(None, help="Transfer tasks probed at every checkpoint, comma-separated: "
                                            "colour, class-split, switch:DATASET[@PATH], npz:PATH."),
     info_plane: Optional[str] = typer.Option(None, "--info-plane", help="Information plane at every checkpoint, "
@@ -203,7 +208,7 @@ def run(
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
-                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads", "info_plane")}
+                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads", "info_plane", "reconstructions")}
     opts["relative_ridge"] = _parse_ridge(opts.pop("ridge"))
     opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
@@ -213,6 +218,7 @@ def run(
         opts["infoplane"] = {"estimators": [e.strip() for e in info_plane.split(",") if e.strip()]}
     sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
     opts["samples"] = sample_opts or None
+    opts["reconstructions"] = None if reconstructions is None else {"enabled": reconstructions}
     if threads is not None:
         import torch
 
@@ -310,19 +316,41 @@ def layers_cmd(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`.")) -> None:
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `phasescope run`."),
+    html: bool = typer.Option(False, "--html", help="Also write report.html: one self-contained page (figures "
+                              "embedded, no network); for an interrupted or older run it shows what exists."),
+) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
-    from .rebuild import rebuild
+    from .rebuild import NotARunFolder, check_run_folder, rebuild
     from .runs import RunFileError, RunFolderError, locked_folder
 
+    notes: list[str] = []
+    if not run_dir.is_dir():
+        fail(f"{run_dir} does not exist or is not a folder; give a run folder written by `phasescope run`.")
     try:
         with locked_folder(run_dir):  # not while a run is writing the folder
+            check_run_folder(run_dir)
             rebuild(run_dir)
-    except (FileNotFoundError, RunFileError, RunFolderError) as e:
+        console.print(f"rebuilt {run_dir}/phases.json and the figures")
+        if not (run_dir / "errors.npz").exists():
+            notes.append("errors.npz is missing (an older or interrupted run): the phases are kept as stored.")
+    except NotARunFolder as e:
+        fail(str(e))
+    except (RunFileError, FileNotFoundError) as e:
+        if not html:  # a missing, corrupt or truncated file: say which, change nothing
+            fail(str(e))
+        notes.append(f"nothing was rebuilt: {e}")  # the HTML report still shows what the folder holds
+    except RunFolderError as e:
         fail(str(e))
     except OSError as e:
         fail(f"could not read or write a file of {run_dir}: {e}")
-    console.print(f"rebuilt {run_dir}/phases.json and curves.png")
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}")
+    if html:
+        from .html import write_report
+
+        console.print(f"wrote {write_report(run_dir, notes=notes)}")
 
 
 @app.command()
@@ -343,6 +371,8 @@ def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders to overlay."),
     out: Path = typer.Option(Path("compare"), help="Folder for compare.png and compare.csv."),
     metric: str = typer.Option("reconstruction_mse", help="Test metric to overlay (e.g. probe_accuracy)."),
+    html: bool = typer.Option(False, "--html", help="Also write index.html: a sortable summary table, the curves, "
+                              "seeds overlaid per configuration, links to each run's report.html."),
 ) -> None:
     """Overlay the curves of several runs in one figure and one table."""
     from .compare import load_runs, phase_table, plot_compare, run_labels, available_metrics
@@ -372,6 +402,10 @@ def compare(
                   f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-")
     console.print(t)
     console.print(f"wrote {out}/compare.png and {out}/compare.csv")
+    if html:
+        from .html import write_index
+
+        console.print(f"wrote {write_index(runs, out, labels, metric)}")
 
 
 from .theory.cli import theory_command  # noqa: E402

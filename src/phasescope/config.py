@@ -113,8 +113,22 @@ class InfoPlaneOptions(Section):
         return self
 
 
+@dataclass
+class ReconstructionsOptions(Section):
+    section: ClassVar[str] = "reconstructions"
+    enabled: bool = opt(True, "Decoded test images at every checkpoint: reconstructions.npz and reconstructions.png.")
+    per_class: int = opt(2, "Test images per class (the same images for every seed).")
+    layer: str | None = opt(None, "Tracked layer they are decoded from [the last tracked layer].")
+    prototypes: bool = opt(True, "Also decode each class's mean test feature (a class-mean row per class).")
+
+    def validate(self) -> "ReconstructionsOptions":
+        if not isinstance(self.per_class, int) or isinstance(self.per_class, bool) or self.per_class <= 0:
+            raise ConfigError(f"reconstructions per_class must be a positive integer; got {self.per_class!r}.")
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {c.section: c for c in (SamplesOptions, TransferOptions, SyntheticOptions,
-                                                              InfoPlaneOptions)}
+                                                              InfoPlaneOptions, ReconstructionsOptions)}
 RENAMED = {"ridge": "relative_ridge"}  # old key -> new key, accepted with a deprecation warning
 
 
@@ -166,6 +180,7 @@ class RunConfig:
     transfer: TransferOptions = opt(factory=TransferOptions, cli=False)
     synthetic: SyntheticOptions = opt(factory=SyntheticOptions, cli=False)
     infoplane: InfoPlaneOptions = opt(factory=InfoPlaneOptions, cli=False)
+    reconstructions: ReconstructionsOptions = opt(factory=ReconstructionsOptions, cli=False)
 
     @property
     def ridge(self) -> float:  # deprecated name

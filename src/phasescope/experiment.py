@@ -26,6 +26,7 @@ from .version import __version__
 from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
+from .html import write_index_quietly, write_report_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
@@ -357,6 +358,7 @@ def _final_write(out: Path, tracker: PhaseTracker, title: str, status: str, t0: 
         if best_effort:  # the original error matters more; the checkpoint files are already complete
             return None
         raise
+    write_report_quietly(out, status=status)  # report.html (phasescope.html)
     return df, phases, payload, seconds
 
 
@@ -475,5 +477,6 @@ def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = Non
         agg = aggregate(runs)
         atomic_write(out / "aggregate.csv", lambda p: agg.to_csv(p, index=False))
         plot_seeds(runs, out / "seeds.png", title=f"{cfg.model} on {cfg.dataset}, seeds {', '.join(map(str, seeds))}")
+        write_index_quietly(runs, out, [f"seed {r.config['seed']}" for r in runs])  # index.html
         folder.prepared = True
     return results, {"table": table, "agreement": agreement, "out": out, "interrupted": False}

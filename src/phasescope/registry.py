@@ -12,11 +12,13 @@ from .config import RunConfig
 from .data import Splits
 from .extension import Extension
 from .infoplane import InfoPlane, infoplane_extensions
+from .reconstructions import Reconstructions, reconstruction_extensions
 from .samples import SampleDynamics, sample_extensions
 from .stopping import BestFeaturesKeeper
 from .transfer import TransferProbes, from_config as transfer_from_config, keeper_from_config
 
-EXTENSIONS: tuple[type[Extension], ...] = (TransferProbes, SampleDynamics, InfoPlane, BestFeaturesKeeper)
+EXTENSIONS: tuple[type[Extension], ...] = (TransferProbes, SampleDynamics, Reconstructions, InfoPlane,
+                                            BestFeaturesKeeper)
 
 
 def run_extensions(cfg: RunConfig, data: Splits, given: Sequence = ()) -> tuple[Splits, list]:
@@ -24,8 +26,8 @@ def run_extensions(cfg: RunConfig, data: Splits, given: Sequence = ()) -> tuple[
     after the ``given`` ones (an extension of a kind already given is not added again)."""
     data, transfer = transfer_from_config(cfg, data)
     keeper = keeper_from_config(cfg)
-    extensions = [*given, *transfer, *sample_extensions(cfg, data, given), *infoplane_extensions(cfg, given),
-                  *([keeper] if keeper else [])]
+    extensions = [*given, *transfer, *sample_extensions(cfg, data, given), *reconstruction_extensions(cfg, data, given),
+                  *infoplane_extensions(cfg, given), *([keeper] if keeper else [])]
     return data, extensions
 
 
