@@ -10,14 +10,7 @@ from phasescope.errors import NonFiniteActivations, TrainingDiverged
 from phasescope.models import build_model
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-def model_for(digits, seed=0):
-    torch.manual_seed(seed)
-    return build_model("cnn", digits.input_shape, 10, width=0.5)
+from tests.test_tracker import digits, fresh as model_for  # noqa: F401  (the same data fixture and model)
 
 
 def tracker(model, digits, **kw):
