@@ -142,9 +142,12 @@ def run(
     download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
     synthetic: Optional[str] = typer.Option(None, help="Knobs of --dataset synthetic, e.g. atypical_fraction=0.1,dim=100 (see `phasescope theory --help`)."),
     train_size: Optional[int] = typer.Option(None, help="Use a seeded, class-balanced subset of this many training samples."),
-    model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`)."),
+    model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`), or "
+                                        "an import path package.module:function of a callable (input_shape, "
+                                        "num_classes) -> nn.Module."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model's channels/units."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated module names to track (default: last feature block)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated module names to track (default: last feature block); "
+                                         "MODULE[i] / MODULE[key] picks a tensor from a tuple/dict output."),
     iterations: Optional[int] = typer.Option(None, help="Optimiser steps [4096]."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size [128]."),
     optimizer: Optional[str] = typer.Option(None, help="sgd (momentum) or adam [sgd]."),
@@ -161,6 +164,8 @@ def run(
     conv_channels: Optional[int] = typer.Option(None, help="Conv decoder: channels at full resolution [16]."),
     ridge: Optional[float] = typer.Option(None, help="Relative ridge strength of the linear decoder/probe [0.1]."),
     max_features: Optional[int] = typer.Option(None, help="Average-pool spatial layers above this many features [4096]."),
+    tokens: Optional[str] = typer.Option(None, help="Layers with (tokens, features) outputs: mean token (default), "
+                                         "cls (token 0) or pool (all tokens, pooled to --max-features)."),
     probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),
     bn_mode: Optional[str] = typer.Option(None, help="BatchNorm when measuring: recalibrate (default), running, batch."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
@@ -231,25 +236,39 @@ def run(
 
 @app.command("layers")
 def layers_cmd(
-    model: str = typer.Option("cnn", help="Model name."),
+    model: str = typer.Option("cnn", help="Model name, or an import path package.module:function of a callable "
+                              "(input_shape, num_classes) -> nn.Module."),
     dataset: str = typer.Option("mnist-digits", help="Input shape from this dataset's family."),
     width: float = typer.Option(1.0, help="Width multiplier."),
+    input_shape: Optional[str] = typer.Option(None, help="Per-sample input shape instead, e.g. 3,32,32 or 20 "
+                                              "(tabular vectors)."),
+    num_classes: int = typer.Option(10, help="Classes the model is built for."),
 ) -> None:
     """List the trackable layer names of a model, with output shapes."""
-    from .models import MODELS, ModelError, build_model, default_layers, trackable_layers
+    from .models import ModelError, build_model, default_layers, trackable_layers
 
     shape = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "digits": (1, 8, 8)}.get(dataset, (1, 28, 28))
+    if input_shape:
+        try:
+            shape = tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s.strip())
+        except ValueError:
+            fail(f"--input-shape {input_shape!r}: give sizes separated by commas, e.g. 3,32,32 or 20.")
     try:
-        m = build_model(model, shape, 10, width)
+        m = build_model(model, shape, num_classes, width)
+        default = default_layers(m, shape)
+        rows = trackable_layers(m, shape)
     except ModelError as e:
         fail(str(e))
-    table = Table(title=f"{model} on {shape} inputs (default layer: {', '.join(default_layers(m))})", title_justify="left")
+    table = Table(title=f"{model} on {shape} inputs (default layer: {', '.join(default)})", title_justify="left")
     table.add_column("layer")
     table.add_column("output shape")
     table.add_column("features")
-    for l in trackable_layers(m, shape):
+    for l in rows:
         table.add_row(l["name"], "x".join(map(str, l["shape"])), str(l["features"]))
     console.print(table)
+    if any(len(l["shape"]) == 2 for l in rows):
+        console.print("2-D outputs (tokens x features) are measured on the mean token by default: "
+                      "--tokens mean|cls|pool.")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import defaults
-from .defaults import BN_MODES, DECODERS, OPTIMIZERS, PROBES
+from .defaults import BN_MODES, DECODERS, OPTIMIZERS, PROBES, TOKENS
 
 
 class ConfigError(ValueError):
@@ -133,6 +133,8 @@ class RunConfig:
     relative_ridge: float = opt(defaults.RELATIVE_RIDGE, "Ridge strength of the linear decoder and probe, relative "
                                                          "to the mean feature variance.")
     max_features: int = opt(defaults.MAX_FEATURES, "Average-pool spatial layers above this many features.")
+    tokens: str = opt("mean", "Layers with (tokens, features) outputs (transformer blocks): measure the mean token, "
+                              "the class token (cls) or all tokens average-pooled to max_features (pool).")
     probe: str = opt("ridge", "ridge (closed form) or logistic (L-BFGS).")
     bn_mode: str = opt("recalibrate", "BatchNorm when measuring: recalibrate, running or batch.")
     bn_samples: int | None = opt(defaults.BN_SAMPLES, "Fit samples BatchNorm statistics are recalibrated on "
@@ -194,6 +196,7 @@ class RunConfig:
         choice("bn_mode", BN_MODES)
         choice("decoder", DECODERS)
         choice("probe", PROBES)
+        choice("tokens", TOKENS)
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not valid; choose cpu, cuda, cuda:N or auto.")
         for name in ("iterations", "batch_size", "lr", "width", "points_per_octave", "max_features",
