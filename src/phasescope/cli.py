@@ -183,11 +183,13 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch [torch's default]. On a machine busy with "
                                           "other jobs, 1 avoids oversubscription (it can be 20x faster)."),
+    tensorboard: Optional[Path] = typer.Option(None, help="Also write every metric and the curves figure to this "
+                                               "TensorBoard log folder at each checkpoint (needs phasescope[tensorboard])."),
 ) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     opts = {k: v for k, v in locals().items()
             if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
-                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads")}
+                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads", "tensorboard")}
     opts["relative_ridge"] = opts.pop("ridge")
     opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
@@ -214,12 +216,15 @@ def run(
         validate_options(cfg.transfer)  # transfer task names, before any data is loaded
         seed_list = _parse_seeds(seeds)
         if seed_list:
+            if tensorboard is not None:
+                fail("--tensorboard writes one run's curves; run each seed with --seed N and its own --tensorboard folder.")
             results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet)
             for r in results:
                 print_summary(r)
             print_seed_summary(summary)
             return
-        result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
+        result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet,
+                                extensions=_tensorboard(tensorboard))
     except (ConfigError, DataError, ModelError, RunFolderError, FileNotFoundError) as e:
         fail(str(e))
     except TrainingDiverged as e:
@@ -232,6 +237,19 @@ def run(
     print_summary(result)
     if result.status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _tensorboard(log_dir: Path | None) -> list:
+    if log_dir is None:
+        return []
+    try:
+        from .integrations.tensorboard import TensorBoardLogger
+    except ImportError as e:  # the package, or one it needs, is missing
+        fail(f"--tensorboard: {e}")
+    try:
+        return [TensorBoardLogger(log_dir)]
+    except ImportError as e:
+        fail(f"--tensorboard: {e}")
 
 
 @app.command("layers")
