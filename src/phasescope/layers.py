@@ -93,6 +93,8 @@ def select_output(layer: str, out: Any, selectors: tuple[int | str, ...] | None 
     """The tensor ``layer`` names in the module's output ``out``; a clear error if there is none."""
     if selectors is None:
         selectors = parse_layer(layer)[1]
+    if torch.is_tensor(out) and not selectors:  # the common case, on every forward: nothing to parse
+        return out
     base = parse_layer(layer)[0]
     cur = out
     for k in selectors:
@@ -126,10 +128,10 @@ def _pick(v: Any, k: int | str) -> Any:
 
 
 def _suggest(base: str, out: Any) -> str:
-    paths = [p for p, _ in tensor_paths(out) if p]
+    paths = [(p, t) for p, t in tensor_paths(out) if p]
     if not paths:
         return " Track another module (see `phasescope layers`)."
-    shown = ", ".join(f"'{base}{p}' {tuple(t.shape)}" for p, t in [(p, t) for p, t in tensor_paths(out) if p][:6])
+    shown = ", ".join(f"'{base}{p}' {tuple(t.shape)}" for p, t in paths[:6])
     return f" Choose a tensor with a selector: {shown}."
 
 
