@@ -185,3 +185,27 @@ def test_compare_lists_the_metrics_it_can_draw(cli_run, tmp_path):
     res = runner.invoke(app, ["compare", str(cli_run), "--metric", "nonsense", "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "reconstruction_mse" in res.output and "probe_accuracy" in res.output
     assert not (tmp_path / "c").exists()
+
+
+def test_run_options_are_generated_from_the_config_fields(tmp_path):
+    """Every command-line RunConfig field is an option of `run`, with the field's help text and default."""
+    import dataclasses
+
+    from phasescope.cli import CLI_NAMES, config_parameters
+    from phasescope.config import RunConfig
+
+    cli_fields = [f for f in dataclasses.fields(RunConfig) if f.metadata.get("cli", True)]
+    params = {p.name: p for p in config_parameters()}
+    assert list(params) == [f.name for f in cli_fields]
+    for f in cli_fields:
+        flag = "--" + CLI_NAMES.get(f.name, f.name).replace("_", "-")
+        option = params[f.name].default
+        assert option.param_decls == (flag,) and f.metadata["help"].split("[")[0] in option.help
+    assert "[4096]" in params["iterations"].default.help and "[0]" in params["seed"].default.help
+    # a field the hand-written options never had works like any other
+    out = tmp_path / "mbs"
+    res = runner.invoke(app, ["run", *TINY, "--measure-batch-size", "64", "--confidence", "0.9", "--no-samples",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["measure_batch_size"] == 64 and saved["confidence"] == 0.9

@@ -7,13 +7,17 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 import sys
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # help texts hold [defaults] and MODULE[i], not markup
 from rich.table import Table
 
 from .config import ConfigError, RunConfig
@@ -149,67 +153,94 @@ def print_seed_summary(summary: dict) -> None:
     console.print(f"per seed: {summary['out']}/seeds.csv; curves: {summary['out']}/seeds.png")
 
 
-@app.command()
-def run(
-    preset: Optional[str] = typer.Option(None, help="Start from a named configuration (see `phasescope presets`)."),
-    seeds: Optional[str] = typer.Option(None, help="Run several seeds, e.g. 0,1,2: one sub-folder each plus a cross-seed summary."),
-    dataset: Optional[str] = typer.Option(None, help="Dataset: mnist-digits (embedded, default), digits, cifar10, cifar100, mnist, fashion-mnist, npz, folder."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder with the standard distribution files, or an .npz file."),
-    download: Optional[bool] = typer.Option(None, "--download", help="Fetch the dataset with torchvision (if installed)."),
-    synthetic: Optional[str] = typer.Option(None, help="Knobs of --dataset synthetic, e.g. atypical_fraction=0.1,dim=100 (see `phasescope theory --help`)."),
-    train_size: Optional[int] = typer.Option(None, help="Use a seeded, class-balanced subset of this many training samples."),
-    num_classes: Optional[int] = typer.Option(None, help="Number of classes when some are absent from the training "
-                                              "split [max label + 1, every class present]."),
-    model: Optional[str] = typer.Option(None, help="Model: cnn (default), mlp, vgg8, ... (see `phasescope layers`)."),
-    width: Optional[float] = typer.Option(None, help="Width multiplier of the model's channels/units."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated module names to track (default: last feature block)."),
-    iterations: Optional[int] = typer.Option(None, help="Optimiser steps [4096]."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size [128]."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd (momentum) or adam [sgd]."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate [0.01]."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay [0]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of initialisation, batch order and subsets [0]."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto [auto]."),
-    points_per_octave: Optional[int] = typer.Option(None, help="Checkpoints per doubling of the iteration [1]."),
-    fit_samples: Optional[int] = typer.Option(None, help="Training samples the decoder and probe are fitted on [4000]."),
-    test_samples: Optional[int] = typer.Option(None, help="Held-out samples they are scored on [2000]."),
-    decoder: Optional[str] = typer.Option(None, help="linear (exact ridge, default) or conv (transposed convolutions)."),
-    conv_epochs: Optional[int] = typer.Option(None, help="Conv decoder: epoch budget per checkpoint [20]."),
-    conv_channels: Optional[int] = typer.Option(None, help="Conv decoder: channels at full resolution [16]."),
-    ridge: Optional[str] = typer.Option(None, help="Relative ridge strength of the linear decoder/probe [0.1]; "
-                                        "'auto': chosen by generalised cross-validation at every checkpoint."),
-    max_features: Optional[int] = typer.Option(None, help="Average-pool spatial layers above this many features [4096]."),
-    probe: Optional[str] = typer.Option(None, help="ridge (closed form, default) or logistic (L-BFGS)."),
-    bn_mode: Optional[str] = typer.Option(None, help="BatchNorm when measuring: recalibrate (default), running, batch."),
-    bn_samples: Optional[int] = typer.Option(None, help="Fit samples BatchNorm is recalibrated on (seeded subset) [1024]."),
-    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for intervals [1000]."),
-    samples: Optional[bool] = typer.Option(None, "--samples/--no-samples", help="Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting [on]."),
-    samples_max: Optional[int] = typer.Option(None, help="Follow a seeded random subset of this many fit samples [all]."),
-    reconstructions: Optional[bool] = typer.Option(None, "--reconstructions/--no-reconstructions", help="Decoded test "
-                                                   "images at every checkpoint: reconstructions.npz/png [on]."),
-    transfer: Optional[str] = typer.Option(None, help="Transfer tasks probed at every checkpoint, comma-separated: "
-                                           "colour, class-split, switch:DATASET[@PATH], npz:PATH."),
-    info_plane: Optional[str] = typer.Option(None, "--info-plane", help="Information plane at every checkpoint, "
-                                             "estimators comma-separated: binning, quantile, kde, kde-lower."),
-    keep_best: bool = typer.Option(False, "--keep-best", help="Save the weights at the reconstruction minimum "
-                                   "to best_features.pt in the run folder."),
-    stop_on_increase: bool = typer.Option(False, "--stop-on-increase", help="Like --keep-best, and stop training "
-                                          "once the reconstruction error rises significantly after its minimum."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default: a new folder under runs/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint; "
-                                "options given must match the saved ones."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out: deletes only the files "
-                                   "phasescope writes, and nothing if the folder holds other files."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch [torch's default]. On a machine busy with "
-                                          "other jobs, 1 avoids oversubscription (it can be 20x faster)."),
-) -> None:
+# ---------------------------------------------------------------------- run: options from RunConfig
+# Every RunConfig field marked for the command line becomes an option of `run` with the field's own
+# help text and default (one source of both); these read better under another name, or need parsing.
+CLI_NAMES = {"relative_ridge": "ridge"}
+
+
+def _parse_layers(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+CLI_PARSERS = {"relative_ridge": _parse_ridge, "layers": _parse_layers}
+
+
+def _scalar_type(hint: Any) -> type:
+    """int for ``int | None``, float for ``float`` ...: the type Typer parses a field's option as."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else str
+
+
+def config_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter (a Typer option, default None = 'not given') per command-line RunConfig field."""
+    hints = typing.get_type_hints(RunConfig)
+    params = []
+    for f in dataclasses.fields(RunConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        kind = str if f.name in CLI_PARSERS else _scalar_type(hints[f.name])
+        default = None if f.default is dataclasses.MISSING else f.default
+        shown = "" if default is None or default is False or f"[{default}" in f.metadata["help"] else f" [{default}]"
+        flag = "--" + CLI_NAMES.get(f.name, f.name).replace("_", "-")
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                        default=typer.Option(None, flag, help=escape(f.metadata["help"] + shown))))
+    return params
+
+
+def _section_help(section: type, name: str) -> str:
+    return escape(next(f.metadata["help"] for f in dataclasses.fields(section) if f.name == name))
+
+
+def _option(name: str, annotation: Any, option: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=option)
+
+
+def run_parameters() -> list[inspect.Parameter]:
+    """The options of `run`: the preset and seeds, every configuration field, the plug-ins' flags, the folder's."""
+    from .config import InfoPlaneOptions, ReconstructionsOptions, SamplesOptions, TransferOptions
+
+    return [
+        _option("preset", Optional[str], typer.Option(None, help="Start from a named configuration (see `phasescope presets`).")),
+        _option("seeds", Optional[str], typer.Option(None, help="Run several seeds, e.g. 0,1,2 or 0-4: one sub-folder each "
+                                                            "plus a cross-seed summary.")),
+        *config_parameters(),
+        _option("synthetic", Optional[str], typer.Option(None, help="Knobs of --dataset synthetic, e.g. "
+                                                                "atypical_fraction=0.1,dim=100 (see `phasescope theory --help`).")),
+        _option("samples", Optional[bool], typer.Option(None, "--samples/--no-samples",
+                                                        help=_section_help(SamplesOptions, "enabled") + " [on]")),
+        _option("samples_max", Optional[int], typer.Option(None, help=_section_help(SamplesOptions, "max_samples"))),
+        _option("reconstructions", Optional[bool], typer.Option(None, "--reconstructions/--no-reconstructions",
+                help=_section_help(ReconstructionsOptions, "enabled") + " [on]")),
+        _option("transfer", Optional[str], typer.Option(None, help=_section_help(TransferOptions, "tasks")
+                                                        + " Comma-separated.")),
+        _option("info_plane", Optional[str], typer.Option(None, "--info-plane",
+                help=_section_help(InfoPlaneOptions, "estimators") + " Comma-separated.")),
+        _option("keep_best", bool, typer.Option(False, "--keep-best", help=_section_help(TransferOptions, "keep_best"))),
+        _option("stop_on_increase", bool, typer.Option(False, "--stop-on-increase",
+                                                       help=_section_help(TransferOptions, "stop_on_increase"))),
+        _option("out", Optional[Path], typer.Option(None, help="Run folder (default: a new folder under runs/).")),
+        _option("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint; "
+                                             "options given must match the saved ones.")),
+        _option("overwrite", bool, typer.Option(False, "--overwrite", help="Replace the run in --out: deletes only the "
+                                                "files phasescope writes, and nothing if the folder holds other files.")),
+        _option("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bar.")),
+        _option("threads", Optional[int], typer.Option(None, help="CPU threads for torch \\[torch's default]. On a machine "
+                                                       "busy with other jobs, 1 avoids oversubscription (it can be 20x faster).")),
+        _option("tensorboard", Optional[Path], typer.Option(None, help="Also write every metric and the curves figure to "
+                "this TensorBoard log folder at each checkpoint (needs phasescope\\[tensorboard]).")),
+    ]
+
+
+def run(**kw: Any) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
-    opts = {k: v for k, v in locals().items()
-            if k not in ("out", "resume", "overwrite", "quiet", "preset", "seeds", "samples", "samples_max",
-                         "transfer", "keep_best", "stop_on_increase", "synthetic", "threads", "info_plane", "reconstructions")}
-    opts["relative_ridge"] = _parse_ridge(opts.pop("ridge"))
+    fields = [p.name for p in config_parameters()]
+    opts = {k: (CLI_PARSERS[k](kw[k]) if k in CLI_PARSERS and kw[k] is not None else kw[k]) for k in fields}
+    preset, seeds, synthetic, info_plane = kw["preset"], kw["seeds"], kw["synthetic"], kw["info_plane"]
+    samples, samples_max, reconstructions = kw["samples"], kw["samples_max"], kw["reconstructions"]
+    transfer, keep_best, stop_on_increase = kw["transfer"], kw["keep_best"], kw["stop_on_increase"]
+    out, resume, overwrite, quiet = kw["out"], kw["resume"], kw["overwrite"], kw["quiet"]
+    threads, tensorboard = kw["threads"], kw["tensorboard"]
     opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
         knobs = _parse_knobs(synthetic)
@@ -235,8 +266,6 @@ def run(
     # so that the final files are always complete.
     with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
         try:
-            if opts.get("layers") is not None:
-                opts["layers"] = [s.strip() for s in opts["layers"].split(",") if s.strip()]
             cfg = preset_config(preset, opts)
             validate_options(cfg.transfer)  # transfer task names, before any data is loaded
             seed_list = _parse_seeds(seeds)
@@ -249,6 +278,9 @@ def run(
                 given = {**(PRESETS[preset]["config"] if preset else {}), **{k: v for k, v in opts.items() if v is not None}}
                 cfg = resume_config(out, given, seeds=seed_list is not None) or cfg
             if seed_list is not None:
+                if tensorboard is not None:
+                    fail("--tensorboard writes one run's curves; run each seed with --seed N and its own "
+                         "--tensorboard folder.")
                 results, summary = run_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, progress=not quiet,
                                              guard=guard)
                 for r in results:
@@ -260,7 +292,8 @@ def run(
                     raise typer.Exit(EXIT_INTERRUPTED)
                 print_seed_summary(summary)
                 return
-            result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet, guard=guard)
+            result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet, guard=guard,
+                                    extensions=_tensorboard(tensorboard))
         except (ConfigError, DataError, ModelError, RunFolderError, RunFileError, FileNotFoundError) as e:
             fail(str(e))
         except TrainingDiverged as e:
@@ -282,37 +315,70 @@ def run(
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
+run.__signature__ = inspect.Signature(run_parameters())
+run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}
+run = app.command()(run)
+
+
 # Input shapes of the datasets whose shape is fixed by their distribution format (no files are
 # read for `phasescope layers`); datasets shaped by the user's files or knobs are loaded.
 FIXED_SHAPES = {"mnist-digits": (1, 28, 28), "digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
                 "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
 
 
+def _tensorboard(log_dir: Path | None) -> list:
+    if log_dir is None:
+        return []
+    try:
+        from .integrations.tensorboard import TensorBoardLogger
+    except ImportError as e:  # the package, or one it needs, is missing
+        fail(f"--tensorboard: {e}")
+    try:
+        return [TensorBoardLogger(log_dir)]
+    except ImportError as e:
+        fail(f"--tensorboard: {e}")
+
+
 @app.command("layers")
 def layers_cmd(
-    model: str = typer.Option("cnn", help="Model name."),
+    model: str = typer.Option("cnn", help="Model name, or an import path package.module:function of a callable "
+                              "(input_shape, num_classes) -> nn.Module."),
     dataset: str = typer.Option("mnist-digits", help="Input shape from this dataset."),
     data_dir: Optional[str] = typer.Option(None, help="For npz and folder datasets: the data, to read the input shape."),
     width: float = typer.Option(1.0, help="Width multiplier."),
+    input_shape: Optional[str] = typer.Option(None, help="Per-sample input shape instead, e.g. 3,32,32 or 20 "
+                                              "(tabular vectors)."),
+    num_classes: int = typer.Option(10, help="Classes the model is built for."),
 ) -> None:
     """List the trackable layer names of a model, with output shapes."""
     from .data import DATASETS, DataError, load_dataset
     from .models import ModelError, build_model, default_layers, trackable_layers
 
-    if dataset not in DATASETS:
-        fail(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(sorted(DATASETS))}.")
     try:
-        shape = FIXED_SHAPES.get(dataset) or tuple(load_dataset(dataset, data_dir=data_dir).input_shape)
-        m = build_model(model, shape, 10, width)
+        if input_shape:
+            try:
+                shape = tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s.strip())
+            except ValueError:
+                fail(f"--input-shape {input_shape!r}: give sizes separated by commas, e.g. 3,32,32 or 20.")
+        elif dataset not in DATASETS:
+            fail(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(sorted(DATASETS))}.")
+        else:
+            shape = FIXED_SHAPES.get(dataset) or tuple(load_dataset(dataset, data_dir=data_dir).input_shape)
+        m = build_model(model, shape, num_classes, width)
+        default = default_layers(m, shape)
+        rows = trackable_layers(m, shape)
     except (ModelError, DataError, FileNotFoundError) as e:
         fail(str(e))
-    table = Table(title=f"{model} on {shape} inputs (default layer: {', '.join(default_layers(m))})", title_justify="left")
+    table = Table(title=f"{model} on {shape} inputs (default layer: {', '.join(default)})", title_justify="left")
     table.add_column("layer")
     table.add_column("output shape")
     table.add_column("features")
-    for l in trackable_layers(m, shape):
+    for l in rows:
         table.add_row(l["name"], "x".join(map(str, l["shape"])), str(l["features"]))
     console.print(table)
+    if any(len(l["shape"]) == 2 for l in rows):
+        console.print("2-D outputs (tokens x features) are measured on the mean token by default: "
+                      "--tokens mean|cls|pool.")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import defaults
-from .defaults import BN_MODES, DECODERS, OPTIMIZERS, PROBES
+from .defaults import BN_MODES, DECODERS, OPTIMIZERS, PROBES, TOKENS
 
 
 class ConfigError(ValueError):
@@ -143,9 +143,11 @@ class RunConfig:
     num_classes: int | None = opt(None, "Number of classes when some may be absent from the training split "
                                         "[max label + 1, every class present].")
     # --- model ---
-    model: str = opt("cnn", "Model: cnn (default), mlp, vgg8, vgg11, vgg13, vgg16, resnet10 (see `phasescope layers`).")
+    model: str = opt("cnn", "Model: cnn, mlp, vgg8, vgg11, vgg13, vgg16, resnet10 (see `phasescope layers`), or an "
+                            "import path package.module:function of a callable (input_shape, num_classes) -> nn.Module.")
     width: float = opt(1.0, "Width multiplier of the model's channels/units.")
-    layers: list[str] | None = opt(None, "Module names to track, comma-separated [the last feature block].")
+    layers: list[str] | None = opt(None, "Module names to track, comma-separated [the last feature block]; "
+                                         "MODULE[i] / MODULE[key] picks a tensor from a tuple/dict output.")
     # --- training (SGD with momentum 0.9 and batch 128, as in the papers' research code) ---
     iterations: int = opt(4096, "Optimiser steps.")
     batch_size: int = opt(128, "Training batch size.")
@@ -167,6 +169,8 @@ class RunConfig:
                                       "relative to the mean feature variance; 'auto' chooses it per checkpoint "
                                       "and layer by generalised cross-validation.")
     max_features: int = opt(defaults.MAX_FEATURES, "Average-pool spatial layers above this many features.")
+    tokens: str = opt("mean", "Layers with (tokens, features) outputs (transformer blocks): measure the mean token, "
+                              "the class token (cls) or all tokens average-pooled to max_features (pool).")
     probe: str = opt("ridge", "ridge (closed form) or logistic (L-BFGS).")
     bn_mode: str = opt("recalibrate", "BatchNorm when measuring: recalibrate, running or batch.")
     bn_samples: int | None = opt(defaults.BN_SAMPLES, "Fit samples BatchNorm statistics are recalibrated on "
@@ -230,6 +234,7 @@ class RunConfig:
         choice("bn_mode", BN_MODES)
         choice("decoder", DECODERS)
         choice("probe", PROBES)
+        choice("tokens", TOKENS)
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not valid; choose cpu, cuda, cuda:N or auto.")
         for name in ("iterations", "batch_size", "lr", "width", "points_per_octave", "max_features",

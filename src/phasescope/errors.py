@@ -40,3 +40,7 @@ class NotFittedError(RuntimeError):
 
 class DataError(ValueError):
     """A data file is missing, corrupt, or does not match what was asked for."""
+
+
+class ModelError(ValueError):
+    """An unknown model or layer name, or a model that does not fit the data."""

@@ -86,14 +86,14 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
                   extensions: Sequence = ()) -> PhaseTracker:
     fit, test = measurement_sets(data, cfg)
     return PhaseTracker(
-        model, cfg.layers or default_layers(model), fit, test,
+        model, cfg.layers or default_layers(model, data.input_shape), fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
         decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
         bn_samples=cfg.bn_samples, num_classes=data.num_classes,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
-        seed=cfg.seed,
+        seed=cfg.seed, tokens=cfg.tokens,
     )
 
 

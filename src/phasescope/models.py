@@ -8,15 +8,17 @@ Build with :func:`build_model`; list names and output shapes with :func:`trackab
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
+from .errors import ModelError
+from .layers import (build_foreign, dry_run, foreign_default_layer, foreign_trackable_layers, parse_layer,
+                     preserved_modes, resolve_layers)
 
-class ModelError(ValueError):
-    """An unknown model or layer name, or a model that does not fit the data."""
+__all__ = ["ModelError", "build_model", "default_layers", "output_shapes", "preserved_modes", "resolve_layers",
+           "trackable_layers"]
 
 
 def conv_block(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
@@ -43,18 +45,6 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-@contextmanager
-def preserved_modes(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore every submodule's own train/eval mode on exit (``model.train(was)`` would set
-    them all to the top-level mode, unfreezing a BatchNorm the user had put in eval)."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _flat_dim(features: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -184,15 +174,27 @@ MODELS: dict[str, Callable[..., Classifier]] = {
 }
 
 # The layer tracked when the user names none: the last feature block (as in the papers).
-def default_layers(model: nn.Module) -> list[str]:
+def default_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None, forward=None) -> list[str]:
+    """The last feature block of phasescope's models; for any other model (given its per-sample
+    ``input_shape``), what feeds the classifier (see :func:`phasescope.layers.foreign_default_layer`)."""
     if isinstance(model, Classifier):
         return [f"features.{len(model.features) - 1}"]
+    if input_shape is not None:
+        return [foreign_default_layer(model, tuple(input_shape), forward)]
     names = [n for n, _ in model.named_modules() if n]
     return names[-2:-1] or names[-1:]
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
-    """Build model ``name`` for inputs of ``input_shape`` (without the batch axis)."""
+    """Build model ``name`` for inputs of ``input_shape`` (without the batch axis).
+
+    ``name`` is a built-in model or an import path ``package.module:function`` naming a callable
+    ``(input_shape, num_classes) -> nn.Module`` (it gets ``width=`` too when width is not 1).
+    """
+    if ":" in name:
+        if width <= 0:
+            raise ModelError(f"width must be positive; got {width}.")
+        return build_foreign(name, tuple(input_shape), num_classes, width)
     if name not in MODELS:
         raise ModelError(f"Unknown model {name!r}. Choose one of: {', '.join(MODELS)}.")
     if width <= 0:
@@ -203,43 +205,21 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, width
 def trackable_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     """Name, output shape and feature count of every block worth tracking.
 
-    Blocks are the children of ``features`` (and of ``head``), listed in forward order.
+    Blocks are the children of ``features`` (and of ``head``), listed in forward order. For any
+    other model: every module that runs in a forward pass, in the order it starts, with one
+    entry per tensor (and its selector, ``name[0]``) for modules that return tuples or dicts.
     """
-    if isinstance(model, Classifier):
-        names = [f"features.{i}" for i in range(len(model.features))]
-        names += [f"head.{i}" for i in range(len(model.head))] if isinstance(model.head, nn.Sequential) else []
-    else:
-        names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    if not isinstance(model, Classifier):
+        return foreign_trackable_layers(model, tuple(input_shape))
+    names = [f"features.{i}" for i in range(len(model.features))]
+    names += [f"head.{i}" for i in range(len(model.head))] if isinstance(model.head, nn.Sequential) else []
     names = [n for n in names if not isinstance(model.get_submodule(n), nn.Flatten)]
     shapes = output_shapes(model, names, input_shape)
     return [{"name": n, "shape": list(shapes[n]), "features": int(torch.Size(shapes[n]).numel())} for n in names]
 
 
-def output_shapes(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Per-sample output shape of each named module, from one dry forward pass."""
-    modules = resolve_layers(model, names)
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])))
-             for n, m in modules.items()]
-    try:
-        with torch.no_grad(), preserved_modes(model):
-            model.eval()
-            p = next(model.parameters(), None)
-            model(torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu"))
-    finally:
-        for h in hooks:
-            h.remove()
-    return shapes
-
-
-def resolve_layers(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
-    """Map layer names to modules; an unknown name raises an error listing the valid ones."""
-    available = dict(model.named_modules())
-    missing = [n for n in names if n not in available or n == ""]
-    if missing:
-        blocks = [n for n in available if n.count(".") <= 1 and n]
-        raise ModelError(
-            f"Unknown layer name(s) {missing}. Trackable layers of this model include: {', '.join(blocks)} "
-            "(see `phasescope layers --model NAME`)."
-        )
-    return {n: available[n] for n in names}
+def output_shapes(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
+                  forward=None) -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of each named layer, from one dry forward pass (see
+    :func:`phasescope.layers.dry_run`; selectors such as ``blocks.3[0]`` pick a tensor)."""
+    return dry_run(model, names, input_shape, forward)[0]

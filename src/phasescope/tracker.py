@@ -41,15 +41,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import defaults
-from .defaults import BN_MODES, DECODERS, PROBES, check_choice
+from .defaults import BN_MODES, DECODERS, PROBES, TOKENS, check_choice
 from .errors import NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
+from .layers import Forward, dry_run
+from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map, final_linear_name, flatten_features,
+                              iter_batches, prepare)
 from .measure.inputs import as_tensors as _as_tensors
-from .measure.capture import bn_layers, capture_inputs, final_linear_name, flatten_features, iter_batches, pool_grid, prepare
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
 from .measure.ridge import StreamingRidge, one_hot
-from .models import output_shapes, preserved_modes, resolve_layers
+from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, bootstrap_weights, detect_phases
 from .schedule import log_schedule
 
@@ -128,7 +130,16 @@ class PhaseTracker:
     ``bn_mode``/``bn_samples``: how BatchNorm statistics of the frozen copy are prepared
     (recalibrated on a seeded subset of ``bn_samples`` fit samples by default);
     ``extensions``: :class:`~phasescope.extension.Extension` objects; ``num_classes``:
-    the label count when some class may be absent from the measurement samples.
+    the label count when some class may be absent from the measurement samples (default:
+    the model's number of logits).
+
+    Any model: ``layers`` may select a tensor from a module's tuple/dict output
+    (``"blocks.3[0]"``, ``"encoder[hidden]"``, see :mod:`phasescope.layers`); ``tokens`` says
+    how (B, tokens, D) outputs become features: ``mean`` token [default], ``cls`` (token 0)
+    or ``pool`` (all tokens, average-pooled along the tokens to ``max_features``);
+    ``forward(model, x)`` calls a model whose forward is not ``model(x) -> logits``, e.g.
+    ``forward=lambda m, x: m(pixel_values=x).logits`` (outputs with ``.logits`` or a tuple
+    whose first element is the logits are understood without it).
     """
 
     def __init__(
@@ -154,6 +165,8 @@ class PhaseTracker:
         decoder_options: dict | None = None,
         seed: int = 0,
         num_classes: int | None = None,
+        tokens: str = "mean",
+        forward: Forward | None = None,
         ridge: float | None = None,  # deprecated name of relative_ridge
     ):
         if ridge is not None:
@@ -167,12 +180,21 @@ class PhaseTracker:
         if self.fit_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
                              f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
+        check_choice("tokens", tokens, TOKENS)
+        self.tokens, self.forward = tokens, forward
+        # One dry forward: every layer's output shape and the logits' (fails naming the layer or the data shape).
+        shapes, logit_shape = dry_run(model, self.layers, tuple(self.fit_x.shape[1:]), forward)
         top = int(max(self.fit_y.max(), self.test_y.max()))
         if num_classes is not None and top >= num_classes:
             raise ValueError(f"labels go up to {top} but num_classes={num_classes}; labels must be 0..{num_classes - 1}.")
-        self.num_classes = int(num_classes) if num_classes is not None else top + 1
-        if self.num_classes < 2:
+        if (num_classes if num_classes is not None else top + 1) < 2:
             raise ValueError("the labels hold a single class; a classifier's phases need at least two.")
+        k = int(logit_shape[0])
+        if k <= top or (num_classes is not None and k != num_classes):
+            raise ModelError(f"The model outputs {k} logits per sample, but the labels go up to {top}"
+                             + (f" and num_classes={num_classes}" if num_classes is not None else "")
+                             + "; the tracker needs one logit per class.")
+        self.num_classes = int(num_classes) if num_classes is not None else k
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
         check_choice("decoder", decoder, DECODERS)
         check_choice("probe", probe, PROBES)
@@ -188,9 +210,16 @@ class PhaseTracker:
         self.device = _check_device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
         # BatchNorm recalibration: a seeded subset of the fit set; none at all without BatchNorm.
         self.bn_x = self._bn_subset(model, bn_samples)
-        shapes = output_shapes(model, self.layers, tuple(self.fit_x.shape[1:]))
-        self.layer_shapes = {n: list(s) for n, s in shapes.items()}
-        self.pooling = {n: pool_grid(tuple(s), max_features) for n, s in shapes.items()}
+        modules = resolve_layers(model, self.layers)
+        self.layer_shapes = {n: list(shapes[n]) for n in self.layers}
+        self.feature_maps: dict[str, FeatureMap] = {n: feature_map(shapes[n], max_features, tokens, modules[n])
+                                                    for n in self.layers}
+        self.pooling = {n: fm.grid for n, fm in self.feature_maps.items()}  # spatial grids, as recorded before
+        if decoder == "conv":
+            flat = [n for n in self.layers if len(shapes[n]) != 3]
+            if flat:
+                raise ValueError(f"decoder='conv' needs (C, H, W) layer outputs; {flat} have shapes "
+                                 f"{[tuple(shapes[n]) for n in flat]}. Use decoder='linear' for them.")
         self.notes = [f"layer {n!r} has {self._feature_dim(n)} features for {len(self.fit_x)} fit samples: the decoder "
                       "can nearly memorise its fit set and its test loss then depends mostly on the ridge. Use more "
                       "fit samples, or a lower max_features (pooling), for clearly fewer features than samples."
@@ -248,7 +277,10 @@ class PhaseTracker:
         """Measurement settings, as recorded in config.json."""
         return {
             "layers": self.layers, "layer_shapes": self.layer_shapes,
-            "pooled_to_grid": {n: g for n, g in self.pooling.items()}, "decoder": self.decoder,
+            "pooled_to_grid": {n: g for n, g in self.pooling.items()}, "tokens": self.tokens,
+            "features_from": {n: fm.describe() for n, fm in self.feature_maps.items()},
+            **({"forward": getattr(self.forward, "__name__", type(self.forward).__name__)} if self.forward else {}),
+            "decoder": self.decoder,
             "decoder_options": self.decoder_options, "probe": self.probe, "bn_mode": self.bn_mode,
             "bn_samples": None if self.bn_x is None else int(len(self.bn_x)),
             "relative_ridge": self.relative_ridge, "max_features": self.max_features,
@@ -276,10 +308,10 @@ class PhaseTracker:
         """Logits and pooled (N, p) features of every tracked layer for inputs ``x``."""
         logits = torch.empty(len(x), self.num_classes)
         feats = {n: torch.empty(len(x), self._feature_dim(n)) for n in self.layers}  # filled in place: one copy
-        for rows, lg, outs in iter_batches(frozen, self.layers, x, self.batch_size, self.device):
+        for rows, lg, outs in iter_batches(frozen, self.layers, x, self.batch_size, self.device, self.forward):
             logits[rows] = lg.float().cpu()
             for n in self.layers:
-                feats[n][rows] = flatten_features(outs[n], self.pooling[n]).cpu()
+                feats[n][rows] = flatten_features(outs[n], self.feature_maps[n]).cpu()
         return logits, feats
 
     def measure(self, model: nn.Module, iteration: int) -> list[dict]:
@@ -304,7 +336,8 @@ class PhaseTracker:
 
     def _measure(self, model: nn.Module, it: int) -> tuple[list[dict], dict[str, np.ndarray], CheckpointContext]:
         no_bn = self.bn_mode == "recalibrate" and self.bn_x is None  # no BatchNorm: nothing to recalibrate
-        frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.batch_size, self.device)
+        frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.batch_size, self.device,
+                         self.forward)
         fit = self._fit_pass(frozen, it)
         test = self._test_pass(frozen, it)
         if fit.features is None and self.probe == "logistic":  # the iterative probe needs them all at once
@@ -336,12 +369,13 @@ class PhaseTracker:
         logits = torch.empty(n, self.num_classes)
         Y = one_hot(self.fit_y, self.num_classes)
         with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
-            for rows, lg, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
+            for rows, lg, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device,
+                                               self.forward):
                 finite.add("the logits", lg)
                 logits[rows] = lg.float().cpu()
                 xb = self.fit_x[rows].reshape(len(lg), -1).to(self.device)
                 for name in self.layers:
-                    h = flatten_features(outs[name], self.pooling[name])
+                    h = flatten_features(outs[name], self.feature_maps[name])
                     finite.add(f"activations of layer {name!r}", h)
                     solvers[name].partial_fit(h, {"x": xb, "y": Y[rows].to(self.device)})
                     if keep:
@@ -361,11 +395,12 @@ class PhaseTracker:
         feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers}
         raw: dict[str, list] = {name: [] for name in self.layers}
         logits = torch.empty(n, self.num_classes)
-        for rows, lg, outs in iter_batches(frozen, self.layers, self.test_x, self.batch_size, self.device):
+        for rows, lg, outs in iter_batches(frozen, self.layers, self.test_x, self.batch_size, self.device,
+                                           self.forward):
             finite.add("the logits", lg)
             logits[rows] = lg.float().cpu()
             for name in self.layers:
-                h = flatten_features(outs[name], self.pooling[name])
+                h = flatten_features(outs[name], self.feature_maps[name])
                 finite.add(f"activations of layer {name!r}", h)
                 feats[name][rows] = h.cpu()
                 if conv:
@@ -410,9 +445,9 @@ class PhaseTracker:
     def _streamed_train_scores(self, frozen: nn.Module, probes: dict[str, LinearProbe]) -> dict[str, tuple]:
         """Probe correctness and loss on the fit set without holding its features (one forward)."""
         parts: dict[str, list] = {n: [] for n in self.layers}
-        for rows, _, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device):
+        for rows, _, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device, self.forward):
             for n in self.layers:
-                parts[n].append(probes[n].per_sample(flatten_features(outs[n], self.pooling[n]), self.fit_y[rows]))
+                parts[n].append(probes[n].per_sample(flatten_features(outs[n], self.feature_maps[n]), self.fit_y[rows]))
         return {n: tuple(np.concatenate(k) for k in zip(*v)) for n, v in parts.items()}
 
     def _probe(self, solver: StreamingRidge, H_fit: torch.Tensor | None) -> LinearProbe:
@@ -437,9 +472,7 @@ class PhaseTracker:
         return {"iteration": it, "layer": layer, "split": split, "metric": metric, "value": v, "ci_low": lo, "ci_high": hi}
 
     def _feature_dim(self, layer: str) -> int:
-        shape = self.layer_shapes[layer]
-        g = self.pooling[layer]
-        return int(np.prod(shape)) if g is None else shape[0] * g * g
+        return self.feature_maps[layer].features
 
     # ------------------------------------------------------------------ results
     def results(self) -> pd.DataFrame:

@@ -18,14 +18,16 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..defaults import BN_MODES, check_choice
-from ..models import resolve_layers
+from ..defaults import BN_MODES, TOKENS, check_choice
+from ..layers import CHANNELS_FIRST_1D, Forward, call_model, parse_layer, select_output
+from ..models import ModelError, resolve_layers
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -42,7 +44,8 @@ def bn_layers(model: nn.Module) -> list[_BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> None:
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+                   forward: Forward | None = None) -> None:
     """Recompute BatchNorm running statistics on ``x`` (cumulative average over batches)."""
     bns = bn_layers(model)
     if not bns:
@@ -53,17 +56,18 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: t
         m.momentum = None  # cumulative moving average: the exact mean over batches
     model.train()
     for i in range(0, len(x), batch_size):
-        model(x[i : i + batch_size].to(device, non_blocking=True))
+        call_model(model, x[i : i + batch_size].to(device, non_blocking=True), forward)
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.eval()
 
 
-def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor, batch_size: int, device: torch.device) -> nn.Module:
+def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor, batch_size: int, device: torch.device,
+            forward: Forward | None = None) -> nn.Module:
     """The frozen, BatchNorm-prepared copy that every measurement at a checkpoint uses."""
     frozen = frozen_copy(model).to(device)
     if bn_mode == "recalibrate":
-        recalibrate_bn(frozen, x_calib, batch_size, device)
+        recalibrate_bn(frozen, x_calib, batch_size, device, forward)
     elif bn_mode == "batch":
         for m in bn_layers(frozen):
             m.train()
@@ -87,8 +91,82 @@ def pool_grid(shape: tuple[int, ...], max_features: int) -> int | None:
     return min(g, h, w)
 
 
-def flatten_features(out: torch.Tensor, grid: int | None) -> torch.Tensor:
-    """(B, ...) layer output to (B, p) float32 features, pooled to ``grid`` when given."""
+@dataclass(frozen=True)
+class FeatureMap:
+    """How one layer's output (B, ...) becomes (B, p) features, decided once from its shape.
+
+    * (C, H, W) outputs: flattened, or average-pooled to a ``grid`` x ``grid`` map first when
+      C*H*W exceeds the feature budget (:func:`pool_grid`).
+    * (N, D) outputs, N tokens of D features (transformer blocks with ``batch_first``):
+      ``tokens="mean"`` averages the tokens, ``"cls"`` takes the first (class) token, ``"pool"``
+      keeps all tokens, average-pooled along the token axis to ``kept`` tokens when N*D exceeds
+      the budget. For channels-first 1-D modules (Conv1d, BatchNorm1d, ... : (C, L) outputs)
+      the token axis is the last one, and C the features.
+    * anything else: flattened.
+    """
+
+    shape: tuple[int, ...]
+    grid: int | None = None  # spatial side after pooling, (C, H, W) outputs
+    tokens: str | None = None  # mean | cls | pool, (N, D) outputs
+    token_axis: int = 1  # axis of the tokens in the (B, ., .) output
+    kept: int | None = None  # tokens kept by "pool"
+
+    @property
+    def features(self) -> int:
+        if self.grid is not None:
+            return self.shape[0] * self.grid * self.grid
+        if self.tokens is not None:
+            d = self.shape[1] if self.token_axis == 1 else self.shape[0]
+            return d * (self.kept if self.tokens == "pool" else 1)
+        return int(math.prod(self.shape))
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.shape))
+        if self.grid is not None:
+            return f"{shape} average-pooled to {self.shape[0]}x{self.grid}x{self.grid}: {self.features} features"
+        if self.tokens is not None:
+            n = self.shape[self.token_axis - 1]
+            what = {"mean": f"mean of {n} tokens", "cls": f"token 0 of {n}",
+                    "pool": f"all {n} tokens" if self.kept == n else f"{n} tokens average-pooled to {self.kept}"}
+            return f"{shape}, tokens on axis {self.token_axis}: {what[self.tokens]}: {self.features} features"
+        return f"{shape} flattened: {self.features} features"
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if self.grid is not None:
+            out = nn.functional.adaptive_avg_pool2d(out, self.grid)
+        elif self.tokens is not None:
+            t = out if self.token_axis == 1 else out.transpose(1, 2)  # (B, N, D)
+            if self.tokens == "mean":
+                out = t.mean(1)
+            elif self.tokens == "cls":
+                out = t[:, 0]
+            elif self.kept != t.shape[1]:
+                out = nn.functional.adaptive_avg_pool1d(t.transpose(1, 2), self.kept)  # (B, D, kept)
+            else:
+                out = t
+        return out.reshape(out.shape[0], -1).float()
+
+
+def feature_map(shape: tuple[int, ...], max_features: int, tokens: str = "mean",
+                module: nn.Module | None = None) -> FeatureMap:
+    """The :class:`FeatureMap` of an output of per-sample ``shape`` (from ``module``, if known)."""
+    check_choice("tokens", tokens, TOKENS)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        return FeatureMap(shape, grid=pool_grid(shape, max_features))
+    if len(shape) == 2:
+        axis = 2 if isinstance(module, CHANNELS_FIRST_1D) else 1
+        n, d = (shape[0], shape[1]) if axis == 1 else (shape[1], shape[0])
+        kept = min(n, max(1, max_features // d)) if tokens == "pool" else None
+        return FeatureMap(shape, tokens=tokens, token_axis=axis, kept=kept)
+    return FeatureMap(shape)
+
+
+def flatten_features(out: torch.Tensor, grid: "int | FeatureMap | None") -> torch.Tensor:
+    """(B, ...) layer output to (B, p) float32 features: through a :class:`FeatureMap`, or
+    average-pooled to ``grid`` (an int) first when given."""
+    if isinstance(grid, FeatureMap):
+        return grid(out)
     if grid is not None:
         out = nn.functional.adaptive_avg_pool2d(out, grid)
     return out.reshape(out.shape[0], -1).float()
@@ -108,9 +186,11 @@ def _hooks(model: nn.Module, names: list[str], hook) -> Iterator[None]:
 
 @contextmanager
 def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Register forward hooks on ``layers``; the yielded dict holds the latest outputs."""
+    """Register forward hooks on ``layers``; the yielded dict holds the latest outputs (the tensor
+    a layer's selectors pick, e.g. ``blocks.3[0]``; an error names the layer if there is none)."""
     store: dict[str, torch.Tensor] = {}
-    with _hooks(model, layers, lambda n, _inp, out: store.__setitem__(n, out.detach())):
+    selectors = {n: parse_layer(n)[1] for n in layers}
+    with _hooks(model, layers, lambda n, _inp, out: store.__setitem__(n, select_output(n, out, selectors[n]).detach())):
         yield store
 
 
@@ -121,12 +201,19 @@ def iter_batches(
     x: torch.Tensor,
     batch_size: int,
     device: torch.device,
+    forward: Forward | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor, dict[str, torch.Tensor]]]:
-    """Yield ``(rows, logits, {layer: raw output})`` over ``x`` in batches (one forward each)."""
+    """Yield ``(rows, logits, {layer: raw output})`` over ``x`` in batches (one forward each;
+    ``forward(model, x)`` calls the model when given, see :mod:`phasescope.layers`)."""
     with capture(model, layers) as store:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device, non_blocking=True)
-            logits = model(xb)
+            store.clear()
+            logits = call_model(model, xb, forward)
+            missing = [n for n in layers if n not in store]
+            if missing:
+                raise ModelError(f"Layer(s) {missing} did not run in this forward pass (a branch the forward "
+                                 "skipped, or a fused fast path); track the enclosing module instead.")
             yield slice(i, i + len(xb)), logits, dict(store)
 
 

@@ -1,0 +1,133 @@
+"""Lightning: measure the learning phases of a LightningModule while a ``Trainer`` fits it.
+
+    from phasescope.integrations.lightning import PhaseScopeCallback
+
+    cb = PhaseScopeCallback(layers=["net.features.3"], fit_data=(x_fit, y_fit), test_data=(x_test, y_test),
+                            out="runs/lightning")
+    Trainer(max_steps=4096, callbacks=[cb]).fit(module, train_loader)
+
+* **When**: at the scheduled global steps (default ``log_schedule(trainer.max_steps)``: 0, 1, 2,
+  4, ..., max_steps). Step t is measured in ``on_train_batch_start`` before the t-th optimiser step
+  (the model after t steps), the last step in ``on_train_end``. Measuring never changes training:
+  a frozen copy is measured and every random generator is restored (tests check weights and RNG).
+* **Logging**: every metric of a checkpoint goes to all the Trainer's loggers
+  (``logger.log_metrics({...}, step=global_step)``: TensorBoard, CSV, W&B, MLflow, ...) as
+  ``phasescope/<layer>/<split>/<metric>``.
+* **Files** (with ``out``): the run-folder files of ``phasescope run`` (``config.json``,
+  ``metrics.csv``, ``errors.npz``, ``phases.json`` after each checkpoint; ``curves.png`` at the end).
+* **Resume**: the callback's state (the tracker's measurements) is saved in the Trainer's
+  checkpoints; ``trainer.fit(module, ckpt_path=...)`` continues without re-measuring.
+* **Devices**: measures where the module lives (``accelerator="cpu"`` or ``"gpu"``); under DDP only
+  on global rank 0 (``trainer.is_global_zero``), the other ranks do nothing.
+
+``layers`` are module names of the LightningModule (``net.features.3``; selectors such as
+``blocks.3[0]`` work, see :mod:`phasescope.layers`); by default, what feeds its last
+``nn.Linear``. The module is called as ``module(x)`` for logits; pass ``forward=lambda m, x: ...``
+otherwise. Other keyword arguments go to :class:`~phasescope.tracker.PhaseTracker`
+(``bootstrap``, ``tokens``, ``extensions``, ...).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # the standalone package
+    try:
+        from pytorch_lightning.callbacks import Callback
+    except ImportError as e:
+        raise ImportError("phasescope.integrations.lightning needs Lightning: pip install 'phasescope[lightning]'") from e
+
+from ..config import ConfigError
+from ..models import default_layers
+from ..schedule import log_schedule
+from ..tracker import PhaseTracker, _as_tensors
+from .common import RunFolder, checkpoint_scalars, portable, restore
+
+
+class PhaseScopeCallback(Callback):
+    """Measures the learning phases of the LightningModule being fitted (see the module docstring)."""
+
+    def __init__(self, layers: Sequence[str] | None = None, fit_data: Any = None, test_data: Any = None,
+                 schedule: Sequence[int] | None = None, out: str | Path | None = None, *,
+                 prefix: str = "phasescope", **tracker_options: Any):
+        if fit_data is None or test_data is None:
+            raise ValueError("PhaseScopeCallback needs fit_data and test_data: (x, y) tensors or DataLoaders of "
+                             "(x, y) batches (training samples to fit the decoder on, held-out samples to score it).")
+        self.layers = list(layers) if layers is not None else None
+        self.fit_data = _as_tensors(fit_data, "fit_data")
+        self.test_data = _as_tensors(test_data, "test_data")
+        self.schedule = list(schedule) if schedule is not None else None
+        self.out = Path(out) if out is not None else None
+        self.prefix = prefix
+        self.options = tracker_options
+        self.tracker: PhaseTracker | None = None
+        self.run: RunFolder | None = None
+        self._pending: dict | None = None  # state loaded from a checkpoint before the tracker exists
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=tuple(self.layers or ()), prefix=self.prefix)
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit" and self.schedule is None and (trainer.max_steps is None or trainer.max_steps < 0):
+            raise ConfigError(
+                "PhaseScopeCallback: the Trainer has max_steps=-1, so there is no default schedule. Give one: "
+                "PhaseScopeCallback(..., schedule=log_schedule(N)) with N the optimiser steps you train (e.g. "
+                "trainer.estimated_stepping_batches), or Trainer(max_steps=N).")
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero or self.tracker is not None:
+            return  # DDP: rank 0 measures, the others only train; a second fit() goes on measuring
+        schedule = self.schedule if self.schedule is not None else log_schedule(int(trainer.max_steps))
+        layers = self.layers or default_layers(pl_module, tuple(self.fit_data[0].shape[1:]), self.options.get("forward"))
+        self.tracker = PhaseTracker(pl_module, layers, self.fit_data, self.test_data, schedule=schedule, **self.options)
+        if self._pending:
+            self.tracker.load_state_dict(restore(self._pending))
+            self._pending = None
+        if self.out is not None:
+            self.run = RunFolder(self.out, source="lightning")
+            self.run.start(self.tracker, pl_module, max_steps=int(trainer.max_steps))
+            if self.tracker.measured:  # resumed: the files hold what the checkpoint held
+                self.run.checkpoint(self.tracker)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._measure(trainer, pl_module)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._measure(trainer, pl_module)
+        if self.run is not None and self.tracker is not None:
+            self.run.finish(self.tracker, "complete")
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.run is not None and self.tracker is not None and self.tracker.measured:
+            self.run.finish(self.tracker, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+
+    def _measure(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker is None:
+            return
+        step = int(trainer.global_step)
+        rows = self.tracker.maybe_measure(pl_module, step)
+        if rows is None:
+            return
+        scalars = checkpoint_scalars(rows, self.prefix)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+        if self.run is not None:
+            self.run.checkpoint(self.tracker)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        if self.tracker is not None:
+            return portable(self.tracker.state_dict())
+        return self._pending or {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if self.tracker is not None:
+            self.tracker.load_state_dict(restore(state_dict))
+        else:
+            self._pending = state_dict

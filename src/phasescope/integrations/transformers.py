@@ -1,0 +1,166 @@
+"""Hugging Face ``Trainer``: measure the learning phases of an image classifier it trains.
+
+    from phasescope.integrations.transformers import PhaseScopeCallback
+
+    cb = PhaseScopeCallback(layers=["vit.layers.1"], fit_data=(x_fit, y_fit), test_data=(x_test, y_test),
+                            out="runs/hf")
+    Trainer(model=model, args=args, train_dataset=ds, callbacks=[cb]).train()
+
+* **When**: at the scheduled ``state.global_step`` (default ``log_schedule(state.max_steps)``):
+  step 0 in ``on_train_begin``, step t in ``on_step_end`` (after the t-th optimiser step).
+  Measuring works on a frozen copy and restores every random generator.
+* **Logging**: through the Trainer's own ``log`` (so ``report_to`` integrations -- TensorBoard,
+  W&B, MLflow, ... -- and ``trainer.state.log_history`` receive ``phasescope/<layer>/<split>/<metric>``;
+  the Trainer's TensorBoard and W&B callbacks file them under ``train/`` as they do every training log).
+  The callback finds the Trainer that calls it; pass ``trainer=`` (or call :meth:`bind`) to be explicit.
+* **The model**: called as ``model(pixel_values=x)``; the tracker takes ``.logits`` of the output
+  (:func:`pixel_values_forward`). Pass ``forward=lambda model, x: ...`` for other models.
+  ``fit_data``/``test_data``: (x, y) tensors, DataLoaders of (x, y), or datasets whose items are
+  dicts with ``pixel_values`` and ``labels`` (or ``label``), as the Trainer's are.
+* **Files** (with ``out``): the run-folder files of ``phasescope run``.
+* **Resume**: the measurements so far are saved beside each Trainer checkpoint
+  (``checkpoint-N/phasescope_tracker.pt``) and read back when ``trainer.train(resume_from_checkpoint=...)``
+  starts at step N.
+* **Processes**: only the world process zero measures (``state.is_world_process_zero``).
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+try:
+    from transformers import TrainerCallback
+except ImportError as e:
+    raise ImportError("phasescope.integrations.transformers needs transformers: "
+                      "pip install 'phasescope[transformers]'") from e
+
+from ..models import default_layers
+from ..schedule import log_schedule
+from ..tracker import PhaseTracker, _as_tensors
+from .common import RunFolder, checkpoint_scalars, portable, restore
+
+STATE_FILE = "phasescope_tracker.pt"
+
+
+def pixel_values_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of a Hugging Face image classifier: ``model(pixel_values=x).logits``."""
+    return model(pixel_values=x).logits
+
+
+def _tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) from tensors/loaders of (x, y), or from a dataset of {pixel_values, labels} dicts."""
+    if hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, (tuple, list)) \
+            and len(data) and isinstance(data[0], Mapping):
+        first = data[0]
+        label = "labels" if "labels" in first else "label" if "label" in first else None
+        if "pixel_values" not in first or label is None:
+            raise TypeError(f"{name}: items are dicts with keys {sorted(first)}; the callback needs 'pixel_values' "
+                            "and 'labels' (or 'label'), or give (x, y) tensors.")
+        items = [data[i] for i in range(len(data))]
+        xs = torch.stack([torch.as_tensor(it["pixel_values"]) for it in items])
+        ys = torch.as_tensor([int(it[label]) for it in items])
+        return _as_tensors((xs, ys), name)
+    return _as_tensors(data, name)
+
+
+class PhaseScopeCallback(TrainerCallback):
+    """Measures the learning phases of the model a Hugging Face ``Trainer`` trains (see the module docstring)."""
+
+    def __init__(self, layers: Sequence[str] | None = None, fit_data: Any = None, test_data: Any = None,
+                 schedule: Sequence[int] | None = None, out: str | Path | None = None, *, trainer: Any = None,
+                 forward: Any = pixel_values_forward, prefix: str = "phasescope", **tracker_options: Any):
+        if fit_data is None or test_data is None:
+            raise ValueError("PhaseScopeCallback needs fit_data and test_data: (x, y) tensors, DataLoaders of (x, y), "
+                             "or datasets of {'pixel_values', 'labels'} items.")
+        self.layers = list(layers) if layers is not None else None
+        self.fit_data = _tensors(fit_data, "fit_data")
+        self.test_data = _tensors(test_data, "test_data")
+        self.schedule = list(schedule) if schedule is not None else None
+        self.out = Path(out) if out is not None else None
+        self.forward, self.prefix, self.options = forward, prefix, tracker_options
+        self.trainer = trainer
+        self.tracker: PhaseTracker | None = None
+        self.run: RunFolder | None = None
+
+    def bind(self, trainer: Any) -> "PhaseScopeCallback":
+        """Log through ``trainer.log`` (found automatically when the Trainer calls the callback)."""
+        self.trainer = trainer
+        return self
+
+    def _find_trainer(self) -> Any:
+        """The Trainer whose callback handler holds this callback, from the calling frames."""
+        frame = inspect.currentframe()
+        while frame is not None:
+            obj = frame.f_locals.get("self")
+            handler = getattr(obj, "callback_handler", None)
+            if handler is not None and any(cb is self for cb in getattr(handler, "callbacks", ())):
+                return obj
+            frame = frame.f_back
+        return None
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or self.tracker is not None:
+            return
+        self.trainer = self.trainer or self._find_trainer()
+        schedule = self.schedule if self.schedule is not None else log_schedule(int(state.max_steps))
+        layers = self.layers or default_layers(model, tuple(self.fit_data[0].shape[1:]), self.forward)
+        self.tracker = PhaseTracker(model, layers, self.fit_data, self.test_data, schedule=schedule,
+                                    forward=self.forward, **self.options)
+        if state.global_step > 0:
+            self._resume(args, state)
+        if self.out is not None:
+            self.run = RunFolder(self.out, source="transformers")
+            self.run.start(self.tracker, model, max_steps=int(state.max_steps))
+            if self.tracker.measured:
+                self.run.checkpoint(self.tracker)
+        self._measure(state, model)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self._measure(state, model)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.tracker is None:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            torch.save(portable(self.tracker.state_dict()), folder / STATE_FILE)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self.tracker is None:
+            return
+        self._measure(state, model)
+        if self.run is not None:
+            self.run.finish(self.tracker, "complete")
+
+    # ------------------------------------------------------------------ helpers
+    def _measure(self, state: Any, model: Any) -> None:
+        if self.tracker is None or model is None:
+            return
+        step = int(state.global_step)
+        rows = self.tracker.maybe_measure(model, step)
+        if rows is None:
+            return
+        scalars = checkpoint_scalars(rows, self.prefix)
+        if self.trainer is not None:
+            self.trainer.log(scalars)
+        else:  # no Trainer to log through: at least the history holds them
+            state.log_history.append({**scalars, "step": step})
+        if self.run is not None:
+            self.run.checkpoint(self.tracker)
+
+    def _resume(self, args: Any, state: Any) -> None:
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_FILE
+        if not path.exists():
+            warnings.warn(f"Training resumes at step {state.global_step} but {path} does not exist: the checkpoints "
+                          "measured before it are missing from the results.", stacklevel=3)
+            return
+        self.tracker.load_state_dict(restore(torch.load(path, map_location="cpu", weights_only=True)))
+
+
+__all__ = ["PhaseScopeCallback", "pixel_values_forward"]
