@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import sys
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -260,14 +259,14 @@ def run(**kw: Any) -> None:
     from .presets import PRESETS, preset_config
     from .runs import InterruptGuard, RunFileError, RunFolderError
     from .training import TrainingDiverged
-    from .transfer import validate_options
+    from .registry import check_config
 
     # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
     # so that the final files are always complete.
     with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
         try:
             cfg = preset_config(preset, opts)
-            validate_options(cfg.transfer)  # transfer task names, before any data is loaded
+            check_config(cfg)  # e.g. transfer task names, before any data is loaded
             seed_list = _parse_seeds(seeds)
             if seed_list is not None:
                 check_seeds(seed_list)

@@ -44,3 +44,16 @@ class DataError(ValueError):
 
 class ModelError(ValueError):
     """An unknown model or layer name, or a model that does not fit the data."""
+
+
+class StopTraining(Exception):
+    """Raised from a training hook to end pre-training early; carries the decision
+    (a :class:`phasescope.extension.Decision`, e.g. the keeper's after a significant rise)."""
+
+    def __init__(self, decision):
+        self.decision = decision
+        super().__init__(decision.reason)
+
+
+class TransferError(DataError):
+    """A transfer task cannot be set up; the message says which and how to fix it."""

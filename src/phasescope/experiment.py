@@ -35,7 +35,7 @@ from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, at
                    save_state, write_errors, write_json, write_metrics)
 from .schedule import log_schedule
 from .tracker import PhaseTracker
-from .stopping import StopTraining
+from .errors import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
 
 
@@ -189,11 +189,27 @@ def resume_config(out: str | Path, given: dict, *, seeds: bool = False) -> RunCo
 
 
 # ---------------------------------------------------------------------- writing
+def write_checkpoint(out: Path, tracker: PhaseTracker) -> pd.DataFrame:
+    """What a checkpoint adds, so that a kill loses nothing measured: metrics.csv/.parquet and
+    errors.npz (the measurement itself; small and uncompressed), and the files of extensions that
+    must survive a kill (``checkpoint_files``, e.g. the kept weights). No phase detection, no
+    per-sample tables, no figures: those are summaries, written once when the run ends (and
+    rebuilt by ``--resume`` after a kill: every checkpoint's data is also in state.pt)."""
+    df = tracker.results()
+    if len(df):
+        write_metrics(out, df)
+        write_errors(out, tracker.errors)
+        for ext in tracker.extensions:
+            if getattr(ext, "checkpoint_files", False):
+                ext.write(out, df, {}, figure=False)
+    return df
+
+
 def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str | None = None,
                   extra: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
-    """metrics.csv/.parquet, errors.npz, the figures (``figure``), the extensions' files, and
-    last phases.json (with ``extra``, e.g. the final status): every file atomically, phases.json
-    last so that a status in it means the files before it are written."""
+    """Every file of the run: metrics.csv/.parquet, errors.npz, the figures (``figure``), the
+    extensions' files, and last phases.json (with ``extra``, e.g. the final status): every file
+    atomically, phases.json last so that a status in it means the files before it are written."""
     df = tracker.results()
     phases = tracker.phases()
     payload = phases_payload(phases, df, tracker.num_classes)
@@ -298,6 +314,7 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         start = state["iteration"]
     # Everything is validated: only now may a previous run's files go (--overwrite, restart).
     folder.prepare()
+    (out / "phases.json").unlink(missing_ok=True)  # a status of an earlier session; rewritten when this one ends
     write_json(out / "config.json", {
         "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
         "model": {"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
@@ -311,7 +328,7 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         if tracker.maybe_measure(m, t) is None:
             return
         with guard.protect():  # a Ctrl-C waits until this checkpoint's files are all written
-            write_outputs(out, tracker, figure=False)  # extensions write their own files (best_features.pt, ...)
+            write_checkpoint(out, tracker)  # what is new; summaries when the run ends
             save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
                              "stream": stream.state_dict(), "tracker": tracker.state_dict(),
                              "rng": torch.get_rng_state()})

@@ -9,8 +9,11 @@ only the hooks it needs; every hook has a no-op default. The lifecycle:
     measure(ctx) -> rows      at every checkpoint, on the frozen copy; tidy metric rows
     after_checkpoint(ctx)     after the checkpoint is recorded; may return a Decision to stop
     summarise(df, payload)    -> dict merged into phases.json (from results so far)
-    write(out, df, payload, figure=...)   its own files in the run folder (atomically)
+    write(out, df, payload, figure=...)   its own files in the run folder (atomically), when
+                              the run ends; after every checkpoint too if ``checkpoint_files``
     summary_lines(payload)    (classmethod) lines for the printed summary, from phases.json
+    report_context(payload)   (classmethod) what its section of report.html shows, from phases.json;
+                              ``figures`` names its PNGs with their report section and caption
     rebuild(run_dir, df, payload)   (classmethod) recompute its phases.json part and figures from files
     state_dict() / load_state_dict()   resume
 
@@ -94,6 +97,11 @@ class Extension:
 
     name: str = "extension"
     requires: Requires = Requires()
+    # True: write() also runs after every checkpoint, for files a kill must not lose (kept weights).
+    # Summaries (tables, figures) are written once, when the run ends.
+    checkpoint_files: bool = False
+    # Its figures in the run folder: file -> (report.html section, caption).
+    figures: dict[str, tuple[str, str]] = {}
 
     def setup(self, tracker: Any) -> None:
         pass
@@ -118,6 +126,16 @@ class Extension:
     def summary_lines(cls, payload: dict) -> list[Any]:
         """Lines (str or rich renderables) for the printed summary, from phases.json alone."""
         return []
+
+    @classmethod
+    def report_context(cls, payload: dict) -> dict:
+        """Entries of report.html's template context for its section, from phases.json alone."""
+        return {}
+
+    @classmethod
+    def figures_expected(cls, payload: dict) -> bool:
+        """Whether a run with this phases.json should have drawn ``figures``."""
+        return bool(payload.get(cls.name))
 
     @classmethod
     def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .rebuild import NotARunFolder, check_run_folder
+from .registry import extension_figures, report_context as extension_context
 from .report import PHASE_COLOURS
 
 REPORT, INDEX = "report.html", "index.html"
@@ -38,16 +39,9 @@ STATUS_TEXT = {
     "diverged": "diverged: training produced NaN or infinite numbers; partial, the checkpoints before it are included",
     "stopped": "stopped on purpose (--stop-on-increase) once the rise was significant",
 }
-FIGURES = {  # file -> (section, caption)
+FIGURES = {  # file -> (section, caption); the extensions name theirs (registry.extension_figures)
     "curves.png": ("curves", "Test reconstruction loss (band: 95% interval) and train loss of each tracked layer, "
                              "probe and model accuracy, against iteration (log axis); phases shaded."),
-    "reconstructions.png": ("reconstructions", "The decoder's reconstructions of fixed test images at every checkpoint "
-                                               "(first column: the input); the reconstruction minimum is framed, the "
-                                               "phases are the band on top; class means below."),
-    "few.png": ("samples", "Per class, the training samples learned last (\"the few\") next to those learned first, "
-                           "with the iteration each was learned at."),
-    "samples.png": ("samples", "Concentration of the last-layer gradient on few samples (bottom) against the "
-                               "reconstruction loss (top)."),
 }
 CONFIG_GROUPS = [
     ("Data", ["dataset", "data_dir", "train_size", "num_classes"]),
@@ -172,9 +166,8 @@ def report_context(run_dir: str | Path, *, status: str | None = None, notes: Seq
     ctx["final_accuracy"] = payload.get("final_accuracy") if isinstance(payload.get("final_accuracy"), dict) else {}
     ctx["warnings"] = [str(w) for w in payload.get("warnings") or []] if isinstance(payload.get("warnings"), list) else []
     ctx["figures"] = _section(notes, "figures", lambda: _figures(run_dir, payload, notes), {})
-    ctx["reconstructions"] = _section(notes, "reconstructions", lambda: _reconstructions(payload), None)
-    ctx["samples_lines"] = _section(notes, "samples", lambda: _samples_lines(payload), [])
-    ctx["transfer"] = _section(notes, "transfer", lambda: _transfer(payload), None)
+    ctx.update({"reconstructions": None, "samples_lines": [], "transfer": None})  # what the template reads
+    ctx.update(extension_context(payload, notes))
     ctx["config_groups"] = _section(notes, "configuration", lambda: _config_groups(config), [])
     ctx["config_json"] = json.dumps(config, indent=2) if config else ""
     ctx["timings"] = _section(notes, "timings", lambda: _timings(payload), [])
@@ -234,10 +227,9 @@ def _phase_rows(payload: dict) -> list[dict]:
 
 def _figures(run_dir: Path, payload: dict, notes: list[str]) -> dict[str, dict]:
     figs = {}
-    expected = {"curves.png": True, "reconstructions.png": "reconstructions" in payload and
-                not (payload.get("reconstructions") or {}).get("skipped"),
-                "few.png": bool(payload.get("samples")), "samples.png": bool(payload.get("samples"))}
-    for name, (section, caption) in FIGURES.items():
+    every = {**{n: (section, caption, True) for n, (section, caption) in FIGURES.items()}, **extension_figures(payload)}
+    expected = {n: e for n, (_, _, e) in every.items()}
+    for name, (section, caption, _) in every.items():
         path = run_dir / name
         img = png_uri(path) if path.exists() else None
         if img is not None:
@@ -248,37 +240,6 @@ def _figures(run_dir: Path, payload: dict, notes: list[str]) -> dict[str, dict]:
             notes.append(f"{name} is missing (the run did not draw it: interrupted before the end, or an older "
                          f"phasescope); `phasescope report {run_dir} --html` redraws what the files allow.")
     return figs
-
-
-def _reconstructions(payload: dict) -> dict | None:
-    r = payload.get("reconstructions")
-    if not isinstance(r, dict):
-        return None
-    if r.get("skipped"):
-        return {"skipped": r["skipped"]}
-    kept = r.get("kept") or {}
-    rows = [{"when": k, "iteration": v.get("iteration"), "within": v.get("within_class"),
-             "between": v.get("between_class")} for k, v in kept.items() if isinstance(v, dict)]
-    return {"layer": r.get("layer"), "images": r.get("images"), "method": r.get("prototype_method"), "kept": rows}
-
-
-def _samples_lines(payload: dict) -> list[str]:
-    from .samples.report import summary_lines
-
-    return [line.strip() for line in summary_lines(payload)] if payload.get("samples") else []
-
-
-def _transfer(payload: dict) -> dict | None:
-    section = payload.get("transfer")
-    best = payload.get("best_features") if isinstance(payload.get("best_features"), dict) else None
-    if not section and not best:
-        return None
-    rows = []
-    if isinstance(section, dict):
-        from .transfer import transfer_summary_rows as summary_rows
-
-        rows = summary_rows(section)
-    return {"rows": rows, "note": section.get("note") if isinstance(section, dict) else None, "best": best}
 
 
 def _config_groups(config: dict) -> list[dict]:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .layers import (build_foreign, dry_run, foreign_default_layer, foreign_trackable_layers, parse_layer,
-                     preserved_modes, resolve_layers)
+from .layers import (build_foreign, dry_run, foreign_default_layer, foreign_trackable_layers, preserved_modes,
+                     resolve_layers)
 
 __all__ = ["ModelError", "build_model", "default_layers", "output_shapes", "preserved_modes", "resolve_layers",
            "trackable_layers"]

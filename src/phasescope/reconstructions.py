@@ -117,6 +117,27 @@ class Reconstructions(Extension):
     """
 
     name = "reconstructions"
+    figures = {"reconstructions.png": ("reconstructions", "The decoder's reconstructions of fixed test images at every "
+                                       "checkpoint (first column: the input); the reconstruction minimum is framed, "
+                                       "the phases are the band on top; class means below.")}
+
+    @classmethod
+    def figures_expected(cls, payload: dict) -> bool:
+        r = payload.get("reconstructions")
+        return r is not None and not (r or {}).get("skipped")
+
+    @classmethod
+    def report_context(cls, payload: dict) -> dict:
+        r = payload.get("reconstructions")
+        if not isinstance(r, dict):
+            return {"reconstructions": None}
+        if r.get("skipped"):
+            return {"reconstructions": {"skipped": r["skipped"]}}
+        kept = r.get("kept") or {}
+        rows = [{"when": k, "iteration": v.get("iteration"), "within": v.get("within_class"),
+                 "between": v.get("between_class")} for k, v in kept.items() if isinstance(v, dict)]
+        return {"reconstructions": {"layer": r.get("layer"), "images": r.get("images"),
+                                    "method": r.get("prototype_method"), "kept": rows}}
 
     def __init__(self, *, per_class: int = 2, layer: str | None = None, prototypes: bool = True,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

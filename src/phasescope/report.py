@@ -136,7 +136,3 @@ def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | Non
         "checkpoints": sorted(int(i) for i in df.iteration.unique()) if len(df) else [],
         "warnings": run_warnings(df, num_classes),
     }
-
-
-def _nan_to_none(v):
-    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v

@@ -5,7 +5,9 @@
                      (+ metrics.parquet when pyarrow is installed)
     errors.npz       per-sample test reconstruction errors, (K, n_test) per layer
     phases.json      per layer: phases, minimum, relative decrease/increase with intervals;
-                     the run's ``status`` once it has ended
+                     the run's ``status``. Written when the run ends (complete, stopped,
+                     interrupted, diverged, failed), like the extensions' tables and the
+                     figures; metrics.csv, errors.npz and state.pt after every checkpoint
     curves.png       the figure
     state.pt         training + tracker state at the last checkpoint (for --resume)
     state.prev.pt    the state of the checkpoint before (used when state.pt is unusable)
@@ -272,7 +274,8 @@ def write_errors(out: Path, errors: dict[str, dict[int, np.ndarray]]) -> None:
         if its:
             arrays[f"{layer}::iterations"] = np.asarray(its)
             arrays[f"{layer}::errors"] = np.stack([per_it[i] for i in its]).astype(np.float64)
-    atomic_write(out / "errors.npz", write_bytes_to(lambda f: np.savez_compressed(f, **arrays)))
+    # uncompressed: rewritten at every checkpoint, and float errors barely compress
+    atomic_write(out / "errors.npz", write_bytes_to(lambda f: np.savez(f, **arrays)))
 
 
 def read_errors(run_dir: Path) -> dict[str, tuple[list[int], np.ndarray]]:

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .extension import CheckpointContext, Decision, Extension
+from .errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
 from .phases import detect_phases
 
 
@@ -89,6 +90,7 @@ class BestFeaturesKeeper(Extension):
     """
 
     name = "best_features"
+    checkpoint_files = True  # the kept weights must survive a kill
     FILE = "best_features.pt"
 
     def __init__(self, tracker=None, layer: str | None = None, *, stop_on_increase: bool = False,
@@ -198,11 +200,3 @@ class BestFeaturesKeeper(Extension):
         doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
                "decision": asdict(self.decision) if self.decision else None, **meta}
         atomic_write(path, lambda p: torch.save(doc, p))
-
-
-class StopTraining(Exception):
-    """Raised from a training hook to end pre-training early; carries the decision."""
-
-    def __init__(self, decision: Decision):
-        self.decision = decision
-        super().__init__(decision.reason)

@@ -155,7 +155,7 @@ def class_names(
     return names + [str(i) for i in range(len(names), k)], absent
 
 
-def check_splits(s: "Splits", *, num_classes: int | None = None) -> "Splits":  # data.base.Splits
+def check_splits(s: "Splits", *, num_classes: int | None = None) -> "Splits":  # data.base.Splits (base imports this module)
     """Raise a :class:`DataError` unless ``s`` makes sense to train on; return it (class names set to K).
 
     With ``num_classes``, classes absent from training raise a :class:`DataWarning` once and are

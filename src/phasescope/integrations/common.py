@@ -97,9 +97,9 @@ class RunFolder:
         })
 
     def checkpoint(self, tracker: PhaseTracker) -> None:
-        from ..experiment import write_outputs
+        from ..experiment import write_checkpoint
 
-        write_outputs(self.out, tracker, figure=False)
+        write_checkpoint(self.out, tracker)
 
     def finish(self, tracker: PhaseTracker, status: str = "complete") -> dict:
         from ..experiment import write_outputs

@@ -45,6 +45,12 @@ class SampleDynamics(Extension):
     """
 
     name = "samples"
+    figures = {
+        "few.png": ("samples", "Per class, the training samples learned last (\"the few\") next to those learned first, "
+                               "with the iteration each was learned at."),
+        "samples.png": ("samples", "Concentration of the last-layer gradient on few samples (bottom) against the "
+                                   "reconstruction loss (top)."),
+    }
     requires = Requires(module_inputs=(HEAD,))  # the final Linear's input, from the tracker's fit pass
 
     def __init__(self, data: Any = None, *, index: Sequence[int] | None = None, max_samples: int | None = None,
@@ -197,6 +203,10 @@ class SampleDynamics(Extension):
         """Hook of :func:`phasescope.experiment.write_outputs`: the ``samples`` key of phases.json."""
         minima = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
         return {"samples": self.summary(minima)}
+
+    @classmethod
+    def report_context(cls, payload: dict) -> dict:
+        return {"samples_lines": [line.strip() for line in cls.summary_lines(payload)] if payload.get("samples") else []}
 
     @classmethod
     def summary_lines(cls, payload: dict) -> list[str]:

@@ -35,6 +35,19 @@ def _majority(y: torch.Tensor | None) -> dict:
 
 class TransferProbes(Extension):
     name = "transfer"
+
+    @classmethod
+    def report_context(cls, payload: dict) -> dict:
+        """The transfer table, and where the kept weights are (the keeper serves transfer)."""
+        section = payload.get("transfer")
+        best = payload.get("best_features") if isinstance(payload.get("best_features"), dict) else None
+        if not section and not best:
+            return {"transfer": None}
+        from .recommend import transfer_summary_rows
+
+        rows = transfer_summary_rows(section) if isinstance(section, dict) else []
+        return {"transfer": {"rows": rows, "note": section.get("note") if isinstance(section, dict) else None,
+                             "best": best}}
     FILE = "transfer.npz"  # per-sample test correctness, for rebuilding the gaps' paired intervals
 
     def __init__(self, tasks: Sequence[TransferTask], *, probe: str = "ridge", ridge: float = DEFAULT_RIDGE,

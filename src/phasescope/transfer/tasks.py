@@ -19,21 +19,17 @@ task. The tasks, by the names the CLI takes (``--transfer``):
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data import Splits, load_dataset, measurement_sets
-from ..data.base import DataError, normalise, unnormalise
-
-
-class TransferError(ValueError):
-    """A transfer task cannot be set up; the message says which and how to fix it."""
+from ..data.base import DataError, unnormalise  # noqa: F401  (unnormalise: re-exported)
+from ..data.classes import split_classes
+from ..data.convert import resize, to_input_space  # noqa: F401  (resize: re-exported)
+from ..errors import TransferError
 
 
 TASK_HELP = "colour, class-split, switch:DATASET[@PATH] or npz:PATH"
@@ -107,34 +103,6 @@ def colour_dominance(raw: torch.Tensor) -> torch.Tensor:
     return raw.double().sum(dim=(2, 3)).argmax(1)
 
 
-def resize(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (N, C, H, W) images; antialiased when shrinking."""
-    if tuple(raw.shape[-2:]) == tuple(size):
-        return raw
-    shrink = size[0] < raw.shape[-2] or size[1] < raw.shape[-1]
-    return F.interpolate(raw.float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)
-
-
-def to_input_space(x: torch.Tensor, source: Splits, target: Splits, *, allow_resize: bool, what: str) -> torch.Tensor:
-    """Inputs of ``source`` (normalised with its own statistics) as inputs of ``target``'s model."""
-    want = tuple(target.input_shape)
-    have = tuple(x.shape[1:])
-    if have != want:
-        if not allow_resize or len(have) != 3 or len(want) != 3:
-            raise TransferError(
-                f"{what} has input shape {have} but the pre-training data {target.name!r} has {want}; "
-                "give a dataset with the same input shape.")
-        if have[0] != want[0]:
-            raise TransferError(
-                f"{what} has {have[0]} channel(s) but the pre-training data {target.name!r} has {want[0]}; "
-                "switch between datasets with the same number of channels (MNIST <-> Fashion-MNIST, "
-                "CIFAR-10 <-> CIFAR-100, mnist-digits <-> digits).")
-    raw = unnormalise(x, source.mean, source.std)
-    if have != want:
-        raw = resize(raw, want[1:])
-    return normalise(raw, target.mean, target.std).contiguous()
-
-
 # --------------------------------------------------------------------------- tasks
 
 
@@ -191,58 +159,6 @@ def npz_task(spec: str, data: Splits, *, fit_samples: int | None = 4000, test_sa
         raise TransferError(f"Transfer task {spec!r}: {e}") from e
     return dataset_task(spec, other, data, allow_resize=False, fit_samples=fit_samples, test_samples=test_samples,
                         seed=seed, info={"path": str(path)})
-
-
-def _select(data: Splits, keep: list[int], split: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    y = getattr(data, f"y_{split}")
-    idx = np.flatnonzero(np.isin(y.numpy(), keep))
-    remap = torch.full((data.num_classes,), -1, dtype=torch.long)
-    remap[torch.as_tensor(keep)] = torch.arange(len(keep))
-    return getattr(data, f"x_{split}")[idx], remap[y[idx]], idx
-
-
-def split_classes(data: Splits, pretrain_classes: Sequence[int] | None = None) -> tuple[Splits, Splits]:
-    """Split ``data`` by class into pre-training and transfer datasets.
-
-    ``pretrain_classes`` (label indices) default to the first half, ``0 .. k//2 - 1``; the
-    others are the transfer classes. Both parts are relabelled ``0..`` in the original
-    order and normalised with the statistics of the *pre-training* part's training split
-    (so not even the normalisation sees the transfer classes). ``train_meta``/``test_meta``
-    gain ``original_label`` and ``original_index`` (rows of ``data``'s splits); ``info`` of
-    the pre-training part records which classes are which.
-    """
-    k = data.num_classes
-    pre = sorted({int(c) for c in (pretrain_classes if pretrain_classes is not None else range(k // 2))})
-    post = [c for c in range(k) if c not in pre]
-    if len(pre) < 2 or len(post) < 2 or not all(0 <= c < k for c in pre):
-        raise TransferError(f"class-split needs at least 2 pre-training and 2 transfer classes among the {k} "
-                            f"classes 0..{k - 1} of {data.name!r}; got pre-training classes {pre}.")
-    # Statistics of the pre-training part's raw training images: both parts are normalised with them.
-    raw_pre = unnormalise(data.x_train[np.isin(data.y_train.numpy(), pre)], data.mean, data.std).double()
-    axes = (0, 2, 3) if raw_pre.dim() == 4 else (0, 1)
-    mean = [round(float(v), 6) for v in raw_pre.mean(axes).reshape(-1)]
-    std = [round(float(v) + 1e-6, 6) for v in raw_pre.std(axes, unbiased=False).reshape(-1)]
-    names = list(data.classes)
-    record = {"pretrain_classes": [names[c] for c in pre], "transfer_classes": [names[c] for c in post],
-              "pretrain_labels": pre, "transfer_labels": post, "source": data.name}
-
-    def renorm(x: torch.Tensor) -> torch.Tensor:
-        return normalise(unnormalise(x, data.mean, data.std), mean, std).contiguous()
-
-    def meta(m: dict, idx: np.ndarray, y: torch.Tensor) -> dict:
-        return {**{key: v[idx] for key, v in m.items()}, "original_label": y[idx].numpy(), "original_index": idx}
-
-    out = []
-    for role, keep in (("pretrain", pre), ("transfer", post)):
-        xtr, ytr, itr = _select(data, keep, "train")
-        xte, yte, ite = _select(data, keep, "test")
-        out.append(dataclasses.replace(
-            data, name=f"{data.name}[{role} classes]", x_train=renorm(xtr), y_train=ytr, x_test=renorm(xte),
-            y_test=yte, classes=[names[c] for c in keep], mean=mean, std=std,
-            info={**data.info, "class_split": {**record, "role": role}},
-            train_meta=meta(data.train_meta, itr, data.y_train), test_meta=meta(data.test_meta, ite, data.y_test),
-        ))
-    return out[0], out[1]
 
 
 def class_split_task(transfer: Splits, pretrain: Splits, *, fit_samples: int | None = 4000,
