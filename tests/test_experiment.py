@@ -59,3 +59,25 @@ def test_interrupted_run_resumes_to_the_identical_result(tmp_path, tiny_cfg):
     resumed = run_experiment(tiny_cfg, tmp_path / "part", resume=True, progress=False)
     assert resumed.status == "complete"
     pd.testing.assert_frame_equal(full.metrics, resumed.metrics)
+
+
+def test_a_checkpoint_writes_only_what_is_new_and_the_end_writes_the_summaries(tmp_path, tiny_cfg):
+    """After each checkpoint: metrics, errors and state hold every checkpoint so far (a kill loses
+    nothing measured); phase detection, tables and figures wait for the end of the run."""
+    from phasescope.runs import read_errors, read_metrics
+
+    out = tmp_path / "run"
+    seen = []
+
+    def inspect(iteration, tracker):
+        files = {p.name for p in out.iterdir()}
+        m = read_metrics(out)
+        its, _ = read_errors(out)[tracker.layers[0]]
+        seen.append((iteration, sorted(m.iteration.unique()) == tracker.measured, its == tracker.measured,
+                     {"state.pt", "metrics.csv", "errors.npz"} <= files,
+                     files & {"phases.json", "samples.npz", "samples.png", "curves.png", "reconstructions.npz"}))
+
+    run_experiment(tiny_cfg, out, progress=False, on_checkpoint=inspect)
+    assert len(seen) == 8 and all(a and b and c and not summaries for _, a, b, c, summaries in seen), seen
+    for name in ("phases.json", "samples.npz", "curves.png", "reconstructions.npz", "report.html"):
+        assert (out / name).exists(), name
