@@ -183,3 +183,14 @@ def test_public_and_moved_names_still_import():
     assert issubclass(NotFittedError, RuntimeError)
     assert bootstrap_weights is stats_weights
     assert tasks_unnormalise is unnormalise
+
+
+def test_every_extension_file_is_a_run_file():
+    """--overwrite deletes only RUN_FILES: every file an extension declares must be one of them."""
+    from phasescope.registry import EXTENSIONS
+    from phasescope.runs import RUN_FILES
+
+    declared = {f: cls.__name__ for cls in EXTENSIONS for f in cls.files}
+    assert declared and not set(declared) - RUN_FILES, {f: c for f, c in declared.items() if f not in RUN_FILES}
+    for cls in EXTENSIONS:
+        assert set(cls.figures) <= set(cls.files), cls.__name__

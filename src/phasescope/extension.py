@@ -102,6 +102,9 @@ class Extension:
     checkpoint_files: bool = False
     # Its figures in the run folder: file -> (report.html section, caption).
     figures: dict[str, tuple[str, str]] = {}
+    # Every file it may write in a run folder (--overwrite deletes these and no others: they
+    # must be among phasescope.runs.RUN_FILES, which a test checks).
+    files: tuple[str, ...] = ()
 
     def setup(self, tracker: Any) -> None:
         pass

@@ -97,6 +97,7 @@ class InfoPlane(Extension):
     """
 
     name = "infoplane"
+    files = ("infoplane.png",)
 
     def __init__(self, estimators: str | Sequence[str] = ("binning", "kde"), bins: int = 30, *,
                  binning_scope: str = "layer", noise: float = 0.1, sigma: float | None = None,

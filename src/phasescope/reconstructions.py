@@ -117,6 +117,7 @@ class Reconstructions(Extension):
     """
 
     name = "reconstructions"
+    files = (NPZ, PNG)
     figures = {"reconstructions.png": ("reconstructions", "The decoder's reconstructions of fixed test images at every "
                                        "checkpoint (first column: the input); the reconstruction minimum is framed, "
                                        "the phases are the band on top; class means below.")}

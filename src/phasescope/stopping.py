@@ -92,6 +92,7 @@ class BestFeaturesKeeper(Extension):
     name = "best_features"
     checkpoint_files = True  # the kept weights must survive a kill
     FILE = "best_features.pt"
+    files = (FILE,)
 
     def __init__(self, tracker=None, layer: str | None = None, *, stop_on_increase: bool = False,
                  require_decrease: bool = True, confidence: float | None = None, n_boot: int | None = None,

@@ -45,6 +45,7 @@ class SampleDynamics(Extension):
     """
 
     name = "samples"
+    files = ("samples.parquet", "samples.csv", "samples.npz", "samples.png", "few.png")
     figures = {
         "few.png": ("samples", "Per class, the training samples learned last (\"the few\") next to those learned first, "
                                "with the iteration each was learned at."),

@@ -49,6 +49,7 @@ class TransferProbes(Extension):
         return {"transfer": {"rows": rows, "note": section.get("note") if isinstance(section, dict) else None,
                              "best": best}}
     FILE = "transfer.npz"  # per-sample test correctness, for rebuilding the gaps' paired intervals
+    files = (FILE,)
 
     def __init__(self, tasks: Sequence[TransferTask], *, probe: str = "ridge", ridge: float = DEFAULT_RIDGE,
                  bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0):
