@@ -127,13 +127,13 @@ def print_summary(result) -> None:
                   f"{result.seconds.get('measurement', 0):.0f} s)")
     for w in result.payload.get("warnings") or []:
         err.print(f"[bold yellow]warning:[/] {w}")
-    from .registry import summary_lines
+    from .registry import extension_files, summary_lines
 
     for line in summary_lines(result.payload):  # every extension's part (transfer, the few, kept weights)
         console.print(line)
+    more = [f for f in extension_files() if (result.out / f).exists()]
     console.print(f"outputs: {result.out}/{{config.json, metrics.csv, phases.json, curves.png}}"
-                  + (" + samples.{parquet,npz,png}, few.png" if result.payload.get("samples") else "")
-                  + (" + reconstructions.{npz,png}" if (result.payload.get("reconstructions") or {}).get("file") else ""))
+                  + (f" + {', '.join(more)}" if more else ""))
     if (result.out / "report.html").exists():
         console.print(f"report: {result.out}/report.html")
 

@@ -63,6 +63,11 @@ def extension_figures(payload: dict) -> dict[str, tuple[str, str, bool]]:
             for cls in EXTENSIONS for name, (section, caption) in cls.figures.items()}
 
 
+def extension_files() -> list[str]:
+    """Every file an extension may write in a run folder, in registry order."""
+    return list(dict.fromkeys(f for cls in EXTENSIONS for f in cls.files))
+
+
 def rebuild_extensions(run_dir, df, payload: dict) -> dict:
     """Every extension's phases.json entries, recomputed from the run folder's files."""
     out: dict = {}
