@@ -45,6 +45,7 @@ def _dry_run(spec) -> None:
 
 
 def _print_result(result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from ..cli import console, err
@@ -70,7 +71,7 @@ def _print_result(result) -> None:
                   "-" if acc != acc else f"{acc:.3f}")
     console.print(t)
     for name, o in result.failed.items():
-        err.print(f"[bold red]{o['status']}:[/] {name}: {o.get('message') or '(no message)'}")
+        err.print(f"[bold red]{o['status']}:[/] {escape(name)}: {escape(o.get('message') or '(no message)')}")
     console.print(f"outputs: {result.out}/{{sweep.csv, summary.csv{', sweep.png' if result.figure else ''}}}, "
                   f"runs in {result.out}/runs/")
 
@@ -105,6 +106,8 @@ def sweep(
 
     Exit code: 0 all runs finished; 1 some failed; 3 some diverged and none failed otherwise;
     2 bad input; 130 interrupted (run it again to continue)."""
+    from rich.markup import escape
+
     from ..cli import _ENTRY_POINT, EXIT_INTERRUPTED, console, err, fail
     from ..runs import InterruptGuard
     from . import RayMissing, SweepError, load_spec, run_sweep, saved_spec
@@ -133,10 +136,8 @@ def sweep(
             result = run_sweep(spec, out, backend=backend, address=address, cpus_per_run=cpus_per_run,
                                gpus_per_run=gpus_per_run, num_cpus=num_cpus, retries=retries, resume=resume,
                                overwrite=overwrite, progress=not quiet, guard=guard, console=console)
-    except RayMissing as e:
-        fail(str(e))
-    except (SweepError, ValueError) as e:  # ConfigError is a ValueError
-        fail(str(e))
+    except (RayMissing, SweepError, ValueError) as e:  # ConfigError is a ValueError
+        fail(escape(str(e)))
     except KeyboardInterrupt:
         fail(f"interrupted: finished runs and every checkpoint are kept; continue with the same command "
              f"(or `phasescope sweep --resume --out {out}`).", EXIT_INTERRUPTED)

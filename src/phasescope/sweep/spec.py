@@ -342,12 +342,11 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
             raise SweepError(f"{src}: name in {where} must be a non-empty string.")
         if "preset" in entry:
             _check_preset(entry["preset"], where, src)
-        axes = dict(grid)
-        if "grid" in entry:
-            for k, v in _flatten_grid(entry["grid"], f"{where} grid", src).items():
-                if k in axes:
-                    raise SweepError(f"{src}: axis {k!r} is in both [grid] and {where}'s grid; keep one.")
-                axes[k] = v
+        axes = _flatten_grid(entry["grid"], f"{where} grid", src) if "grid" in entry else {}
+        for k, v in grid.items():  # the entry's own axes vary slowest, the top-level grid's fastest
+            if k in axes:
+                raise SweepError(f"{src}: axis {k!r} is in both [grid] and {where}'s grid; keep one.")
+            axes[k] = v
         for k in axes:
             if k in keys:
                 raise SweepError(f"{src}: {k!r} is both a key of {where} and a grid axis; keep one.")
@@ -370,12 +369,18 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
                       **keys, **values}
             planned.append((d, assign, label.strip() if label else None, set(values)))
 
-    # names: the assignments that differ between runs, in the order the file gives them
+    # names: what the file sets that differs between the runs (by the value the run gets), in the
+    # order preset, entry keys and entry axes, top-level axes
     order: list[str] = []
     for _, a, _, _ in planned:
-        order += [k for k in a if k not in order]
-    varying = [k for k in order
-               if len({json.dumps(a.get(k, "\0missing"), sort_keys=True, default=str) for _, a, _, _ in planned}) > 1]
+        order += [k for k in a if k not in order and k not in grid and k != "preset"]
+    order = ["preset"] + order + list(grid)
+
+    def effective(d: dict, a: dict, k: str) -> str:
+        v = a.get("preset") if k == "preset" else _flat(d).get(k)
+        return json.dumps(v, sort_keys=True, default=str)
+
+    varying = [k for k in order if len({effective(d, a, k) for d, a, _, _ in planned}) > 1]
     runs: list[PlannedRun] = []
     seen: dict[str, int] = {}
     for n, (d, a, label, axis_keys) in enumerate(planned):
