@@ -156,7 +156,9 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float | None 
         return ray, False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "configure_logging": True, "logging_level": "warning"}
-    if address:
+    if address and address.startswith("ray://"):  # Ray Client: the cluster's own settings apply
+        ray.init(address=address)
+    elif address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **({"num_gpus": num_gpus} if num_gpus else {}), **kwargs)
