@@ -414,7 +414,7 @@ app.command("theory", help="Simulate the single-layer theory of the learning pha
 
 from .sweep.cli import register as _register_sweep  # noqa: E402
 
-_register_sweep(app)  # phasescope sweep
+_register_sweep(app, lambda: _ENTRY_POINT)  # phasescope sweep
 
 
 _ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)

@@ -5,16 +5,33 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+_entry_point = lambda: False  # noqa: E731 - replaced by register(): is this the `phasescope` process itself?
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, entry_point=None) -> None:
+    """Mount ``phasescope sweep`` on ``app``; ``entry_point()`` says whether the process is the
+    command itself (then a Ctrl-C stays ignored after the sweep has been interrupted)."""
+    global _entry_point
+    if entry_point is not None:
+        _entry_point = entry_point
     app.command("sweep")(sweep)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
 
 
 def _list() -> None:
     from rich.table import Table
 
-    from ..cli import console
     from .spec import load_spec, read_file, shipped
 
     t = Table(title="shipped sweeps (phasescope sweep NAME --out DIR)", title_justify="left")
@@ -32,8 +49,6 @@ def _list() -> None:
 def _dry_run(spec) -> None:
     from rich.table import Table
 
-    from ..cli import console
-
     t = Table(title=f"{len(spec.runs)} runs of {spec.source}", title_justify="left")
     t.add_column("run")
     for c in spec.columns:
@@ -47,8 +62,6 @@ def _dry_run(spec) -> None:
 def _print_result(result) -> None:
     from rich.markup import escape
     from rich.table import Table
-
-    from ..cli import console, err
 
     s = result.summary
     t = Table(title=f"sweep {result.out}: per configuration and layer (mean ± sd across seeds)", title_justify="left")
@@ -106,9 +119,6 @@ def sweep(
 
     Exit code: 0 all runs finished; 1 some failed; 3 some diverged and none failed otherwise;
     2 bad input; 130 interrupted (run it again to continue)."""
-    from rich.markup import escape
-
-    from ..cli import _ENTRY_POINT, EXIT_INTERRUPTED, console, err, fail
     from ..runs import InterruptGuard
     from . import RayMissing, SweepError, load_spec, run_sweep, saved_spec
 
@@ -132,12 +142,12 @@ def sweep(
             return
         if out is None:
             out = Path("sweeps") / Path(str(file)).stem
-        with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
+        with InterruptGuard(ignore_after=_entry_point()) as guard:
             result = run_sweep(spec, out, backend=backend, address=address, cpus_per_run=cpus_per_run,
                                gpus_per_run=gpus_per_run, num_cpus=num_cpus, retries=retries, resume=resume,
                                overwrite=overwrite, progress=not quiet, guard=guard, console=console)
     except (RayMissing, SweepError, ValueError) as e:  # ConfigError is a ValueError
-        fail(escape(str(e)))
+        fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted: finished runs and every checkpoint are kept; continue with the same command "
              f"(or `phasescope sweep --resume --out {out}`).", EXIT_INTERRUPTED)
