@@ -61,8 +61,7 @@ def plot_sweep(spec: SweepSpec, out: Path, path: Path | None = None, metric: str
         ax.legend(fontsize=7, frameon=False)
     for ax in axes[n:]:
         ax.set_visible(False)
-    title = spec.description or Path(spec.source).stem
-    fig.suptitle(f"{title}: thin lines are seeds", fontsize=10)
+    fig.suptitle(f"{Path(spec.source).stem}: thin lines are seeds, bold their mean", fontsize=10)
     path = Path(path) if path is not None else Path(out) / "sweep.png"
     save_figure(fig, path, dpi=130)
     return path
