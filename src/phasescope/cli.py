@@ -477,6 +477,10 @@ from .theory.cli import theory_command  # noqa: E402
 
 app.command("theory", help="Simulate the single-layer theory of the learning phases (data model + one layer).")(theory_command)
 
+from .sweep.cli import register as _register_sweep  # noqa: E402
+
+_register_sweep(app, lambda: _ENTRY_POINT)  # phasescope sweep
+
 
 _ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)
 

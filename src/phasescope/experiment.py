@@ -248,6 +248,7 @@ def run_experiment(
     data: Splits | None = None,
     on_checkpoint: Callable[[int, PhaseTracker], None] | None = None,
     guard: InterruptGuard | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> RunResult:
     """Train ``cfg.model`` on ``cfg.dataset`` while measuring its learning phases into ``out``.
 
@@ -260,20 +261,22 @@ def run_experiment(
     :class:`~phasescope.runs.ResumeMismatch`), and :class:`TrainingDiverged` after writing.
     Ctrl-C ends the run with status ``interrupted`` after the checkpoint being written is
     complete; ``guard`` is the caller's installed :class:`~phasescope.runs.InterruptGuard`
-    (the CLI's), else the run installs its own.
+    (the CLI's), else the run installs its own. ``on_step(iteration, loss)`` is called after
+    every optimiser step (``phasescope sweep`` reports each run's progress with it).
     """
     cfg.validate()
     with RunFolder.claim(out, f"{cfg.dataset}-{cfg.model}", resume=resume, overwrite=overwrite) as folder:
         if guard is not None:
             return _run(cfg, folder, progress=progress, extensions=extensions, data=data, on_checkpoint=on_checkpoint,
-                        guard=guard)
+                        guard=guard, on_step=on_step)
         with InterruptGuard() as own:
             return _run(cfg, folder, progress=progress, extensions=extensions, data=data,
-                        on_checkpoint=on_checkpoint, guard=own)
+                        on_checkpoint=on_checkpoint, guard=own, on_step=on_step)
 
 
 def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Sequence, data: Splits | None,
-         on_checkpoint: Callable[[int, PhaseTracker], None] | None, guard: InterruptGuard) -> RunResult:
+         on_checkpoint: Callable[[int, PhaseTracker], None] | None, guard: InterruptGuard,
+         on_step: Callable[[int, float], None] | None = None) -> RunResult:
     out = folder.path
     notes = list(folder.notes)
     adjusted: dict = {}
@@ -345,6 +348,8 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
 
             def step(t: int, loss: float) -> None:
                 bar.update(task, completed=t, loss=loss)
+                if on_step is not None:
+                    on_step(t, loss)
 
             train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint, on_step=step)
     except KeyboardInterrupt:
