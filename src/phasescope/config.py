@@ -142,6 +142,9 @@ class RunConfig:
     train_size: int | None = opt(None, "Use a seeded, class-balanced subset of this many training samples.")
     num_classes: int | None = opt(None, "Number of classes when some may be absent from the training split "
                                         "[max label + 1, every class present].")
+    atypical: str = opt("none", "Make a seeded fraction of the training samples atypical: label-noise:F (labels "
+                                "replaced by another class), foreign:F[@PATH] (images replaced by another source's, "
+                                "labels kept; see phasescope.data.atypical). Saved as atypical.npz.")
     # --- model ---
     model: str = opt("cnn", "Model: cnn, mlp, vgg8, vgg11, vgg13, vgg16, resnet10 (see `phasescope layers`), or an "
                             "import path package.module:function of a callable (input_shape, num_classes) -> nn.Module.")
@@ -255,6 +258,12 @@ class RunConfig:
                               f"got {self.relative_ridge!r}.")
         if len({str(r) if r == "auto" else f"{float(r):g}" for r in ridges}) != len(ridges):
             raise ConfigError(f"relative_ridge {self.relative_ridge!r} repeats a value; give each ridge once.")
+        from .data.atypical import parse_atypical
+
+        try:
+            parse_atypical(self.atypical)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1); got {self.confidence}.")
         if self.momentum < 0 or self.weight_decay < 0:
