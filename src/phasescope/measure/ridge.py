@@ -88,6 +88,7 @@ class RidgeSolution:
     intercept: torch.Tensor  # (D,)
     train_mse: float  # exact, over the fit samples and target dimensions
     gcv: dict = field(default_factory=dict)  # "auto": the GCV curve searched
+    rank: int = 0  # eigen-directions used (ridge 0: those above rcond x the largest eigenvalue)
 
 
 class StreamingRidge:
@@ -99,9 +100,12 @@ class StreamingRidge:
     use the solution.
     """
 
-    def __init__(self, ridge: float | str = DEFAULT_RIDGE):
+    def __init__(self, ridge: float | str = DEFAULT_RIDGE, *, dtype: torch.dtype = torch.float32,
+                 rcond: float = RCOND):
         _check_ridge(ridge)
         self.ridge = ridge
+        self.dtype = dtype  # of the per-batch products (float64: exact work such as the theory's decoder)
+        self.rcond = rcond  # ridge 0: eigen-directions below rcond x the largest are dropped
         self.n = 0
 
     def partial_fit(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
@@ -109,7 +113,7 @@ class StreamingRidge:
             return self._accumulate(H, targets)
 
     def _accumulate(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
-        H = H.detach().float()
+        H = H.detach().to(self.dtype)
         if self.n == 0:
             self._shift_h = H.mean(0)
             p = H.shape[1]
@@ -118,7 +122,7 @@ class StreamingRidge:
             self._s_hh = torch.zeros(p, p, dtype=torch.float64, device=dev)
             self._shift_t, self._s_t, self._s_ht, self._s_tt = {}, {}, {}, {}
             for k, T in targets.items():
-                T = T.detach().float().reshape(len(T), -1)
+                T = T.detach().to(self.dtype).reshape(len(T), -1)
                 self._shift_t[k] = T.mean(0)
                 self._s_t[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
                 self._s_ht[k] = torch.zeros(p, T.shape[1], dtype=torch.float64, device=dev)
@@ -127,7 +131,7 @@ class StreamingRidge:
         self._s_h += Hs.sum(0, dtype=torch.float64)
         self._s_hh += (Hs.T @ Hs).double()
         for k, T in targets.items():
-            Ts = T.detach().float().reshape(len(T), -1) - self._shift_t[k]
+            Ts = T.detach().to(self.dtype).reshape(len(T), -1) - self._shift_t[k]
             self._s_t[k] += Ts.sum(0, dtype=torch.float64)
             self._s_ht[k] += (Hs.T @ Ts).double()
             self._s_tt[k] += (Ts * Ts).sum(0, dtype=torch.float64)
@@ -199,7 +203,7 @@ class StreamingRidge:
         """The ridge solution of target ``name`` at another relative ``ridge`` (a number >= 0 or
         ``"auto"``) from the same statistics, after :meth:`solve`: one eigendecomposition of the
         Gram matrix (cached) serves every ridge, each then costs a diagonal rescale,
-        W = V diag(1/(s + lam)) V^T Hc^T Tc. ``ridge`` 0 drops the directions below ``RCOND``
+        W = V diag(1/(s + lam)) V^T Hc^T Tc. ``ridge`` 0 drops the directions below ``rcond``
         of the largest eigenvalue, as the solve does (the minimum-norm least-squares solution)."""
         _check_ridge(ridge)
         if name not in self._s_ht:
@@ -221,11 +225,11 @@ class StreamingRidge:
         else:  # ridge 0 (or constant features): the rank-revealing pseudo-inverse
             lam = 0.0
             top = float(s.max()) if len(s) else 0.0
-            keep = s > RCOND * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
+            keep = s > self.rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
             inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
         W = V @ (B * inv[:, None])
         b, train_mse = self._intercept_and_train_mse(name, W)
-        return RidgeSolution(ridge, float(lam), float((s * inv).sum()), W, b, train_mse, gcv)
+        return RidgeSolution(ridge, float(lam), float((s * inv).sum()), W, b, train_mse, gcv, int((inv > 0).sum()))
 
     def predict_with(self, H: torch.Tensor, sol: "RidgeSolution") -> torch.Tensor:
         """Predictions of a :meth:`solution` for features ``H``."""
@@ -241,7 +245,7 @@ class StreamingRidge:
         """(C + lam I)^+ B through eigh: directions below RCOND of the largest are dropped."""
         s, V = torch.linalg.eigh(C)
         top = float(s.max()) if len(s) else 0.0
-        keep = s > RCOND * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)  # all-constant features: W = 0
+        keep = s > self.rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)  # all-constant features: W = 0
         inv = torch.where(keep, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
         self.rank_ = int(keep.sum())
         return lambda B: V @ (inv[:, None] * (V.T @ B))
