@@ -230,13 +230,14 @@ def plot_ridge_sweep(df: pd.DataFrame, payload: dict, path: Path) -> Path:
     axes = fig.subplots(1, max(1, len(layers)), squeeze=False)[0]
     labels = sweep.get("ridges") or sorted(curves.ridge.unique())
     cmap = __import__("matplotlib").colormaps["viridis"]
+    numeric = sorted((l for l in labels if l != AUTO), key=float)  # colours in the order of the ridge
     for ax, layer in zip(axes, layers):
         for i, label in enumerate(labels):
             c = curves[(curves.layer == layer) & (curves.ridge == label)].sort_values("iteration")
             if c.empty:
                 continue
             v0 = float(c.value.iloc[0])
-            colour = "#d62728" if label == AUTO else cmap(i / max(1, len(labels) - 1))
+            colour = "#d62728" if label == AUTO else cmap(0.9 * numeric.index(label) / max(1, len(numeric) - 1))
             ax.plot(c.iteration, c.value / v0, "o-", ms=2.5, color=colour, lw=1.6 if label == sweep.get("main") else 1,
                     label=f"ridge {label}" + (" (main)" if label == sweep.get("main") else ""))
             m = ((sweep.get("per_ridge") or {}).get(label) or {}).get(layer, {}).get("min_iteration")
