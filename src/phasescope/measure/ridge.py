@@ -155,7 +155,7 @@ class StreamingRidge:
         C = self._s_hh - n * torch.outer(m_h, m_h)  # centred Gram (p, p)
         p = C.shape[0]
         scale = float(torch.trace(C)) / p  # the mean eigenvalue: lam = relative ridge x scale
-        self._C, self._m_h, self._scale, self._eig = C, m_h, scale, None
+        self._C, self._m_h, self._scale, self._eig, self._eig_cross = C, m_h, scale, None, {}
         auto = self.ridge == AUTO
         if not auto:
             lam = float(self.ridge) * scale
@@ -210,13 +210,10 @@ class StreamingRidge:
             raise KeyError(f"No target {name!r}; fitted targets: {list(self._s_ht)}.")
         s, V = self.eigen()
         scale, n = self._scale, self.n
-        cross = self._cross(name)
-        B = V.T @ cross  # (p, D): the cross products in the eigenbasis
+        B, b2, tt = self._eigen_cross(name)
         gcv = {}
         if ridge == AUTO:
-            m_t = self._s_t[name] / n
-            tt = float((self._s_tt[name] - n * m_t * m_t).sum())
-            rel, _, gcv = _gcv_choice(s.cpu(), B.pow(2).sum(1).cpu(), tt, n, scale)
+            rel, _, gcv = _gcv_choice(s.cpu(), b2.cpu(), tt, n, scale)
             lam = rel * scale
             inv = torch.where(s + lam > 0, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), 0.0)
         elif float(ridge) * scale > 0:
@@ -228,8 +225,23 @@ class StreamingRidge:
             keep = s > self.rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
             inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
         W = V @ (B * inv[:, None])
-        b, train_mse = self._intercept_and_train_mse(name, W)
+        m_h, m_t = self._m_h, self._s_t[name] / n
+        b = (self._shift_t[name].double() + m_t) - (self._shift_h.double() + m_h) @ W
+        # exact training SSE in the eigenbasis: tt - 2 sum inv b2 + sum s inv^2 b2 (O(p), no product with C)
+        sse = tt - float((b2 * inv * (2.0 - s * inv)).sum())
+        train_mse = max(sse, 0.0) / (n * B.shape[1])
         return RidgeSolution(ridge, float(lam), float((s * inv).sum()), W, b, train_mse, gcv, int((inv > 0).sum()))
+
+    def _eigen_cross(self, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """V^T Hc^T Tc (p, D), its squared row norms (p,) and the centred sum of squares of target
+        ``name``: computed once per solve and shared by every ridge."""
+        cache = self.__dict__.setdefault("_eig_cross", {})
+        if name not in cache:
+            _, V = self.eigen()
+            B = V.T @ self._cross(name)
+            m_t = self._s_t[name] / self.n
+            cache[name] = (B, B.pow(2).sum(1), float((self._s_tt[name] - self.n * m_t * m_t).sum()))
+        return cache[name]
 
     def predict_with(self, H: torch.Tensor, sol: "RidgeSolution") -> torch.Tensor:
         """Predictions of a :meth:`solution` for features ``H``."""
