@@ -22,7 +22,7 @@ phases.json's ``ridge_sweep`` section: ``{"ridges": [...every value, main first]
 "per_ridge": {V: {layer: {phases, min_iteration, relative_increase, ...}}}}`` (the main value
 included, a copy of ``layers``). The per-sample errors of the extra values are in
 ``errors_ridge.npz`` (keys ``V::LAYER::iterations`` and ``V::LAYER::errors``), from which
-``phasescope rebuild`` recomputes the section. With pandas::
+``phasescope report RUN`` recomputes the section. With pandas::
 
     df = pd.read_csv("metrics.csv")
     sweep = df[df.metric.str.startswith("reconstruction_mse@") & (df.split == "test")]
