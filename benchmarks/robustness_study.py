@@ -174,9 +174,11 @@ def atypical_summary(seeds: pd.DataFrame) -> pd.DataFrame:
                     "decrease %": _mean_sd(g.relative_decrease),
                     "min at": ", ".join(str(int(m)) for m in g.min_iteration),
                     "atypical share of gradient at min": fmt("share_at_min", False),
+                    "largest after min": fmt("share_after_min_max", False),
                     "at end": fmt("share_at_end", False),
-                    "atypical / typical fit at min %": (f"{100 * g.atypical_fit_at_min.mean():.0f} / "
-                                                        f"{100 * g.typical_fit_at_min.mean():.0f}"),
+                    "atypical / typical fit at min %": (("–" if g.atypical_fit_at_min.isna().all() else
+                                                         f"{100 * g.atypical_fit_at_min.mean():.0f}")
+                                                        + f" / {100 * g.typical_fit_at_min.mean():.0f}"),
                     "atypical learned at (median)": ("–" if g.learned_at_median_atypical.isna().all() else
                                                      ", ".join(f"{v:.0f}" for v in g.learned_at_median_atypical)),
                     "typical learned at (median)": ", ".join(f"{v:.0f}" for v in g.learned_at_median_typical),
