@@ -169,8 +169,10 @@ def apply_atypical(data: Splits, spec: AtypicalSpec | str | None, seed: int) -> 
 
 
 def save_mask(out: Path, data: Splits) -> Path | None:
-    """atypical.npz in the run folder (atomically), when ``data`` has made-atypical samples."""
-    from ..runs import atomic_write, write_bytes_to
+    """atypical.npz in the run folder, when ``data`` has made-atypical samples (written to a
+    temporary file and renamed, so a reader never sees a torn file)."""
+    import os
+    import secrets
 
     mask = data.train_meta.get("atypical")
     if mask is None or "atypical" not in data.info:
@@ -178,5 +180,12 @@ def save_mask(out: Path, data: Splits) -> Path | None:
     idx = np.flatnonzero(mask)
     arrays = {"mask": mask, "index": idx, "label": data.y_train.numpy()[idx],
               "original_label": data.train_meta["original_label"][idx]}
-    atomic_write(Path(out) / MASK_FILE, write_bytes_to(lambda f: np.savez_compressed(f, **arrays)))
-    return Path(out) / MASK_FILE
+    path = Path(out) / MASK_FILE
+    tmp = path.with_name(f".{MASK_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # as runs.atomic_write names them
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
