@@ -52,13 +52,21 @@ def _parse_knobs(text: str) -> dict:
     return knobs
 
 
-def _parse_ridge(text: str | None) -> float | str | None:
-    if text is None or text == "auto":
+def _parse_ridge(text: str | None) -> float | str | list | None:
+    """'0.1', 'auto', or a comma-separated list such as '1e-4,1e-3,auto' (a list of several values)."""
+    if text is None:
         return text
-    try:
-        return float(text)
-    except ValueError:
-        fail(f"--ridge {text!r}: give a number >= 0 (relative to the mean feature variance) or 'auto'.")
+    values: list = []
+    for item in (t.strip() for t in text.split(",")):
+        if item == "auto":
+            values.append(item)
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            fail(f"--ridge {text!r}: give a number >= 0 (relative to the mean feature variance), 'auto', or a "
+                 "comma-separated list of them such as 1e-4,1e-3,0.01,0.1,1,auto.")
+    return values[0] if len(values) == 1 else values
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:

@@ -142,6 +142,9 @@ class RunConfig:
     train_size: int | None = opt(None, "Use a seeded, class-balanced subset of this many training samples.")
     num_classes: int | None = opt(None, "Number of classes when some may be absent from the training split "
                                         "[max label + 1, every class present].")
+    atypical: str = opt("none", "Make a seeded fraction of the training samples atypical: label-noise:F (labels "
+                                "replaced by another class), foreign:F[@PATH] (images replaced by another source's, "
+                                "labels kept; see phasescope.data.atypical). Saved as atypical.npz.")
     # --- model ---
     model: str = opt("cnn", "Model: cnn, mlp, vgg8, vgg11, vgg13, vgg16, resnet10 (see `phasescope layers`), or an "
                             "import path package.module:function of a callable (input_shape, num_classes) -> nn.Module.")
@@ -165,9 +168,12 @@ class RunConfig:
     decoder: str = opt("linear", "linear (exact ridge) or conv (transposed convolutions, iterative).")
     conv_epochs: int = opt(20, "Conv decoder: epoch budget per checkpoint (early stop on convergence).")
     conv_channels: int = opt(16, "Conv decoder: channels at full resolution (x2 per stage above).")
-    relative_ridge: float | str = opt(defaults.RELATIVE_RIDGE, "Ridge strength of the linear decoder and probe, "
-                                      "relative to the mean feature variance; 'auto' chooses it per checkpoint "
-                                      "and layer by generalised cross-validation.")
+    relative_ridge: float | str | list = opt(defaults.RELATIVE_RIDGE, "Ridge strength of the linear decoder and probe, "
+                                             "relative to the mean feature variance; 'auto' chooses it per checkpoint "
+                                             "and layer by generalised cross-validation. A comma-separated list (e.g. "
+                                             "1e-4,1e-3,0.01,0.1,1,auto) also measures the decoder at every further "
+                                             "value from the same Gram matrix, each with its own phases; the first "
+                                             "value stays the main measurement.")
     max_features: int = opt(defaults.MAX_FEATURES, "Average-pool spatial layers above this many features.")
     tokens: str = opt("mean", "Layers with (tokens, features) outputs (transformer blocks): measure the mean token, "
                               "the class token (cls) or all tokens average-pooled to max_features (pool).")
@@ -245,9 +251,19 @@ class RunConfig:
         k = self.num_classes
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
             raise ConfigError(f"num_classes must be an integer >= 2 (or unset: max label + 1); got {k!r}.")
-        if self.relative_ridge != "auto" and not (isinstance(self.relative_ridge, (int, float))
-                                                  and self.relative_ridge >= 0):
-            raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto'; got {self.relative_ridge!r}.")
+        ridges = self.relative_ridge if isinstance(self.relative_ridge, (list, tuple)) else [self.relative_ridge]
+        if not ridges or any(r != "auto" and not (isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0)
+                             for r in ridges):
+            raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto' (or a non-empty list of them); "
+                              f"got {self.relative_ridge!r}.")
+        if len({str(r) if r == "auto" else f"{float(r):g}" for r in ridges}) != len(ridges):
+            raise ConfigError(f"relative_ridge {self.relative_ridge!r} repeats a value; give each ridge once.")
+        from .data.atypical import parse_atypical
+
+        try:
+            parse_atypical(self.atypical)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1); got {self.confidence}.")
         if self.momentum < 0 or self.weight_decay < 0:

@@ -26,6 +26,7 @@ from .version import __version__
 from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
+from .data.atypical import apply_atypical, save_mask
 from .html import write_index_quietly, write_report_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
@@ -291,6 +292,7 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
                                                       num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
+    data = apply_atypical(data, cfg.atypical, cfg.seed)  # --atypical: training split only, seeded
     changes: dict = {}
     for stage in ("data", "pre-training data"):  # sizes the data allow; a class-split transfer task splits it
         cfg, more = clamp_to_data(cfg, data)
@@ -325,6 +327,7 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         "versions": versions(),
         **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
     })
+    save_mask(out, data)  # atypical.npz, when --atypical made samples atypical
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:

@@ -72,6 +72,7 @@ class CheckpointContext:
     estimate: Callable[[Any], tuple[float, float, float]] | None = None  # values -> (mean, ci_low, ci_high)
     # (layer, test rows) -> the decoder's reconstructions of those test inputs, (len(rows), D) flattened
     reconstruct: Callable[[str, Any], torch.Tensor] | None = None
+    decoders: dict[str, Any] = field(default_factory=dict)  # layer -> the fitted decoder (StreamingRidge when linear)
     _fit_features: dict[str, torch.Tensor] | None = None
     _fit_features_fn: Callable[[], dict[str, torch.Tensor]] | None = None
 

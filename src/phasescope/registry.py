@@ -13,13 +13,14 @@ from .data import Splits
 from .extension import Extension
 from .infoplane import InfoPlane, infoplane_extensions
 from .reconstructions import Reconstructions, reconstruction_extensions
+from .ridge_sweep import RidgeSweep
 from .samples import SampleDynamics, sample_extensions
 from .stopping import BestFeaturesKeeper
 from .transfer import TransferProbes, from_config as transfer_from_config, keeper_from_config
 from .transfer import validate_options as validate_transfer_options
 
 EXTENSIONS: tuple[type[Extension], ...] = (TransferProbes, SampleDynamics, Reconstructions, InfoPlane,
-                                            BestFeaturesKeeper)
+                                            BestFeaturesKeeper, RidgeSweep)  # RidgeSweep: the tracker adds it
 
 
 def run_extensions(cfg: RunConfig, data: Splits, given: Sequence = ()) -> tuple[Splits, list]:

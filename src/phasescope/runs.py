@@ -80,6 +80,7 @@ RUN_FILES = frozenset({
     # extensions: per-sample dynamics, best features
     "samples.parquet", "samples.csv", "samples.npz", "samples.png", "few.png", "best_features.pt",
     "transfer.npz", "reconstructions.npz", "reconstructions.png", "infoplane.png", "report.html", "index.html",
+    "errors_ridge.npz", "ridge_sweep.png", "atypical.npz",  # --ridge with a list, --atypical
     # a multi-seed folder (--seeds): its summary files; its seed-N sub-folders are run folders
     "seeds.csv", "agreement.csv", "aggregate.csv", "seeds.png",
 })

@@ -126,7 +126,8 @@ class PhaseTracker:
 
     ``fit_data`` / ``test_data``: (x, y) tensors or arrays, or an iterable of (x, y) batches.
     ``decoder``: ``linear`` (exact ridge) or ``conv``; ``probe``: ``ridge`` or ``logistic``;
-    ``relative_ridge``: ridge strength relative to the mean feature variance;
+    ``relative_ridge``: ridge strength relative to the mean feature variance (``"auto"``: by
+    GCV; a list: the first value is the measurement, the others a :class:`~phasescope.ridge_sweep.RidgeSweep`);
     ``bn_mode``/``bn_samples``: how BatchNorm statistics of the frozen copy are prepared
     (recalibrated on a seeded subset of ``bn_samples`` fit samples by default);
     ``extensions``: :class:`~phasescope.extension.Extension` objects; ``num_classes``:
@@ -154,7 +155,7 @@ class PhaseTracker:
         probe: str = "ridge",
         bn_mode: str = "recalibrate",
         bn_samples: int | None = defaults.BN_SAMPLES,
-        relative_ridge: float = defaults.RELATIVE_RIDGE,
+        relative_ridge: float | str | Sequence[float | str] = defaults.RELATIVE_RIDGE,
         max_features: int = defaults.MAX_FEATURES,
         batch_size: int = defaults.MEASURE_BATCH_SIZE,
         bootstrap: int = defaults.BOOTSTRAP,
@@ -173,6 +174,8 @@ class PhaseTracker:
             warnings.warn("PhaseTracker(ridge=...) is deprecated; use relative_ridge=...", DeprecationWarning,
                           stacklevel=2)
             relative_ridge = ridge
+        ridges = list(relative_ridge) if isinstance(relative_ridge, (list, tuple)) else [relative_ridge]
+        relative_ridge = ridges[0]  # the main measurement; further values: a RidgeSweep (below)
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
         self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
@@ -232,6 +235,10 @@ class PhaseTracker:
         self.decisions: dict[int, Decision] = {}
         self._boot: dict[int, np.ndarray] = {}
         self.extensions = list(extensions)
+        if len(ridges) > 1 and not any(getattr(e, "name", None) == "ridge_sweep" for e in self.extensions):
+            from .ridge_sweep import RidgeSweep
+
+            self.extensions.append(RidgeSweep(ridges[1:]))
         names = [e.name for e in self.extensions]
         if len(set(names)) != len(names):
             raise ValueError(f"extension names must be unique; got {names}.")
@@ -349,7 +356,7 @@ class PhaseTracker:
             features=lambda x: self.features(frozen, x), test_features=test.features, fit_logits=fit.logits,
             test_logits=test.logits, module_inputs=fit.module_inputs, estimate=self.estimate,
             _fit_features=fit.features, _fit_features_fn=lambda: self.features(frozen, self.fit_x)[1],
-            reconstruct=test.reconstruct,
+            reconstruct=test.reconstruct, decoders=test.decoders,
         )
         for ext in self.extensions:
             rows += ext.measure(ctx)

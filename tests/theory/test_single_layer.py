@@ -146,3 +146,21 @@ def test_divergence_is_reported():
     dm = DataModel(num_classes=3, dim=20, n_train=90, n_test=60)
     with pytest.raises(FloatingPointError, match="smaller lr"):
         simulate(dm, Training(iterations=64, lr=1e6), seed=0, bootstrap=20)
+
+
+def test_the_decoder_is_the_shared_ridge_solver_with_ridge_0_auto_or_a_number():
+    from phasescope.measure.ridge import StreamingRidge
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 20))
+    Z = X[:, :4] @ rng.standard_normal((4, 5)) + 0.5 * rng.standard_normal((300, 5))
+    exact = LinearReconstruction().fit(Z, X)
+    assert exact.lam_ == 0 and exact.dof_ == pytest.approx(5) and exact.rank_ == 5
+    auto = LinearReconstruction("auto").fit(Z, X)
+    ref = StreamingRidge("auto", dtype=torch.float64).partial_fit(torch.from_numpy(Z), {"x": torch.from_numpy(X)}).solve()
+    np.testing.assert_allclose(auto.coef_, ref.coef_["x"].numpy(), rtol=1e-10, atol=1e-12)
+    assert auto.lam_ == pytest.approx(ref.lams_["x"]) and 0 < auto.dof_ <= 5
+    strong = LinearReconstruction(10.0).fit(Z, X)
+    assert strong.dof_ < auto.dof_ + 1e-9 and strong.train_mse_ >= exact.train_mse_
+    with pytest.raises(ValueError, match="auto"):
+        Training(decoder_ridge="gcv").validate()

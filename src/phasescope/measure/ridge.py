@@ -26,6 +26,9 @@ minimum-norm least-squares solution, never an arbitrary jitter.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -69,6 +72,25 @@ def _gcv_choice(s: torch.Tensor, b2: torch.Tensor, tt: float, n: int, scale: flo
     return float(GCV_GRID[k]), float(dof[k]), {"relative_ridge": GCV_GRID, "gcv": gcv}
 
 
+def _check_ridge(ridge: Any) -> None:
+    if ridge != AUTO and not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool) and ridge >= 0):
+        raise ValueError(f"ridge={ridge!r}: give a relative ridge >= 0 or 'auto' (chosen by GCV).")
+
+
+@dataclass
+class RidgeSolution:
+    """One ridge solution of one target (:meth:`StreamingRidge.solution`)."""
+
+    ridge: float | str  # the relative ridge asked for ("auto": chosen by GCV)
+    lam: float  # the absolute lambda used
+    dof: float  # effective degrees of freedom, sum_i s_i / (s_i + lam)
+    coef: torch.Tensor  # (p, D) float64
+    intercept: torch.Tensor  # (D,)
+    train_mse: float  # exact, over the fit samples and target dimensions
+    gcv: dict = field(default_factory=dict)  # "auto": the GCV curve searched
+    rank: int = 0  # eigen-directions used (ridge 0: those above rcond x the largest eigenvalue)
+
+
 class StreamingRidge:
     """Ridge regression of several targets on the same features, fitted from batches.
 
@@ -78,10 +100,12 @@ class StreamingRidge:
     use the solution.
     """
 
-    def __init__(self, ridge: float | str = DEFAULT_RIDGE):
-        if ridge != AUTO and not (isinstance(ridge, (int, float)) and ridge >= 0):
-            raise ValueError(f"ridge={ridge!r}: give a relative ridge >= 0 or 'auto' (chosen by GCV).")
+    def __init__(self, ridge: float | str = DEFAULT_RIDGE, *, dtype: torch.dtype = torch.float32,
+                 rcond: float = RCOND):
+        _check_ridge(ridge)
         self.ridge = ridge
+        self.dtype = dtype  # of the per-batch products (float64: exact work such as the theory's decoder)
+        self.rcond = rcond  # ridge 0: eigen-directions below rcond x the largest are dropped
         self.n = 0
 
     def partial_fit(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
@@ -89,7 +113,7 @@ class StreamingRidge:
             return self._accumulate(H, targets)
 
     def _accumulate(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
-        H = H.detach().float()
+        H = H.detach().to(self.dtype)
         if self.n == 0:
             self._shift_h = H.mean(0)
             p = H.shape[1]
@@ -98,7 +122,7 @@ class StreamingRidge:
             self._s_hh = torch.zeros(p, p, dtype=torch.float64, device=dev)
             self._shift_t, self._s_t, self._s_ht, self._s_tt = {}, {}, {}, {}
             for k, T in targets.items():
-                T = T.detach().float().reshape(len(T), -1)
+                T = T.detach().to(self.dtype).reshape(len(T), -1)
                 self._shift_t[k] = T.mean(0)
                 self._s_t[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
                 self._s_ht[k] = torch.zeros(p, T.shape[1], dtype=torch.float64, device=dev)
@@ -107,7 +131,7 @@ class StreamingRidge:
         self._s_h += Hs.sum(0, dtype=torch.float64)
         self._s_hh += (Hs.T @ Hs).double()
         for k, T in targets.items():
-            Ts = T.detach().float().reshape(len(T), -1) - self._shift_t[k]
+            Ts = T.detach().to(self.dtype).reshape(len(T), -1) - self._shift_t[k]
             self._s_t[k] += Ts.sum(0, dtype=torch.float64)
             self._s_ht[k] += (Hs.T @ Ts).double()
             self._s_tt[k] += (Ts * Ts).sum(0, dtype=torch.float64)
@@ -131,38 +155,97 @@ class StreamingRidge:
         C = self._s_hh - n * torch.outer(m_h, m_h)  # centred Gram (p, p)
         p = C.shape[0]
         scale = float(torch.trace(C)) / p  # the mean eigenvalue: lam = relative ridge x scale
+        self._C, self._m_h, self._scale, self._eig, self._eig_cross = C, m_h, scale, None, {}
         auto = self.ridge == AUTO
-        if auto:  # one eigendecomposition serves the GCV curve of every target and every solve
-            s, V = torch.linalg.eigh(C)
-            s = s.clamp_min(0.0)
-        else:
+        if not auto:
             lam = float(self.ridge) * scale
             solve = self._cholesky_solver(C, lam) if lam > 0 else None
             if solve is None:  # ridge 0, or a system too ill-conditioned to factor
                 solve = self._eigen_solver(C, lam)
         self.coef_, self.intercept_, self.train_mse_, self.lams_, self.dof_ = {}, {}, {}, {}, {}
         for k in self._s_ht:
-            m_t = self._s_t[k] / n
-            cross = self._s_ht[k] - n * torch.outer(m_h, m_t)  # (p, D)
-            if auto:
-                B = V.T @ cross  # (p, D): the cross products in the eigenbasis
-                tt_k = float((self._s_tt[k] - n * m_t * m_t).sum())
-                rel, self.dof_[k], self.gcv_ = _gcv_choice(s.cpu(), B.pow(2).sum(1).cpu(), tt_k, n, scale)
-                lam = rel * scale
-                inv = torch.where(s + lam > 0, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), 0.0)
-                W = V @ (B * inv[:, None])
+            if auto:  # one eigendecomposition serves the GCV curve of every target and every solve
+                sol = self.solution(k, AUTO)
+                W, lam, self.dof_[k], self.gcv_ = sol.coef, sol.lam, sol.dof, sol.gcv
             else:
-                W = solve(cross)
+                W = solve(self._cross(k))
             self.lams_[k] = lam
-            b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
-            # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
-            tt = (self._s_tt[k] - n * m_t * m_t).sum()
-            sse = tt - 2 * (W * cross).sum() + (W * (C @ W)).sum()
             self.coef_[k] = W
-            self.intercept_[k] = b
-            self.train_mse_[k] = float(max(sse, 0.0)) / (n * cross.shape[1])
+            self.intercept_[k], self.train_mse_[k] = self._intercept_and_train_mse(k, W)
         self.lam_ = next(iter(self.lams_.values()), 0.0)  # the first target's (the decoder's)
         return self
+
+    # ------------------------------------------------------------------ several ridges, one eigendecomposition
+    def _cross(self, k: str) -> torch.Tensor:
+        """Centred cross products Hc^T Tc of target ``k`` (p, D)."""
+        return self._s_ht[k] - self.n * torch.outer(self._m_h, self._s_t[k] / self.n)
+
+    def _intercept_and_train_mse(self, k: str, W: torch.Tensor) -> tuple[torch.Tensor, float]:
+        n, m_h, m_t = self.n, self._m_h, self._s_t[k] / self.n
+        cross = self._cross(k)
+        b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
+        # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
+        tt = (self._s_tt[k] - n * m_t * m_t).sum()
+        sse = tt - 2 * (W * cross).sum() + (W * (self._C @ W)).sum()
+        return b, float(max(sse, 0.0)) / (n * cross.shape[1])
+
+    def eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues (clamped at 0) and eigenvectors of the centred Gram matrix, computed once
+        per solve and shared by every :meth:`solution` (and by ``"auto"``)."""
+        if not hasattr(self, "_C"):
+            raise NotFittedError("Call solve() before solution() or eigen().")
+        if self._eig is None:
+            s, V = torch.linalg.eigh(self._C)
+            self._eig = (s.clamp_min(0.0), V)
+        return self._eig
+
+    def solution(self, name: str, ridge: float | str) -> "RidgeSolution":
+        """The ridge solution of target ``name`` at another relative ``ridge`` (a number >= 0 or
+        ``"auto"``) from the same statistics, after :meth:`solve`: one eigendecomposition of the
+        Gram matrix (cached) serves every ridge, each then costs a diagonal rescale,
+        W = V diag(1/(s + lam)) V^T Hc^T Tc. ``ridge`` 0 drops the directions below ``rcond``
+        of the largest eigenvalue, as the solve does (the minimum-norm least-squares solution)."""
+        _check_ridge(ridge)
+        if name not in self._s_ht:
+            raise KeyError(f"No target {name!r}; fitted targets: {list(self._s_ht)}.")
+        s, V = self.eigen()
+        scale, n = self._scale, self.n
+        B, b2, tt = self._eigen_cross(name)
+        gcv = {}
+        if ridge == AUTO:
+            rel, _, gcv = _gcv_choice(s.cpu(), b2.cpu(), tt, n, scale)
+            lam = rel * scale
+            inv = torch.where(s + lam > 0, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), 0.0)
+        elif float(ridge) * scale > 0:
+            lam = float(ridge) * scale
+            inv = 1.0 / (s + lam)
+        else:  # ridge 0 (or constant features): the rank-revealing pseudo-inverse
+            lam = 0.0
+            top = float(s.max()) if len(s) else 0.0
+            keep = s > self.rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
+            inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+        W = V @ (B * inv[:, None])
+        m_h, m_t = self._m_h, self._s_t[name] / n
+        b = (self._shift_t[name].double() + m_t) - (self._shift_h.double() + m_h) @ W
+        # exact training SSE in the eigenbasis: tt - 2 sum inv b2 + sum s inv^2 b2 (O(p), no product with C)
+        sse = tt - float((b2 * inv * (2.0 - s * inv)).sum())
+        train_mse = max(sse, 0.0) / (n * B.shape[1])
+        return RidgeSolution(ridge, float(lam), float((s * inv).sum()), W, b, train_mse, gcv, int((inv > 0).sum()))
+
+    def _eigen_cross(self, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """V^T Hc^T Tc (p, D), its squared row norms (p,) and the centred sum of squares of target
+        ``name``: computed once per solve and shared by every ridge."""
+        cache = self.__dict__.setdefault("_eig_cross", {})
+        if name not in cache:
+            _, V = self.eigen()
+            B = V.T @ self._cross(name)
+            m_t = self._s_t[name] / self.n
+            cache[name] = (B, B.pow(2).sum(1), float((self._s_tt[name] - self.n * m_t * m_t).sum()))
+        return cache[name]
+
+    def predict_with(self, H: torch.Tensor, sol: "RidgeSolution") -> torch.Tensor:
+        """Predictions of a :meth:`solution` for features ``H``."""
+        return H.float() @ sol.coef.to(H.device, torch.float32) + sol.intercept.to(H.device, torch.float32)
 
     @staticmethod
     def _cholesky_solver(C: torch.Tensor, lam: float):
@@ -174,7 +257,7 @@ class StreamingRidge:
         """(C + lam I)^+ B through eigh: directions below RCOND of the largest are dropped."""
         s, V = torch.linalg.eigh(C)
         top = float(s.max()) if len(s) else 0.0
-        keep = s > RCOND * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)  # all-constant features: W = 0
+        keep = s > self.rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)  # all-constant features: W = 0
         inv = torch.where(keep, 1.0 / (s + lam).clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
         self.rank_ = int(keep.sum())
         return lambda B: V @ (inv[:, None] * (V.T @ B))

@@ -39,6 +39,8 @@ class SampleDynamics(Extension):
     max_samples: follow a seeded random subset of this many samples (recorded).
     layer: tracked layer whose feature space measures typicality (default: the last).
     seed: seed of that subset.
+    marks: per-sample flags indexed like ``index`` (training-set index), written as columns of
+        ``samples()``, e.g. ``{"atypical": mask}`` of ``--atypical``.
     images, mean, std, classes: for the gallery few.png drawn by :meth:`write`: the
         normalised images ``index`` points into (N, C, H, W), the per-channel mean/std
         they were normalised with, and the class names.
@@ -57,12 +59,14 @@ class SampleDynamics(Extension):
     def __init__(self, data: Any = None, *, index: Sequence[int] | None = None, max_samples: int | None = None,
                  layer: str | None = None, seed: int = 0, images: torch.Tensor | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 classes: Sequence[str] | None = None, name: str = "samples"):
+                 classes: Sequence[str] | None = None, name: str = "samples",
+                 marks: dict[str, np.ndarray] | None = None):
         self.name = name  # unique among a tracker's extensions (state and files are keyed by it)
         if max_samples is not None and max_samples <= 0:
             raise ValueError(f"max_samples must be positive or None (all samples); got {max_samples}.")
         self.data, self.index, self.max_samples, self.layer, self.seed = data, index, max_samples, layer, seed
         self.images, self.mean, self.std, self.classes = images, mean, std, classes
+        self.marks = {k: np.asarray(v) for k, v in (marks or {}).items()}
         self._reset()
 
     def _reset(self) -> None:
@@ -179,6 +183,8 @@ class SampleDynamics(Extension):
             "final_grad_norm": self.history["grad_norm"][-1],
             "mean_loss": self.matrix("loss").mean(0),
         })
+        for key, flags in self.marks.items():  # e.g. atypical: made atypical by --atypical
+            df[key] = flags[idx]
         for space, typ in (("input", self.input_typicality_), ("layer", self.layer_typicality_)):
             d, z, r = typ if typ is not None else (np.full(len(df), np.nan),) * 3
             df[f"{space}_distance"], df[f"{space}_distance_z"], df[f"{space}_distance_rank"] = d, z, r
@@ -272,7 +278,8 @@ def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
     if not opts.enabled or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
         return []
     fit, _ = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)  # the tracker's fit rows
+    marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else None
     return [SampleDynamics(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
-                           mean=data.mean, std=data.std, classes=data.classes)]
+                           mean=data.mean, std=data.std, classes=data.classes, marks=marks)]
 
 

@@ -27,6 +27,13 @@ def _seeds(text: str) -> list[int]:
         raise typer.BadParameter(f"--seeds must be integers separated by commas, e.g. 0,1,2; got {text!r}.") from None
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"--ridge {text!r}: give a number >= 0 or auto.") from None
+
+
 def _sweep_spec(text: str) -> tuple[str, list[str]]:
     if "=" not in text:
         raise typer.BadParameter(f"--sweep must look like PARAM=V1,V2,...; got {text!r}.")
@@ -51,6 +58,8 @@ def theory_command(
     init_scale: float = typer.Option(_T.init_scale, help="Initial weights are N(0, init_scale^2 / d)."),
     points_per_octave: int = typer.Option(_T.points_per_octave, help="Checkpoints per doubling of the iteration."),
     precision: str = typer.Option(_T.precision, help="float64, or mixed (float32 products, float64 weights; ~2x faster)."),
+    decoder_ridge: str = typer.Option("0", "--ridge", help="Relative ridge of the reconstruction decoder (the "
+                                      "tracker's solver): 0 exact least squares, a number, or auto (GCV)."),
     seed: int = typer.Option(0, help="Seed of the data and the initial weights (single run)."),
     sweep: Optional[str] = typer.Option(None, help="Sweep one knob: PARAM=V1,V2,... e.g. atypical_fraction=0,0.05,0.1,0.2,0.3"),
     seeds: str = typer.Option("0,1,2", help="Seeds of every swept value (with --sweep)."),
@@ -72,7 +81,8 @@ def theory_command(
                      prototype_strength=prototype_strength, noise=noise, atypical_fraction=atypical_fraction,
                      atypical_kind=atypical_kind, imbalance=imbalance)
     training = Training(iterations=iterations, lr=lr, batch_size=batch_size, init_scale=init_scale,
-                        points_per_octave=points_per_octave, precision=precision)
+                        points_per_octave=points_per_octave, precision=precision,
+                        decoder_ridge=decoder_ridge if decoder_ridge == "auto" else _number(decoder_ridge))
     try:
         data.validate()
         training.validate()

@@ -38,38 +38,46 @@ from .datamodel import DataModel, normalise
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 OUTPUT_LAYERS = ("logits", "softmax")
 PRECISIONS = ("float64", "mixed")
+RCOND = 1e-12  # ridge 0: eigenvalues of the centred Gram matrix below this x the largest are dropped
 
 
 # ----------------------------------------------------------------------------- reconstruction
 class LinearReconstruction:
-    """The optimal affine decoder ``x ~ z B + c`` from outputs Z (n, K) to inputs X (n, d).
+    """The affine decoder ``x ~ z B + c`` from outputs Z (n, K) to inputs X (n, d), solved by
+    the same ridge code as the tracker's decoder (:class:`phasescope.measure.ridge.StreamingRidge`,
+    here with its products in float64), so theory and experiment measure the same thing.
 
-    Least squares with an intercept is the orthogonal projection of the centred inputs
-    onto the column space of the centred outputs: with the thin SVD ``Zc = U S V^T``,
-    ``B = V S^-1 U^T Xc``. Singular values below ``rcond * s_max`` are dropped (the
-    centred softmax probabilities sum to zero, so they have rank at most K-1); the
-    threshold is relative, so the fit is invariant to any invertible affine map of the
-    outputs, rescaling included. There is no regularisation and no iteration:
-    the training error is the exact minimum over all affine decoders.
+    ``ridge`` is relative, as in ``phasescope run --ridge``: lambda = ridge x the mean eigenvalue
+    of the centred Gram matrix Zc^T Zc. The default 0 is exact least squares with an intercept
+    (the orthogonal projection of the centred inputs onto the span of the centred outputs): with
+    the eigendecomposition Zc^T Zc = V diag(s) V^T, B = V diag(1/s) V^T Zc^T Xc over the
+    eigen-directions with s > ``rcond`` x max(s); the others are dropped (minimum-norm
+    solution). They are directions the outputs do not resolve: the centred softmax
+    probabilities sum to zero, so they have rank at most K-1, and a Gram matrix in float64 holds
+    eigenvalues only to about 1e-16 x the largest. The default ``rcond`` 1e-12 on eigenvalues
+    is 1e-6 on singular values of Zc: the threshold is relative, so the fit is invariant to any
+    invertible affine map of the outputs, rescaling included. ``ridge="auto"`` chooses the
+    ridge by generalised cross-validation, as the tracker's ``auto`` does. No iteration.
     """
 
-    def __init__(self, rcond: float | None = None):
-        self.rcond = rcond
+    def __init__(self, ridge: float | str = 0.0, rcond: float | None = None):
+        self.ridge, self.rcond = ridge, rcond
 
     def fit(self, Z: np.ndarray, X: np.ndarray) -> "LinearReconstruction":
+        import torch
+
+        from ..measure.ridge import StreamingRidge
+
         Z = np.asarray(Z, dtype=np.float64)
         X = np.asarray(X, dtype=np.float64)
         if Z.ndim != 2 or X.ndim != 2 or len(Z) != len(X):
             raise ValueError(f"Z and X must be (n, K) and (n, d) with the same n; got {Z.shape} and {X.shape}.")
-        self.z_mean_ = Z.mean(0)
-        self.x_mean_ = X.mean(0)
-        U, s, Vt = np.linalg.svd(Z - self.z_mean_, full_matrices=False)
-        rcond = self.rcond if self.rcond is not None else max(Z.shape) * np.finfo(np.float64).eps
-        keep = s > rcond * s[0] if s.size and s[0] > 0 else np.zeros(s.shape, bool)
-        self.rank_ = int(keep.sum())
-        U, s, Vt = U[:, keep], s[keep], Vt[keep]
-        self.coef_ = (Vt.T / s) @ (U.T @ (X - self.x_mean_))  # (K, d)
-        self.intercept_ = self.x_mean_ - self.z_mean_ @ self.coef_
+        solver = StreamingRidge(self.ridge, dtype=torch.float64, rcond=self.rcond if self.rcond is not None else RCOND)
+        solver.partial_fit(torch.from_numpy(Z), {"x": torch.from_numpy(X)}).solve()
+        sol = solver.solution("x", self.ridge)
+        self.coef_ = sol.coef.numpy()  # (K, d)
+        self.intercept_ = sol.intercept.numpy()
+        self.rank_, self.lam_, self.dof_, self.train_mse_ = sol.rank, sol.lam, sol.dof, sol.train_mse
         return self
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
@@ -140,6 +148,7 @@ class Training:
     init_scale: float = 0.5            # initial weights N(0, init_scale^2 / d); biases start at 0
     points_per_octave: int = 1         # checkpoints: 0, 1, 2, 4, ... (see log_schedule)
     precision: str = "float64"         # float64 | mixed (float32 matrix products, float64 weights; ~2x faster)
+    decoder_ridge: float | str = 0.0   # relative ridge of the reconstruction decoder: 0 exact, "auto" GCV
 
     def validate(self) -> "Training":
         if not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
@@ -152,6 +161,9 @@ class Training:
             raise ValueError(f"init_scale must be >= 0; got {self.init_scale}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}.")
+        from ..measure.ridge import _check_ridge
+
+        _check_ridge(self.decoder_ridge)
         if self.points_per_octave < 1:
             raise ValueError(f"points_per_octave must be >= 1; got {self.points_per_octave}.")
         return self
@@ -326,7 +338,7 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
         Z = {s: x @ W.T + b for s, (x, _, _) in splits.items()}
         outputs = {"logits": Z, "softmax": {s: softmax(z) for s, z in Z.items()}}
         for name, out in outputs.items():
-            dec = LinearReconstruction().fit(out["train"], X)
+            dec = LinearReconstruction(training.decoder_ridge).fit(out["train"], X)
             for s, (x, _, typ) in splits.items():
                 e = dec.per_sample_error(out[s], x)
                 if s == "test":
@@ -335,6 +347,9 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
                 rows.add(it, name, s, "reconstruction_mse_typical", e[typ])
                 rows.add(it, name, s, "reconstruction_mse_atypical", e[~typ])
             rows.add(it, name, "train", "decoder_rank", float(dec.rank_))
+            if training.decoder_ridge != 0:
+                rows.add(it, name, "train", "decoder_lambda", float(dec.lam_))
+                rows.add(it, name, "train", "decoder_dof", float(dec.dof_))
         for s, (x, lab, typ) in splits.items():
             loss = cross_entropy(Z[s], lab)
             acc = (Z[s].argmax(1) == lab).astype(np.float64)
