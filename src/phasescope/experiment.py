@@ -26,14 +26,14 @@ from .version import __version__
 from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
-from .data.atypical import apply_atypical, save_mask
+from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
 from .html import write_index_quietly, write_report_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
 from .registry import run_extensions
 from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, load_state, read_json,
-                   save_state, write_errors, write_json, write_metrics)
+                   save_state, write_errors, write_json, write_metrics, write_npz)
 from .schedule import log_schedule
 from .tracker import PhaseTracker
 from .errors import StopTraining
@@ -327,7 +327,8 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         "versions": versions(),
         **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
     })
-    save_mask(out, data)  # atypical.npz, when --atypical made samples atypical
+    if (atypical := mask_arrays(data)) is not None:  # --atypical made samples atypical
+        write_npz(out / MASK_FILE, atypical)
     title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:

@@ -75,6 +75,8 @@ class RidgeSweep(Extension):
     ``relative_ridge`` is a list of several values."""
 
     name = "ridge_sweep"
+    files = (ERRORS_FILE, "ridge_sweep.png")
+    checkpoint_files = True  # the per-ridge errors are measurements, kept like errors.npz after every checkpoint
 
     def __init__(self, ridges: Sequence[float | str]):
         self.ridges = check_ridges(list(ridges))
@@ -139,7 +141,7 @@ class RidgeSweep(Extension):
                 its = sorted(per_it)
                 arrays[f"{label}::{layer}::iterations"] = np.asarray(its)
                 arrays[f"{label}::{layer}::errors"] = np.stack([per_it[i] for i in its]).astype(np.float64)
-        atomic_write(Path(out) / ERRORS_FILE, write_bytes_to(lambda f: np.savez_compressed(f, **arrays)))
+        atomic_write(Path(out) / ERRORS_FILE, write_bytes_to(lambda f: np.savez(f, **arrays)))  # as errors.npz
         written = [Path(out) / ERRORS_FILE]
         if figure and arrays:
             written.append(plot_ridge_sweep(df, payload, Path(out) / "ridge_sweep.png"))

@@ -24,7 +24,7 @@ the clean data's. The chosen samples are a uniformly random ``round(F * n_train)
 training split, drawn from the run's seed (the same seed gives the same samples, labels and
 images). ``apply_atypical`` records what it did in ``Splits.info["atypical"]`` (so in
 config.json's ``data``) and the per-sample mask in ``Splits.train_meta["atypical"]``;
-:func:`save_mask` writes ``atypical.npz`` (``mask`` over the training split, ``index`` of the
+:func:`mask_arrays` are what a run saves as ``atypical.npz`` (``mask`` over the training split, ``index`` of the
 made-atypical samples, their ``original_label`` and ``label``) into the run folder, and the
 per-sample table (samples.parquet) marks the followed fit samples in its ``atypical`` column.
 """
@@ -168,24 +168,12 @@ def apply_atypical(data: Splits, spec: AtypicalSpec | str | None, seed: int) -> 
                                "original_label": data.y_train.numpy().copy()})
 
 
-def save_mask(out: Path, data: Splits) -> Path | None:
-    """atypical.npz in the run folder, when ``data`` has made-atypical samples (written to a
-    temporary file and renamed, so a reader never sees a torn file)."""
-    import os
-    import secrets
-
+def mask_arrays(data: Splits) -> dict[str, np.ndarray] | None:
+    """The arrays of atypical.npz (``mask`` over the training split, ``index``, ``label`` and
+    ``original_label`` of the made-atypical samples), or None when ``data`` has none."""
     mask = data.train_meta.get("atypical")
     if mask is None or "atypical" not in data.info:
         return None
     idx = np.flatnonzero(mask)
-    arrays = {"mask": mask, "index": idx, "label": data.y_train.numpy()[idx],
-              "original_label": data.train_meta["original_label"][idx]}
-    path = Path(out) / MASK_FILE
-    tmp = path.with_name(f".{MASK_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # as runs.atomic_write names them
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return {"mask": mask, "index": idx, "label": data.y_train.numpy()[idx],
+            "original_label": data.train_meta["original_label"][idx]}

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ..runs import atomic_write, clear_run_files
-from .backends import INSTALL_RAY, RayMissing, finished_outcome, read_status, status_path
+from .backends import INSTALL_RAY, RayMissing, finished_outcome, status_path
 from .spec import PlannedRun, SweepError, SweepSpec, load_spec, shipped, spec_from_dict
 from .tables import run_dir, write_tables
 

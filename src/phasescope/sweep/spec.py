@@ -301,7 +301,6 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
 
     overrides = dict(overrides or {})
     data_dirs = dict(data_dirs or {})
-    known = list(_FIELDS)
     base = {}
     for k, v in doc.items():
         if k in TOP_RESERVED:
