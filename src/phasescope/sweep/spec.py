@@ -31,7 +31,7 @@ from ..config import SECTIONS, ConfigError, RunConfig
 
 TOP_RESERVED = ("grid", "runs", "preset", "description")
 ENTRY_RESERVED = ("name", "preset", "grid")
-VALUE_ONLY = ("preset", "model", "dataset", "optimizer")  # named by value alone: vgg8, not modelvgg8
+VALUE_ONLY = ("preset", "model", "dataset", "optimizer", "atypical")  # by value alone: vgg8, not modelvgg8
 PATH_KEYS = ("data_dir",)
 
 
@@ -276,7 +276,7 @@ def _fmt(v: Any) -> str:
     elif isinstance(v, dict):
         s = "+".join(f"{k}{_fmt(x)}" for k, x in v.items())
     else:
-        s = str(v)
+        s = str(v).replace(":", "")  # KIND:F values (atypical) read as KINDF: label-noise0.1
     return re.sub(r"[^A-Za-z0-9._+=-]", "_", s)
 
 
