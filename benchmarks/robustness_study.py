@@ -187,7 +187,7 @@ def atypical_summary(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def plot_atypical(curves: pd.DataFrame, seeds: pd.DataFrame, path: Path) -> None:
+def plot_atypical(curves: pd.DataFrame, seeds: pd.DataFrame, path: Path, setting: str = "CNN on mnist-digits") -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 3.8), layout="constrained")
@@ -221,7 +221,7 @@ def plot_atypical(curves: pd.DataFrame, seeds: pd.DataFrame, path: Path) -> None
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle("CNN on mnist-digits with F of the training labels replaced by another class "
+    fig.suptitle(f"{setting} with F of the training labels replaced by another class "
                  "(thin vertical lines: reconstruction minimum of each run)", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -240,6 +240,7 @@ def main() -> None:
     ap.add_argument("--layer", default=None, help="Tracked layer of the atypicality study [the last].")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--figure", type=Path, default=None, help="Where to draw the atypicality figure.")
+    ap.add_argument("--setting", default="CNN on mnist-digits", help="What the atypicality runs trained (figure title).")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.ridge:
@@ -262,7 +263,7 @@ def main() -> None:
         summary.to_csv(args.out / "atypical_summary.csv", index=False)
         print("## Atypicality (label noise)\n\n" + markdown(summary) + "\n")
         if args.figure:
-            plot_atypical(curves, seeds, args.figure)
+            plot_atypical(curves, seeds, args.figure, args.setting)
             print(f"figure: {args.figure}")
 
 
