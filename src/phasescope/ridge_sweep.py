@@ -133,14 +133,12 @@ class RidgeSweep(Extension):
         return {"ridge_sweep": {"ridges": list(per), "main": self.main, "per_ridge": per}}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from .runs import atomic_write, write_bytes_to
+        from .runs import atomic_write, by_iteration, write_bytes_to
 
         arrays = {}
         for label, per_layer in self.errors.items():
             for layer, per_it in per_layer.items():
-                its = sorted(per_it)
-                arrays[f"{label}::{layer}::iterations"] = np.asarray(its)
-                arrays[f"{label}::{layer}::errors"] = np.stack([per_it[i] for i in its]).astype(np.float64)
+                arrays.update(by_iteration(per_it, f"{label}::{layer}", "errors"))
         atomic_write(Path(out) / ERRORS_FILE, write_bytes_to(lambda f: np.savez(f, **arrays)))  # as errors.npz
         written = [Path(out) / ERRORS_FILE]
         if figure and arrays:

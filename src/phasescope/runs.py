@@ -268,13 +268,20 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 # ---------------------------------------------------------------------- per-sample errors
+def by_iteration(per_it: dict[int, np.ndarray], prefix: str, name: str, dtype=np.float64) -> dict[str, np.ndarray]:
+    """``{iteration: (n,) values}`` as the npz entries ``PREFIX::iterations`` (sorted) and
+    ``PREFIX::NAME`` (checkpoints x n), the layout of every per-sample file of a run."""
+    its = sorted(per_it)
+    if not its:
+        return {}
+    return {f"{prefix}::iterations": np.asarray(its),
+            f"{prefix}::{name}": np.stack([per_it[i] for i in its]).astype(dtype)}
+
+
 def write_errors(out: Path, errors: dict[str, dict[int, np.ndarray]]) -> None:
     arrays = {}
     for layer, per_it in errors.items():
-        its = sorted(per_it)
-        if its:
-            arrays[f"{layer}::iterations"] = np.asarray(its)
-            arrays[f"{layer}::errors"] = np.stack([per_it[i] for i in its]).astype(np.float64)
+        arrays.update(by_iteration(per_it, layer, "errors"))
     # uncompressed: rewritten at every checkpoint, and float errors barely compress
     atomic_write(out / "errors.npz", write_bytes_to(lambda f: np.savez(f, **arrays)))
 

@@ -116,14 +116,12 @@ class TransferProbes(Extension):
         return {"transfer": section}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ..runs import write_npz
+        from ..runs import by_iteration, write_npz
 
         arrays = {}
         for task, per in self.correct.items():
             for layer, its in per.items():
-                order = sorted(its)
-                arrays[f"{task}::{layer}::iterations"] = np.asarray(order)
-                arrays[f"{task}::{layer}::correct"] = np.stack([its[i] for i in order]).astype(np.uint8)
+                arrays.update(by_iteration(its, f"{task}::{layer}", "correct", np.uint8))
         for t in self.tasks:
             y = self._test_labels(t)
             if y is not None:
