@@ -383,7 +383,7 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from .report import PHASE_COLOURS
+    from .report import PHASE_COLOURS, to_rgb8
     from .runs import save_figure
 
     its = [int(i) for i in a["iterations"]]
@@ -424,7 +424,7 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
     fig_w, fig_h = (width + left + right) * scale, (height + top + bottom) * scale
     fig = Figure(figsize=(fig_w, fig_h))
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(canvas, interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    ax.imshow(to_rgb8(canvas), interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
     ax.set_xlim(-left, width + right)
     ax.set_ylim(height + bottom, -top)
     ax.set_axis_off()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .runs import save_figure
@@ -38,6 +39,12 @@ def new_figure(figsize: tuple[float, float], *, layout: str | None = "constraine
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout=layout)
+
+
+def to_rgb8(canvas: np.ndarray) -> np.ndarray:
+    """A [0, 1] RGB mosaic as 8-bit pixels: what the PNG stores, and matplotlib draws it without
+    the float normalisation pass."""
+    return np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
 
 
 def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str | None = None) -> Path:

@@ -177,10 +177,16 @@ def write_bytes_to(write: Callable[[Any], Any]) -> Callable[[Path], None]:
     return _w
 
 
+PNG_COMPRESS_LEVEL = 1  # zlib level of PNG figures: about 2x faster to encode than the default 6, larger files
+
+
 def save_figure(fig, path: Path | str, **kwargs) -> Path:
     """``fig.savefig`` through :func:`atomic_write` (the format comes from ``path``'s suffix)."""
     path = Path(path)
-    return atomic_write(path, lambda p: fig.savefig(p, format=path.suffix.lstrip(".") or "png", **kwargs))
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    if fmt == "png":
+        kwargs.setdefault("pil_kwargs", {"compress_level": PNG_COMPRESS_LEVEL})
+    return atomic_write(path, lambda p: fig.savefig(p, format=fmt, **kwargs))
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -52,8 +52,9 @@ from .measure.precision import full_precision
 from .measure.probe import LinearProbe
 from .measure.ridge import StreamingRidge, one_hot
 from .models import ModelError, preserved_modes, resolve_layers
-from .phases import PhaseResult, bootstrap_weights, detect_phases
+from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
+from .stats import Bootstrap
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed when needed
@@ -233,7 +234,7 @@ class PhaseTracker:
         self.errors: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.layers}  # layer -> it -> (n_test,)
         self.timings: dict[int, float] = {}
         self.decisions: dict[int, Decision] = {}
-        self._boot: dict[int, np.ndarray] = {}
+        self._bootstrap = Bootstrap(bootstrap, confidence, seed)  # phasescope.stats: every interval
         self.extensions = list(extensions)
         if len(ridges) > 1 and not any(getattr(e, "name", None) == "ridge_sweep" for e in self.extensions):
             from .ridge_sweep import RidgeSweep
@@ -301,15 +302,8 @@ class PhaseTracker:
 
     # ------------------------------------------------------------------ measurement
     def estimate(self, values: torch.Tensor | np.ndarray) -> tuple[float, float, float]:
-        """Mean of per-sample ``values`` with its bootstrap interval (seeded, cached per size)."""
-        v = np.asarray(values.cpu() if torch.is_tensor(values) else values, dtype=np.float64).reshape(-1)
-        if v.size < 2:
-            return float(v.mean()) if v.size else float("nan"), float("nan"), float("nan")
-        if v.size not in self._boot:
-            self._boot[v.size] = bootstrap_weights(v.size, self.bootstrap, self.seed)
-        means = self._boot[v.size] @ v
-        lo, hi = np.quantile(means, [(1 - self.confidence) / 2, (1 + self.confidence) / 2])
-        return float(v.mean()), float(lo), float(hi)
+        """Mean of per-sample ``values`` with its bootstrap interval (seeded, weights cached per size)."""
+        return self._bootstrap.estimate(values)
 
     def features(self, frozen: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and pooled (N, p) features of every tracked layer for inputs ``x``."""

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from ..data.base import unnormalise
-from ..report import _series, _setup_axis, new_figure
+from ..report import _series, _setup_axis, new_figure, to_rgb8
 from ..runs import save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
@@ -109,7 +109,7 @@ def plot_few(table: pd.DataFrame, images: torch.Tensor, mean: Sequence[float] | 
     fig = new_figure((width * scale + 0.9, len(labels) * cell_h * scale + 0.5), layout=None)
     ax = fig.add_axes([0.8 / (width * scale + 0.9), 0.02, width * scale / (width * scale + 0.9),
                        len(labels) * cell_h * scale / (len(labels) * cell_h * scale + 0.5)])
-    ax.imshow(canvas, interpolation="nearest", vmin=0, vmax=1)
+    ax.imshow(to_rgb8(canvas), interpolation="nearest")
     ax.set_axis_off()
     for x, y, text, late in captions:
         ax.text(x, y, text, ha="center", va="top", fontsize=6, color="#a50f15" if late else "#333333")
