@@ -171,7 +171,9 @@ class StreamingRidge:
                 W = solve(self._cross(k))
             self.lams_[k] = lam
             self.coef_[k] = W
-            self.intercept_[k], self.train_mse_[k] = self._intercept_and_train_mse(k, W)
+            # a Cholesky solution satisfies (C + lam I) W = cross exactly: C W needs no product
+            exact = not auto and getattr(solve, "cholesky", False)
+            self.intercept_[k], self.train_mse_[k] = self._intercept_and_train_mse(k, W, lam if exact else None)
         self.lam_ = next(iter(self.lams_.values()), 0.0)  # the first target's (the decoder's)
         return self
 
@@ -180,13 +182,16 @@ class StreamingRidge:
         """Centred cross products Hc^T Tc of target ``k`` (p, D)."""
         return self._s_ht[k] - self.n * torch.outer(self._m_h, self._s_t[k] / self.n)
 
-    def _intercept_and_train_mse(self, k: str, W: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _intercept_and_train_mse(self, k: str, W: torch.Tensor, lam: float | None = None) -> tuple[torch.Tensor, float]:
+        """Intercept and exact training MSE of coefficients ``W``; ``lam`` when W solves
+        (C + lam I) W = cross exactly, so that C W = cross - lam W costs no (p, p) x (p, D) product."""
         n, m_h, m_t = self.n, self._m_h, self._s_t[k] / self.n
         cross = self._cross(k)
         b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
         # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
         tt = (self._s_tt[k] - n * m_t * m_t).sum()
-        sse = tt - 2 * (W * cross).sum() + (W * (self._C @ W)).sum()
+        wcw = (W * (self._C @ W)).sum() if lam is None else (W * cross).sum() - lam * (W * W).sum()
+        sse = tt - 2 * (W * cross).sum() + wcw
         return b, float(max(sse, 0.0)) / (n * cross.shape[1])
 
     def eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +256,11 @@ class StreamingRidge:
     def _cholesky_solver(C: torch.Tensor, lam: float):
         A = C + lam * torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
         L, info = torch.linalg.cholesky_ex(A)
-        return (lambda B: torch.cholesky_solve(B, L)) if int(info) == 0 else None
+        if int(info) != 0:
+            return None
+        solve = lambda B: torch.cholesky_solve(B, L)  # noqa: E731
+        solve.cholesky = True  # an exact solution of (C + lam I) W = B
+        return solve
 
     def _eigen_solver(self, C: torch.Tensor, lam: float):
         """(C + lam I)^+ B through eigh: directions below RCOND of the largest are dropped."""
