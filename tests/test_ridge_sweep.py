@@ -63,6 +63,12 @@ def test_each_value_of_the_list_equals_a_run_with_that_value_alone(tiny_cfg, tmp
     sweep = payload["ridge_sweep"]
     assert sweep["main"] == "0.1" and sweep["ridges"] == [ridge_label(r) for r in RIDGES]
     assert sweep["per_ridge"]["0.1"] == json.loads(json.dumps(payload["layers"]))
+    html = (tmp_path / "sweep" / "report.html").read_text()  # the report shows every ridge and the figure
+    section = html[html.index('<section id="ridge">'):]
+    section = section[:section.index("</section>")]
+    assert section.count("<tr") == 1 + len(RIDGES) * len(payload["layers"]) and 'data-figure="ridge_sweep.png"' in section
+    for r in RIDGES:
+        assert f"<td>{ridge_label(r)}</td>" in section or f"<strong>{ridge_label(r)}</strong>" in section
     # existing readers: reconstruction_mse is the main measurement, once per checkpoint, layer and split
     main = df[df.metric == "reconstruction_mse"]
     assert not main.duplicated(["iteration", "layer", "split"]).any()

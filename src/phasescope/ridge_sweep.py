@@ -76,6 +76,8 @@ class RidgeSweep(Extension):
 
     name = "ridge_sweep"
     files = (ERRORS_FILE, "ridge_sweep.png")
+    figures = {"ridge_sweep.png": ("ridge", "Test reconstruction loss of each layer at every relative ridge, "
+                                   "all solved from the same Gram matrix at each checkpoint.")}
     checkpoint_files = True  # the per-ridge errors are measurements, kept like errors.npz after every checkpoint
 
     def __init__(self, ridges: Sequence[float | str]):
@@ -159,6 +161,26 @@ class RidgeSweep(Extension):
                 parts.append(f"{layer}: {names}" + (f" (+{100 * inc:.1f}%)" if inc is not None else ""))
             lines.append(f"  ridge {label}: " + "; ".join(parts))
         return lines
+
+    @classmethod
+    def report_context(cls, payload: dict) -> dict:
+        """report.html's ridge section: one row per ridge and layer (phases, minimum, decrease, increase)."""
+        from .report import fmt_estimate
+
+        sweep = payload.get("ridge_sweep")
+        if not sweep:
+            return {"ridge_sweep": None}
+        rows = []
+        for label, per_layer in sweep["per_ridge"].items():
+            for layer, r in per_layer.items():
+                rows.append({"ridge": label, "main": label == sweep["main"], "layer": layer,
+                             "phases": ", ".join(f"{p['name']} {p['start']}-{p['end']}" for p in r["phases"]) or "-",
+                             "minimum": r.get("min_iteration"),
+                             "decrease": fmt_estimate(r.get("relative_decrease"))
+                             + ("" if r.get("decrease_significant", True) else " (n.s.)"),
+                             "increase": fmt_estimate(r.get("relative_increase"))
+                             + ("" if r.get("increase_significant", True) else " (n.s.)")})
+        return {"ridge_sweep": {"main": sweep["main"], "rows": rows}}
 
     @classmethod
     def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
