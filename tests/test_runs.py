@@ -188,16 +188,25 @@ def test_divergence_is_recorded_as_the_status(tmp_path, tiny_cfg):
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread() or os.name != "posix",
                     reason="signals go to the main thread")
 def test_interrupt_guard_holds_ctrl_c_during_a_checkpoint_and_ignores_it_while_closing():
-    guard = InterruptGuard()
-    with guard:
-        with pytest.raises(KeyboardInterrupt):
-            with guard.protect():
-                os.kill(os.getpid(), signal.SIGINT)
-                done = True  # the block runs to its end first
-        assert done and guard.interrupted
-        with guard.closing():
-            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: ignored
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # The caller's handler is a marker, whatever an earlier test or library left installed;
+    # raise_signal delivers in this (the main) thread, so the handler runs before the next line.
+    def caller(signum, frame):
+        raise AssertionError("the guard's handler should have been in place")
+
+    original = signal.signal(signal.SIGINT, caller)
+    try:
+        guard = InterruptGuard()
+        with guard:
+            with pytest.raises(KeyboardInterrupt):
+                with guard.protect():
+                    signal.raise_signal(signal.SIGINT)
+                    done = True  # the block runs to its end first
+            assert done and guard.interrupted
+            with guard.closing():
+                signal.raise_signal(signal.SIGINT)  # a second Ctrl-C: ignored
+        assert signal.getsignal(signal.SIGINT) is caller  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_plain_progress_lines_every_tenth(capsys):
