@@ -7,6 +7,11 @@ import torch
 
 torch.set_num_threads(1)  # tests are small: one thread is as fast as two and immune to a busy second core
 
+# pytest started as a background job of a non-interactive shell inherits SIGINT ignored (and
+# Python then installs no KeyboardInterrupt handler); the Ctrl-C tests need the usual one.
+if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture
 def tiny_cfg():
