@@ -164,22 +164,15 @@ class RidgeSweep(Extension):
 
     @classmethod
     def report_context(cls, payload: dict) -> dict:
-        """report.html's ridge section: one row per ridge and layer (phases, minimum, decrease, increase)."""
-        from .report import fmt_estimate
+        """report.html's ridge section: per ridge and layer, the printed summary's row (phases,
+        minimum, decrease, increase)."""
+        from .report import summary_rows
 
         sweep = payload.get("ridge_sweep")
         if not sweep:
             return {"ridge_sweep": None}
-        rows = []
-        for label, per_layer in sweep["per_ridge"].items():
-            for layer, r in per_layer.items():
-                rows.append({"ridge": label, "main": label == sweep["main"], "layer": layer,
-                             "phases": ", ".join(f"{p['name']} {p['start']}-{p['end']}" for p in r["phases"]) or "-",
-                             "minimum": r.get("min_iteration"),
-                             "decrease": fmt_estimate(r.get("relative_decrease"))
-                             + ("" if r.get("decrease_significant", True) else " (n.s.)"),
-                             "increase": fmt_estimate(r.get("relative_increase"))
-                             + ("" if r.get("increase_significant", True) else " (n.s.)")})
+        rows = [{"ridge": label, "main": label == sweep["main"], **row}
+                for label, per_layer in sweep["per_ridge"].items() for row in summary_rows({"layers": per_layer})]
         return {"ridge_sweep": {"main": sweep["main"], "rows": rows}}
 
     @classmethod

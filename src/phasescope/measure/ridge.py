@@ -156,10 +156,11 @@ class StreamingRidge:
         p = C.shape[0]
         scale = float(torch.trace(C)) / p  # the mean eigenvalue: lam = relative ridge x scale
         self._C, self._m_h, self._scale, self._eig, self._eig_cross = C, m_h, scale, None, {}
-        auto = self.ridge == AUTO
+        auto, exact = self.ridge == AUTO, False
         if not auto:
             lam = float(self.ridge) * scale
             solve = self._cholesky_solver(C, lam) if lam > 0 else None
+            exact = solve is not None  # a Cholesky solution: (C + lam I) W = cross holds exactly
             if solve is None:  # ridge 0, or a system too ill-conditioned to factor
                 solve = self._eigen_solver(C, lam)
         self.coef_, self.intercept_, self.train_mse_, self.lams_, self.dof_ = {}, {}, {}, {}, {}
@@ -171,9 +172,8 @@ class StreamingRidge:
                 W = solve(self._cross(k))
             self.lams_[k] = lam
             self.coef_[k] = W
-            # a Cholesky solution satisfies (C + lam I) W = cross exactly: C W needs no product
-            exact = not auto and getattr(solve, "cholesky", False)
-            self.intercept_[k], self.train_mse_[k] = self._intercept_and_train_mse(k, W, lam if exact else None)
+            self.intercept_[k], self.train_mse_[k] = self._intercept_and_train_mse(
+                k, W, lam if exact else None)  # exact: C W = cross - lam W, no product needed
         self.lam_ = next(iter(self.lams_.values()), 0.0)  # the first target's (the decoder's)
         return self
 
@@ -256,11 +256,7 @@ class StreamingRidge:
     def _cholesky_solver(C: torch.Tensor, lam: float):
         A = C + lam * torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
         L, info = torch.linalg.cholesky_ex(A)
-        if int(info) != 0:
-            return None
-        solve = lambda B: torch.cholesky_solve(B, L)  # noqa: E731
-        solve.cholesky = True  # an exact solution of (C + lam I) W = B
-        return solve
+        return (lambda B: torch.cholesky_solve(B, L)) if int(info) == 0 else None
 
     def _eigen_solver(self, C: torch.Tensor, lam: float):
         """(C + lam I)^+ B through eigh: directions below RCOND of the largest are dropped."""
