@@ -143,8 +143,9 @@ class RunConfig:
     num_classes: int | None = opt(None, "Number of classes when some may be absent from the training split "
                                         "[max label + 1, every class present].")
     atypical: str = opt("none", "Make a seeded fraction of the training samples atypical: label-noise:F (labels "
-                                "replaced by another class), foreign:F[@PATH] (images replaced by another source's, "
-                                "labels kept; see phasescope.data.atypical). Saved as atypical.npz.")
+                                "replaced by another class), random-labels:F (labels redrawn from all classes, about "
+                                "1/K unchanged by chance; F = 1 allowed), foreign:F[@PATH] (images replaced by another "
+                                "source's, labels kept; see phasescope.data.atypical). Saved as atypical.npz.")
     # --- model ---
     model: str = opt("cnn", "Model: cnn, mlp, vgg8, vgg11, vgg13, vgg16, resnet10 (see `phasescope layers`), or an "
                             "import path package.module:function of a callable (input_shape, num_classes) -> nn.Module.")

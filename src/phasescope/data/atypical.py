@@ -3,10 +3,14 @@
 The single-layer theory (docs/theory.md) says the rise of the reconstruction error comes
 from the few atypical samples that dominate the gradient late in training. On real data
 the claim can be tested by making a known fraction of the training samples atypical and
-watching the rise grow with it. Two kinds:
+watching the rise grow with it. Three kinds:
 
 * ``label-noise:F``: a fraction F of the training labels is replaced by a uniformly random
-  *other* class (every made-atypical label differs from its original one);
+  *other* class (every made-atypical label differs from its original one); F < 1;
+* ``random-labels:F``: a fraction F of the training labels is redrawn uniformly from *all* K
+  classes, as in the random-label experiments of Zhang et al. (2017), so about 1/K of the
+  redrawn labels equal the original by chance; F = 1 (every label random) is allowed.
+  ``atypical.npz``'s ``changed`` and config.json's ``n_changed`` tell which redrawn labels differ;
 * ``foreign:F[@PATH]``: a fraction F of the training images is replaced by images of another
   source, labels kept, converted to the run's input shape (bilinear resize with antialiasing,
   grey tiled to 3 channels or RGB averaged to grey) and normalised with the run's own
@@ -25,7 +29,8 @@ training split, drawn from the run's seed (the same seed gives the same samples,
 images). ``apply_atypical`` records what it did in ``Splits.info["atypical"]`` (so in
 config.json's ``data``) and the per-sample mask in ``Splits.train_meta["atypical"]``;
 :func:`mask_arrays` are what a run saves as ``atypical.npz`` (``mask`` over the training split, ``index`` of the
-made-atypical samples, their ``original_label`` and ``label``) into the run folder, and the
+made-atypical samples, their ``original_label``, ``label`` and ``changed`` = label differs from the original) into
+the run folder, and the
 per-sample table (samples.parquet) marks the followed fit samples in its ``atypical`` column.
 """
 from __future__ import annotations
@@ -40,7 +45,8 @@ import torch.nn.functional as F
 
 from .base import DataError, Splits, normalise, unnormalise
 
-KINDS = ("label-noise", "foreign")
+KINDS = ("label-noise", "random-labels", "foreign")
+FULL_FRACTION_KINDS = ("random-labels",)  # kinds for which F = 1 makes sense (every label random)
 NONE = "none"
 MASK_FILE = "atypical.npz"
 _STREAM = 0xA7F1  # separates this module's random stream from the run's other uses of the seed
@@ -48,7 +54,7 @@ _STREAM = 0xA7F1  # separates this module's random stream from the run's other u
 
 @dataclass(frozen=True)
 class AtypicalSpec:
-    kind: str  # label-noise | foreign
+    kind: str  # label-noise | random-labels | foreign
     fraction: float
     path: str | None = None  # foreign: the source file or folder
 
@@ -57,12 +63,12 @@ class AtypicalSpec:
 
 
 def parse_atypical(text: str | None) -> AtypicalSpec | None:
-    """``none`` (or None) -> None; ``label-noise:0.1``, ``foreign:0.2``, ``foreign:0.2@data.npz`` -> a spec.
-    Raises ValueError with the accepted forms."""
+    """``none`` (or None) -> None; ``label-noise:0.1``, ``random-labels:1``, ``foreign:0.2``,
+    ``foreign:0.2@data.npz`` -> a spec. Raises ValueError with the accepted forms."""
     if text is None or str(text).strip().lower() in (NONE, ""):
         return None
-    hint = ("give none, label-noise:F or foreign:F[@PATH] with a fraction 0 <= F < 1, e.g. label-noise:0.1 "
-            "or foreign:0.2@cifar10_subset.npz")
+    hint = ("give none, label-noise:F or foreign:F[@PATH] with a fraction 0 <= F < 1, or random-labels:F with "
+            "0 <= F <= 1, e.g. label-noise:0.1, random-labels:1 or foreign:0.2@cifar10_subset.npz")
     kind, sep, rest = str(text).strip().partition(":")
     if not sep or kind not in KINDS:
         raise ValueError(f"atypical={text!r}: {hint}.")
@@ -75,8 +81,10 @@ def parse_atypical(text: str | None) -> AtypicalSpec | None:
         f = float(frac)
     except ValueError:
         raise ValueError(f"atypical={text!r}: {frac!r} is not a fraction; {hint}.") from None
-    if not 0 <= f < 1:
-        raise ValueError(f"atypical={text!r}: the fraction must be in [0, 1); {hint}.")
+    full = kind in FULL_FRACTION_KINDS
+    if not (0 <= f <= 1 if full else 0 <= f < 1):
+        raise ValueError(f"atypical={text!r}: the fraction of {kind} must be in {'[0, 1]' if full else '[0, 1)'}; "
+                         f"{hint}.")
     return AtypicalSpec(kind, f, path or None)
 
 
@@ -90,6 +98,11 @@ def other_labels(y: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
     """For each label a uniformly random different class (needs num_classes >= 2)."""
     shift = np.random.default_rng([_STREAM, seed, 1]).integers(1, num_classes, size=len(y))
     return (y + shift) % num_classes
+
+
+def random_labels(n: int, num_classes: int, seed: int) -> np.ndarray:
+    """``n`` labels drawn uniformly from all ``num_classes`` classes (the original may come back)."""
+    return np.random.default_rng([_STREAM, seed, 4]).integers(0, num_classes, size=n)
 
 
 def noise_images(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -151,6 +164,9 @@ def apply_atypical(data: Splits, spec: AtypicalSpec | str | None, seed: int) -> 
                             "seed": int(seed), "mask_file": MASK_FILE}
     if spec.kind == "label-noise":
         y[torch.as_tensor(idx)] = torch.as_tensor(other_labels(data.y_train.numpy()[idx], k, seed), dtype=y.dtype)
+    elif spec.kind == "random-labels":
+        y[torch.as_tensor(idx)] = torch.as_tensor(random_labels(len(idx), k, seed), dtype=y.dtype)
+        info["n_changed"] = int((y[torch.as_tensor(idx)] != data.y_train[torch.as_tensor(idx)]).sum())
     else:
         desc, raw = foreign_source(data, spec.path, seed)
         if raw is None:
@@ -169,11 +185,12 @@ def apply_atypical(data: Splits, spec: AtypicalSpec | str | None, seed: int) -> 
 
 
 def mask_arrays(data: Splits) -> dict[str, np.ndarray] | None:
-    """The arrays of atypical.npz (``mask`` over the training split, ``index``, ``label`` and
-    ``original_label`` of the made-atypical samples), or None when ``data`` has none."""
+    """The arrays of atypical.npz (``mask`` over the training split, ``index``, ``label``,
+    ``original_label`` and ``changed`` = label differs from the original, of the made-atypical
+    samples), or None when ``data`` has none."""
     mask = data.train_meta.get("atypical")
     if mask is None or "atypical" not in data.info:
         return None
     idx = np.flatnonzero(mask)
-    return {"mask": mask, "index": idx, "label": data.y_train.numpy()[idx],
-            "original_label": data.train_meta["original_label"][idx]}
+    label, original = data.y_train.numpy()[idx], data.train_meta["original_label"][idx]
+    return {"mask": mask, "index": idx, "label": label, "original_label": original, "changed": label != original}

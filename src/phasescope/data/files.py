@@ -12,6 +12,12 @@
   ``data_dir/<class>/*`` split 80/20 (stratified, fixed seed 0 so that runs with
   different seeds share the test samples, as for the embedded datasets).
 
+Without ``data_dir`` a dataset that a system package installs is read from where the package
+puts it (:data:`SYSTEM_DATA_DIRS`): Fashion-MNIST from Debian's ``dataset-fashion-mnist``
+(``apt-get install dataset-fashion-mnist``), four gzipped IDX files in
+``/usr/share/datasets/fashion-mnist``. The order is: ``data_dir`` when given, else the system
+folders, else (with ``download``) the download folder.
+
 ``download=True`` fetches the four standard datasets with torchvision when it is
 installed (``pip install 'phasescope[download]'``) and reads them with the readers here.
 """
@@ -92,6 +98,38 @@ _IDX_SUBDIRS = {
 }
 
 
+# Folders where a system package installs a dataset's distribution files, searched in order when
+# no data_dir is given, and the package that installs them (named in the error when they are absent).
+# Debian's dataset-fashion-mnist: the four original gzipped IDX files (see `dpkg -L dataset-fashion-mnist`).
+SYSTEM_DATA_DIRS: dict[str, tuple[Path, ...]] = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
+SYSTEM_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def system_data_dir(name: str) -> Path | None:
+    """The first of :data:`SYSTEM_DATA_DIRS` that holds all of dataset ``name``'s files, or None."""
+    for folder in SYSTEM_DATA_DIRS.get(name, ()):
+        if not folder.is_dir():
+            continue
+        find = _find_cifar if name in _CIFAR else _find_idx
+        try:
+            if find(name, folder) is not None:
+                return folder
+        except DataError as e:  # some files only: a broken install
+            package = SYSTEM_PACKAGES.get(name)
+            fix = f" Reinstall it with apt-get install --reinstall {package}, or pass --data-dir." if package else ""
+            raise DataError(f"{e}{fix}") from None
+    return None
+
+
+def _system_hint(name: str) -> str:
+    """How to get ``name``'s files from a system package, for the error when none are found."""
+    package = SYSTEM_PACKAGES.get(name)
+    if package is None:
+        return ""
+    where = ", ".join(str(p) for p in SYSTEM_DATA_DIRS[name])
+    return f"install them with apt-get install {package} (Debian/Ubuntu; read from {where}), "
+
+
 def default_download_dir() -> Path:
     """Where ``download=True`` puts files when no ``data_dir`` is given: ``~/.cache/phasescope/data``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -125,10 +163,12 @@ def load_file_dataset(
                         num_classes=num_classes)
 
     if data_dir is None:
+        data_dir = system_data_dir(name)
+    if data_dir is None:
         if not download:
             raise DataError(
-                f"Dataset {name!r} reads its distribution files: pass --data-dir pointing at {_WHERE[name]}, "
-                "or --download."
+                f"Dataset {name!r} reads its distribution files: {_system_hint(name)}pass --data-dir pointing at "
+                f"{_WHERE[name]}, or --download."
             )
         data_dir = default_download_dir()
     root = Path(data_dir).expanduser()
