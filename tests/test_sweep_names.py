@@ -132,6 +132,8 @@ def test_a_spec_built_in_code_or_a_tampered_sweep_json_is_refused_before_anythin
 
 
 # ---------------------------------------------------------------------- property tests
+grid_values = st.one_of(st.text(min_size=1, max_size=12), st.text(min_size=80, max_size=150),
+                        st.text(alphabet="./\\aA-_:\x00 ", min_size=1, max_size=6))
 names = st.one_of(
     st.text(max_size=120),
     st.text(alphabet="./\\aA-_=+ \x00:", max_size=12),
@@ -155,7 +157,7 @@ def test_any_given_names_are_refused_or_stay_inside_the_folder(labels):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.text(min_size=1, max_size=150), min_size=2, max_size=5, unique=True))
+@given(st.lists(grid_values, min_size=2, max_size=5, unique=True))
 def test_generated_names_from_any_grid_values_are_valid_and_inside_the_folder(values):
     doc = {**BASE_DOC, "grid": {"layers": [[v] for v in values], "reconstructions": {"layer": values[:2]}}}
     try:
@@ -167,6 +169,17 @@ def test_generated_names_from_any_grid_values_are_valid_and_inside_the_folder(va
     assert len(got) == 2 * len(values)
     assert all(valid_name(n) and inside(OUT, n) for n in got)
     assert len({n.lower() for n in got}) == len(got)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(grid_values, min_size=1, max_size=5))
+def test_distinct_grid_values_always_give_valid_distinct_names_inside_the_folder(suffixes):
+    values = [f"v{i}-{s}" for i, s in enumerate(suffixes)]  # distinct after any sanitising: v1- is no prefix of v10-
+    runs, _ = expand({**BASE_DOC, "grid": {"layers": [[v] for v in values]}}, "s.toml")
+    got = [r.name for r in runs]
+    assert all(valid_name(n) and inside(OUT, n) for n in got)
+    assert len({n.lower() for n in got}) == len(values)
+    assert got == [r.name for r in expand({**BASE_DOC, "grid": {"layers": [[v] for v in values]}}, "s.toml")[0]]
 
 
 @settings(max_examples=100, deadline=None)
