@@ -194,7 +194,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, backend: str = "
         import_ray()  # before the folder is touched: say how to install it
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
-    check_names(spec.runs, spec.source or "the sweep")  # a spec built in code: every name before any run starts
+    check_names([r.name for r in spec.runs], spec.source or "the sweep")  # also a spec built in code
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file, not a folder.")

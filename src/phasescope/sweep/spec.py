@@ -92,12 +92,11 @@ def fit_name(text: str) -> str:
     return name
 
 
-def check_names(runs: list, src: str = "the sweep") -> None:
+def check_names(names: list[str], src: str = "the sweep") -> None:
     """Refuse (SweepError) a run name outside the vocabulary, or two runs whose names are equal
     or differ only in case (one folder on macOS and Windows). Every run is checked before any starts."""
     seen: dict[str, tuple[int, str]] = {}
-    for n, run in enumerate(runs, 1):
-        name = run.name
+    for n, name in enumerate(names, 1):
         if not valid_name(name):
             raise SweepError(f"{src}: run {n} has the name {short(name)}, which is not a valid run name: use "
                              f"{NAME_RULE}.")
@@ -106,8 +105,8 @@ def check_names(runs: list, src: str = "the sweep") -> None:
             m, other = seen[key]
             same = "the same name" if other == name else "names that differ only in case"
             raise SweepError(f"{src}: runs {m} ({other!r}) and {n} ({name!r}) have {same}, which would share one "
-                             "folder: give the [[runs]] entries distinct names (names are compared ignoring case), "
-                             "or remove the duplicate.")
+                             "folder (folder names ignore case on macOS and Windows): give the [[runs]] entries "
+                             "distinct names, or remove the duplicate.")
         seen[key] = (n, name)
 
 
@@ -487,7 +486,8 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
         check_key_value(k, v, "--set", "the command line")
     for ds in data_dirs:
         if ds not in DATASETS:
-            raise SweepError(f"--data {cut(ds)}=...: {short(ds)} is not a dataset; choose one of: {', '.join(DATASETS)}.")
+            raise SweepError(f"--data {cut(ds)}=...: {short(ds)} is not a dataset; choose one of: "
+                             f"{', '.join(DATASETS)}.")
 
     planned: list[tuple[dict, dict, str | None, set]] = []  # (config dict, assignments, entry label, axes)
     for i, entry in enumerate(entries, 1):
@@ -547,16 +547,14 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
         return json.dumps(v, sort_keys=True, default=str)
 
     varying = [k for k in order if len({effective(d, a, k) for d, a, _, _ in planned}) > 1]
-    named = []  # every run's name, checked (vocabulary, no two alike ignoring case) before any configuration
+    named: list[tuple[str, str]] = []  # (name, configuration) of every run
     for d, a, label, axis_keys in planned:
         keys = [k for k in varying if not label or k in axis_keys]  # a named entry: its name and its grid values
         configuration = run_name(a, [k for k in keys if k != "seed"], label)
-        named.append(PlannedRun(run_name(a, keys, label), Path(src).stem if configuration == "run" else configuration,
-                                a, None))  # type: ignore[arg-type]  # the config follows
-    check_names(named, src)
+        named.append((run_name(a, keys, label), Path(src).stem if configuration == "run" else configuration))
+    check_names([name for name, _ in named], src)  # every name (vocabulary, no two alike ignoring case) first
     runs: list[PlannedRun] = []
-    for run, (d, a, _, _) in zip(named, planned):
-        name = run.name
+    for (name, configuration), (d, a, _, _) in zip(named, planned):
         where = f"run {name!r}" + (f" ({', '.join(f'{k}={cut(v, 40)}' for k, v in a.items())})" if a else "")
         try:  # what `phasescope run` checks before it starts (RunConfig.from_dict, the model, check_config)
             cfg = RunConfig.from_dict(d)
@@ -570,8 +568,7 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
         if cfg.data_dir is not None and not Path(cfg.data_dir).exists():
             raise SweepError(f"{src}: {where}: data_dir {cfg.data_dir} does not exist. Give the data with "
                              f"--data {cfg.dataset}=PATH (or --set data_dir=PATH).")
-        run.config = cfg
-        runs.append(run)
+        runs.append(PlannedRun(name, configuration, a, cfg))
     # table columns: what the file varies, then any other configuration key that differs between runs
     columns = list(varying)
     if len(runs) > 1:
@@ -633,6 +630,6 @@ def spec_from_dict(doc: dict) -> SweepSpec:
     """A SweepSpec from a sweep folder's sweep.json (to resume without the sweep file)."""
     runs = [PlannedRun(r["name"], r["configuration"], r.get("assignments") or {}, RunConfig.from_dict(r["config"]))
             for r in doc["runs"]]
-    check_names(runs, "sweep.json")
+    check_names([r.name for r in runs], "sweep.json")
     return SweepSpec(doc.get("source", ""), Path(doc.get("source", "")), doc.get("description", ""), runs,
                      list(doc.get("columns") or ["seed"]), doc.get("overrides") or {})
