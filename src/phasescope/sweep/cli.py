@@ -115,8 +115,8 @@ def sweep(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the sweep in --out (deletes its runs)."),
     list_: bool = typer.Option(False, "--list", help="List the shipped sweeps with their run counts."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded runs and exit."),
-    max_runs: int = typer.Option(MAX_RUNS, "--max-runs", help=f"Refuse a sweep file that expands to more runs "
-                                 f"than this (counted before expanding) \\[{MAX_RUNS}]."),
+    max_runs: int = typer.Option(MAX_RUNS, "--max-runs", help="Refuse a sweep file that expands to more runs "
+                                 "than this (counted before expanding)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view."),
 ) -> None:
     """Run a grid of configurations (locally or on Ray), resumable; write one table over all runs.
