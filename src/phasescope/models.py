@@ -185,18 +185,31 @@ def default_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None,
     return names[-2:-1] or names[-1:]
 
 
+def check_model_name(name: str) -> None:
+    """Raise ModelError unless ``name`` is a built-in model or an import path ``package.module:function``
+    (imported only when the model is built). What ``phasescope run`` and sweep files accept."""
+    if not isinstance(name, str):
+        raise ModelError(f"model must be a string; got {type(name).__name__}.")
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        if not module or not attr:
+            raise ModelError(f"model {name!r}: give a built-in name or an import path 'package.module:function'.")
+    elif name not in MODELS:
+        raise ModelError(f"Unknown model {name!r}. Choose one of: {', '.join(MODELS)}, or give an import path "
+                         "package.module:function.")
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
     """Build model ``name`` for inputs of ``input_shape`` (without the batch axis).
 
     ``name`` is a built-in model or an import path ``package.module:function`` naming a callable
     ``(input_shape, num_classes) -> nn.Module`` (it gets ``width=`` too when width is not 1).
     """
+    check_model_name(name)
     if ":" in name:
         if width <= 0:
             raise ModelError(f"width must be positive; got {width}.")
         return build_foreign(name, tuple(input_shape), num_classes, width)
-    if name not in MODELS:
-        raise ModelError(f"Unknown model {name!r}. Choose one of: {', '.join(MODELS)}.")
     if width <= 0:
         raise ModelError(f"width must be positive; got {width}.")
     return MODELS[name](tuple(input_shape), num_classes, width=width)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..runs import atomic_write, clear_run_files
 from .backends import INSTALL_RAY, RayMissing, finished_outcome, status_path
-from .spec import PlannedRun, SweepError, SweepSpec, load_spec, shipped, spec_from_dict
+from .spec import PlannedRun, SweepError, SweepSpec, check_names, load_spec, shipped, spec_from_dict
 from .tables import run_dir, write_tables
 
 __all__ = ["run_sweep", "load_spec", "shipped", "SweepSpec", "PlannedRun", "SweepError", "SweepResult",
@@ -194,6 +194,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, backend: str = "
         import_ray()  # before the folder is touched: say how to install it
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    check_names([r.name for r in spec.runs], spec.source or "the sweep")  # also a spec built in code
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file, not a folder.")

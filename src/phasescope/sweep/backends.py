@@ -26,7 +26,9 @@ class RayMissing(RuntimeError):
 
 
 def status_path(out: Path, name: str) -> Path:
-    return Path(out) / "status" / f"{name}.json"
+    from .spec import run_path  # SweepError for a name that would lead outside status/
+
+    return run_path(Path(out) / "status", name, ".json")
 
 
 def read_status(path: Path) -> dict | None:

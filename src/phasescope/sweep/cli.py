@@ -7,6 +7,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from .spec import MAX_RUNS
+
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
@@ -113,6 +115,8 @@ def sweep(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the sweep in --out (deletes its runs)."),
     list_: bool = typer.Option(False, "--list", help="List the shipped sweeps with their run counts."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded runs and exit."),
+    max_runs: int = typer.Option(MAX_RUNS, "--max-runs", help="Refuse a sweep file that expands to more runs "
+                                 "than this (counted before expanding)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view."),
 ) -> None:
     """Run a grid of configurations (locally or on Ray), resumable; write one table over all runs.
@@ -136,7 +140,7 @@ def sweep(
                 fail("--set and --data change the runs: give the sweep file too.")
             spec = saved_spec(out)
         else:
-            spec = load_spec(file, overrides=overrides, data_dirs=data_dirs)
+            spec = load_spec(file, overrides=overrides, data_dirs=data_dirs, max_runs=max_runs)
         if dry_run:
             _dry_run(spec)
             return

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..runs import atomic_write
 from .backends import read_status, status_path
-from .spec import SweepSpec
+from .spec import SweepSpec, run_path
 
 PHASE_COLUMNS = ["layer", "phases", "three_phases", "min_iteration", "min_value", "relative_decrease",
                  "relative_decrease_ci_low", "relative_decrease_ci_high", "relative_increase",
@@ -31,7 +31,8 @@ OK = ("complete", "stopped")
 
 
 def run_dir(out: Path, name: str) -> Path:
-    return Path(out) / "runs" / name
+    """``out/runs/NAME``; SweepError for a name that would lead anywhere else."""
+    return run_path(Path(out) / "runs", name)
 
 
 def run_status(out: Path, name: str) -> tuple[str, str, float | None]:
