@@ -27,13 +27,13 @@ from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
 from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
-from .html import write_index_quietly, write_report_quietly
+from .html import write_index_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
 from .report import phases_payload, plot_curves
 from .registry import run_extensions
-from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, load_state, read_json,
-                   save_state, write_errors, write_json, write_metrics, write_npz)
+from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, config_document,
+                   load_state, read_json, write_errors, write_json, write_metrics, write_npz)
 from .schedule import log_schedule
 from .tracker import PhaseTracker
 from .errors import StopTraining
@@ -288,7 +288,6 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
             raise ResumeMismatch(out, diffs)
         cfg = RunConfig.from_dict(saved)
     device = resolve_device(cfg.device)
-    t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
                                                       num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
@@ -317,28 +316,23 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["rng"])
         start = state["iteration"]
-    # Everything is validated: only now may a previous run's files go (--overwrite, restart).
-    folder.prepare()
-    (out / "phases.json").unlink(missing_ok=True)  # a status of an earlier session; rewritten when this one ends
-    write_json(out / "config.json", {
-        "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
-        "model": {"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
-                  "device": str(device)},
-        "versions": versions(),
-        **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
-    })
+    # Everything is validated: only now may a previous run's files go (--overwrite, restart); an
+    # earlier session's status goes too (rewritten when this one ends).
+    folder.start(config_document(
+        cfg.to_dict(), data=data.describe(), measurement=tracker.describe(),
+        model={"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()), "device": str(device)},
+        adjusted=adjusted), title=f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})")
     if (atypical := mask_arrays(data)) is not None:  # --atypical made samples atypical
         write_npz(out / MASK_FILE, atypical)
-    title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:
         if tracker.maybe_measure(m, t) is None:
             return
         with guard.protect():  # a Ctrl-C waits until this checkpoint's files are all written
-            write_checkpoint(out, tracker)  # what is new; summaries when the run ends
-            save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
-                             "stream": stream.state_dict(), "tracker": tracker.state_dict(),
-                             "rng": torch.get_rng_state()})
+            # what is new (summaries when the run ends) and the state to resume from
+            folder.checkpoint(tracker, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "stream": stream.state_dict(), "tracker": tracker.state_dict(),
+                                        "rng": torch.get_rng_state()})
         if on_checkpoint is not None:
             on_checkpoint(t, tracker)
         if tracker.stop is not None:  # an extension (--stop-on-increase) decided to stop
@@ -365,27 +359,16 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         status, diverged = "diverged", e
     except BaseException:
         with guard.closing():
-            _final_write(out, tracker, title, "failed", t0, best_effort=True)
+            try:
+                folder.finish(tracker, "failed")
+            except Exception:  # noqa: BLE001  the original error matters more; the checkpoint files are complete
+                pass
         raise
-    with guard.closing():  # the run is ending: Ctrl-C is ignored until its last files are written
-        df, phases, payload, seconds = _final_write(out, tracker, title, status, t0)
+    with guard.closing():  # the run is ending: Ctrl-C is ignored until its last files (report.html too) are written
+        df, phases, payload = folder.finish(tracker, status)
     if diverged is not None:
         raise diverged
-    return RunResult(out, cfg, df, phases, payload, status, seconds, notes)
-
-
-def _final_write(out: Path, tracker: PhaseTracker, title: str, status: str, t0: float, *,
-                 best_effort: bool = False):
-    seconds = {"total": time.perf_counter() - t0, "measurement": float(sum(tracker.timings.values()))}
-    extra: dict[str, Any] = {"status": status, "seconds": seconds}
-    try:
-        df, phases, payload = write_outputs(out, tracker, figure=True, title=title, extra=extra)
-    except Exception:
-        if best_effort:  # the original error matters more; the checkpoint files are already complete
-            return None
-        raise
-    write_report_quietly(out, status=status)  # report.html (phasescope.html)
-    return df, phases, payload, seconds
+    return RunResult(out, cfg, df, phases, payload, status, payload["seconds"], notes)
 
 
 
