@@ -1,4 +1,4 @@
-"""One writer of run folders (phasescope.runs.RunFolder) for `phasescope run`, the Lightning and
+"""One writer of run folders (phasescope.runfolder.RunWriter, claiming with phasescope.runs.RunFolder) for `phasescope run`, the Lightning and
 Hugging Face callbacks and `phasescope theory`: a folder holding another run is refused before
 anything is written (every file left as it was), overwrite replaces only phasescope's files, a
 writer holds the folder's lock while it writes and releases it at the end or on an error, and a
@@ -306,13 +306,13 @@ def test_phasescope_run_does_not_restart_a_callbacks_or_a_theorys_folder(tmp_pat
 
 def test_the_writer_as_a_context_manager_records_a_failure_and_releases_the_lock(tmp_path, digits):
     from phasescope import PhaseTracker
-    from phasescope.runs import config_document
+    from phasescope.runfolder import RunWriter, config_document
 
     model = build_model("cnn", (1, 8, 8), 10, width=0.5)
     tracker = PhaseTracker(model, ["features.3"], (digits.x_train[:100], digits.y_train[:100]),
                            (digits.x_test[:50], digits.y_test[:50]), schedule=[0, 1], bootstrap=20)
     with pytest.raises(RuntimeError, match="boom"):
-        with RunFolder.claim(tmp_path / "run", "x") as run:
+        with RunWriter.claim(tmp_path / "run", "x") as run:
             run.start(config_document({"model": "cnn"}, data={}, measurement=tracker.describe(), model={}))
             tracker.maybe_measure(model, 0)
             run.checkpoint(tracker)
@@ -326,5 +326,7 @@ def test_the_writer_as_a_context_manager_records_a_failure_and_releases_the_lock
 def test_the_callbacks_old_writer_is_a_deprecated_name_of_the_one_writer():
     import phasescope.integrations as integrations
 
-    with pytest.warns(DeprecationWarning, match="phasescope.runs.RunFolder"):
-        assert integrations.RunFolder is RunFolder
+    from phasescope.runfolder import RunWriter
+
+    with pytest.warns(DeprecationWarning, match="phasescope.runfolder.RunWriter"):
+        assert integrations.RunFolder is RunWriter

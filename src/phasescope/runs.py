@@ -13,14 +13,11 @@
     state.prev.pt    the state of the checkpoint before (used when state.pt is unusable)
     .lock            held (flock) by the process writing the folder
 
-One writer, :class:`RunFolder`, writes every run folder: ``phasescope run`` (and the runs of
-sweeps and ``--seeds``), the Lightning and Hugging Face callbacks, and ``phasescope theory``::
-
-    with RunFolder.claim(out, name, overwrite=...) as run:   # lock; refuse what would lose a result
-        run.start(config_document(...))                       # clear an overwritten run; config.json
-        run.checkpoint(tracker, state)                        # after every measurement
-        run.finish(tracker, status)                           # summaries, figures, status, report.html
-    # leaving the block releases the lock (after an error: a "failed" status, or the claim undone)
+Every run folder (``phasescope run`` and the runs of sweeps and ``--seeds``, the Lightning and
+Hugging Face callbacks, ``phasescope theory``) is claimed by :meth:`RunFolder.claim` and written
+by one writer, :class:`phasescope.runfolder.RunWriter` (a :class:`RunFolder` that also writes
+config.json, the checkpoints and the end's summaries; it lives above the report and figure
+modules that the summaries need).
 
 Safety rules, all implemented here and used by every writer (extensions included):
 
@@ -44,7 +41,6 @@ import re
 import secrets
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -440,34 +436,17 @@ def _writer_name(writer: str | None) -> str:
     return f"the {writer} callback"
 
 
-def config_document(config: dict, *, data: dict, measurement: dict, model: dict, adjusted: dict | None = None,
-                    integration: dict | None = None) -> dict:
-    """config.json of a run, one schema whoever writes it: ``config`` (the options; ``report`` and
-    ``compare`` read model, dataset, seed, iterations), ``data``, ``measurement`` (the tracker's
-    ``describe()``), ``model`` (name, parameters, device), ``versions``; with ``adjusted``, what
-    was changed to fit the data and why (``adjusted``, ``notes``); for a callback's run,
-    ``integration`` (its source and what the framework told it)."""
-    from .experiment import versions
-
-    return {"config": config, "data": data, "measurement": measurement, "model": model, "versions": versions(),
-            **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
-            **({"integration": integration} if integration is not None else {})}
-
-
 class RunFolder:
-    """The one writer of a run folder: claims it (created if needed, locked, inspected), then
-    writes it: :meth:`start` (config.json), :meth:`checkpoint` (after every measurement),
-    :meth:`finish` (the summaries and the run's status), :meth:`close` (releases the lock).
+    """A run folder claimed for writing: created if needed, locked, inspected. The folder of
+    every writer (:class:`phasescope.runfolder.RunWriter` is the one that writes runs).
 
-    ``mode`` says what the run does with the folder: ``new`` (empty or new folder), ``resume``
-    (continue the run there: a saved state exists, or a callback's Trainer resumes from its own
-    checkpoint), ``restart`` (a ``phasescope run`` that ended before its first checkpoint: starts
-    again from iteration 0), ``overwrite``. Nothing is deleted until :meth:`prepare` (called by
-    :meth:`start`), which the caller reaches once the configuration, data and model are known to
-    be good. Used as a context manager (or :meth:`close` with the exception): on an error before
-    :meth:`prepare` a folder this claim created is removed again; on an error after :meth:`start`
-    the run's status is recorded (``failed``, ``interrupted``) when it has measured something;
-    the lock is always released.
+    ``mode`` says what the run does with it: ``new`` (empty or new folder), ``resume`` (continue
+    the run there: a saved state exists, or a callback's Trainer resumes from its own checkpoint),
+    ``restart`` (a ``phasescope run`` that ended before its first checkpoint: starts again from
+    iteration 0), ``overwrite``. Nothing is deleted until :meth:`prepare`, which the caller
+    invokes once the configuration, data and model are known to be good. Used as a context
+    manager (or :meth:`close` with the exception): on an error before :meth:`prepare` a folder
+    this claim created is removed again; the lock is always released.
     """
 
     def __init__(self, path: Path, *, resume: bool = False, overwrite: bool = False, seeds: bool = False,
@@ -480,11 +459,6 @@ class RunFolder:
         self.mode = "new"
         self.notes: list[str] = []
         self._fd: int | None = None
-        self.t0 = time.perf_counter()  # the run's seconds count from its claim
-        self.started = False
-        self.title: str | None = None
-        self.tracker: Any = None  # the tracker of the last checkpoint (for the status after an error)
-        self.status: str | None = None  # set by finish()
 
     # -- claiming
     @classmethod
@@ -495,7 +469,7 @@ class RunFolder:
 
         A folder holding another run is refused (:class:`RunFolderError`, saying what to do in
         ``wording``'s terms) unless ``overwrite`` (only phasescope's files go, and only at
-        :meth:`start`) or ``resume`` (that run continues: for ``run``, from its saved state; for a
+        :meth:`prepare`) or ``resume`` (that run continues: for ``run``, from its saved state; for a
         callback, a run of the same callback whose Trainer resumes from its own checkpoint); a
         folder another process is writing is refused (:class:`RunLockedError`) whatever the options."""
         if resume and overwrite and writer == "run":
@@ -635,58 +609,10 @@ class RunFolder:
             clear_run_files(self.path)
         self.prepared = True
 
-    # -- writing
     @property
     def held(self) -> bool:
-        """Whether this writer holds the folder (claimed and not yet released)."""
+        """Whether this claim holds the folder (claimed and not yet released)."""
         return self._fd is not None
-
-    def _check_held(self) -> None:
-        if self._fd is None:
-            raise RunFolderError(f"{self.path} is not claimed by this writer (it was released); claim it again "
-                                 "(RunFolder.claim) before writing.")
-
-    def start(self, config: dict, *, title: str | None = None) -> None:
-        """Begin writing: clear what an overwrite or restart replaces (:meth:`prepare`), drop the
-        status of an earlier session (phases.json, rewritten by :meth:`finish`), write
-        ``config`` as config.json (build it with :func:`config_document`). ``title`` heads the
-        figures."""
-        self._check_held()
-        self.prepare()
-        (self.path / "phases.json").unlink(missing_ok=True)
-        write_json(self.path / "config.json", config)
-        self.title = title if title is not None else self.title
-        self.started = True
-
-    def checkpoint(self, tracker: Any, state: dict | None = None) -> pd.DataFrame:
-        """After a measurement: metrics.csv, errors.npz and the extensions' checkpoint files, and
-        with ``state`` (see :data:`STATE_KEYS`) state.pt; the results so far are returned."""
-        from .experiment import write_checkpoint
-
-        self._check_held()
-        self.tracker = tracker
-        df = write_checkpoint(self.path, tracker)
-        if state is not None:
-            save_state(self.path, state)
-        return df
-
-    def finish(self, tracker: Any, status: str = "complete", *, figure: bool = True,
-               report: bool = True) -> tuple[pd.DataFrame, dict, dict]:
-        """The end of the run: every summary file (phases, the extensions' tables, the figures with
-        ``figure``), phases.json last with ``status`` and ``seconds`` (total since the claim, and
-        measurement), then report.html (``report``; a failure there is a warning). Returns
-        (metrics, phases, payload) as :func:`~phasescope.experiment.write_outputs` does."""
-        from .experiment import write_outputs
-        from .html import write_report_quietly
-
-        self._check_held()
-        self.tracker, self.status = tracker, status
-        seconds = {"total": time.perf_counter() - self.t0, "measurement": float(sum(tracker.timings.values()))}
-        df, phases, payload = write_outputs(self.path, tracker, figure=figure, title=self.title,
-                                            extra={"status": status, "seconds": seconds})
-        if report:
-            write_report_quietly(self.path, status=status)
-        return df, phases, payload
 
     # -- release
     def _abandon(self) -> None:
@@ -707,20 +633,13 @@ class RunFolder:
             self._fd = None
 
     def close(self, exc: BaseException | None = None) -> None:
-        """End the claim. After an error (``exc``): before :meth:`prepare`, undo the claim; after
-        :meth:`start` without :meth:`finish`, record the status (``interrupted`` for Ctrl-C, else
-        ``failed``; best effort) when a checkpoint was written. Always releases the lock."""
-        if exc is not None and self._fd is not None:
-            if not self.prepared:
-                self._abandon()
-            elif self.started and self.status is None and self.tracker is not None and self.tracker.measured:
-                try:
-                    self.finish(self.tracker, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-                except Exception:  # noqa: BLE001  the original error matters more
-                    pass
+        """End the claim; after an error (``exc``) before :meth:`prepare`, undo it (see
+        :meth:`_abandon`). Always releases the lock."""
+        if exc is not None and self._fd is not None and not self.prepared:
+            self._abandon()
         self.release()
 
-    def __del__(self) -> None:  # a writer dropped without close(): its process no longer holds the folder
+    def __del__(self) -> None:  # a claim dropped without close(): its process no longer holds the folder
         try:
             self.release()
         except Exception:  # noqa: BLE001  interpreter shutdown

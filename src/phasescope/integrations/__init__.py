@@ -8,7 +8,7 @@
   metric and the curves figure to TensorBoard from any loop (``pip install "phasescope[tensorboard]"``)
 
 All of them write the same run-folder files as ``phasescope run``, with its writer
-(:class:`phasescope.runs.RunFolder`).
+(:class:`phasescope.runfolder.RunWriter`).
 """
 from typing import Any
 
@@ -18,7 +18,7 @@ __all__ = ["checkpoint_scalars", "open_run", "portable", "restore"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RunFolder":  # deprecated: the one writer is phasescope.runs.RunFolder
+    if name == "RunFolder":  # deprecated: the one writer is phasescope.runfolder.RunWriter
         from . import common
 
         return common.__getattr__(name)

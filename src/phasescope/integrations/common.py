@@ -1,7 +1,7 @@
 """What every integration shares: the run folder, scalars for loggers, checkpointable state.
 
 A callback's run folder is written by the writer of ``phasescope run``,
-:class:`phasescope.runs.RunFolder`: :func:`open_run` claims it (locked while the Trainer
+:class:`phasescope.runfolder.RunWriter`: :func:`open_run` claims it (locked while the Trainer
 trains; a folder holding another run is refused unless ``overwrite=True``; the callback's own
 run continues when the Trainer resumes from its checkpoint), :func:`start_run` writes
 config.json (the schema of ``phasescope run``, with an ``integration`` entry), then the
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..extension import Decision
-from ..runs import RunFolder as _RunFolder
-from ..runs import Wording, config_document
+from ..runfolder import RunWriter, config_document
+from ..runs import Wording
 from ..tracker import METRIC_COLUMNS, PhaseTracker
 
 # what a refusal tells the user to do, in each Trainer's terms
@@ -82,8 +82,9 @@ def restore(obj: Any) -> Any:
     return obj
 
 
-def open_run(out: str | Path, source: str, *, resume: bool, overwrite: bool) -> _RunFolder:
-    """Claim ``out`` for the ``source`` callback before training starts (see :meth:`RunFolder.claim`).
+def open_run(out: str | Path, source: str, *, resume: bool, overwrite: bool) -> RunWriter:
+    """Claim ``out`` for the ``source`` callback before training starts (see
+    :meth:`phasescope.runs.RunFolder.claim`).
 
     ``resume``: the Trainer resumes from a checkpoint, so the callback's own run there (or an
     empty folder) continues. Otherwise a folder holding a run (``phasescope run``'s, another
@@ -91,7 +92,7 @@ def open_run(out: str | Path, source: str, *, resume: bool, overwrite: bool) -> 
     names the folder, unless ``overwrite`` (only phasescope's files are deleted, and none when
     the folder holds others). A folder another process is writing is always refused."""
     wording = WORDING.get(source, Wording(out="out folder", overwrite="overwrite=True", resume=None))
-    return _RunFolder.claim(out, source, resume=resume, overwrite=overwrite, writer=source, wording=wording)
+    return RunWriter.claim(out, source, resume=resume, overwrite=overwrite, writer=source, wording=wording)
 
 
 def run_config(tracker: PhaseTracker, model: nn.Module, source: str, **about: Any) -> dict:
@@ -111,7 +112,7 @@ def run_config(tracker: PhaseTracker, model: nn.Module, source: str, **about: An
                            integration={"source": source, **about})
 
 
-def start_run(run: _RunFolder, tracker: PhaseTracker, model: nn.Module, source: str, **about: Any) -> None:
+def start_run(run: RunWriter, tracker: PhaseTracker, model: nn.Module, source: str, **about: Any) -> None:
     """Write config.json; a resumed tracker's measurements are written at once (the files hold
     what the Trainer's checkpoint held)."""
     run.start(run_config(tracker, model, source, **about), title=f"{type(model).__name__} ({source})")
@@ -121,8 +122,8 @@ def start_run(run: _RunFolder, tracker: PhaseTracker, model: nn.Module, source: 
 
 def __getattr__(name: str) -> Any:
     if name == "RunFolder":  # the callbacks' own writer of earlier versions: now the one writer of every run
-        warnings.warn("phasescope.integrations.RunFolder is deprecated: use phasescope.runs.RunFolder "
+        warnings.warn("phasescope.integrations.RunFolder is deprecated: use phasescope.runfolder.RunWriter "
                       "(claim, start, checkpoint, finish, close) or phasescope.integrations.common.open_run.",
                       DeprecationWarning, stacklevel=2)
-        return _RunFolder
+        return RunWriter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

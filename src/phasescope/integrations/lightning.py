@@ -14,7 +14,7 @@
   (``logger.log_metrics({...}, step=global_step)``: TensorBoard, CSV, W&B, MLflow, ...) as
   ``phasescope/<layer>/<split>/<metric>``.
 * **Files** (with ``out``): the run folder of ``phasescope run``, written by its writer
-  (:class:`phasescope.runs.RunFolder`): ``config.json`` at the start, ``metrics.csv`` and
+  (:class:`phasescope.runfolder.RunWriter`): ``config.json`` at the start, ``metrics.csv`` and
   ``errors.npz`` after each checkpoint, ``phases.json`` (with the status), ``curves.png`` and
   ``report.html`` at the end. The folder is locked while the Trainer fits. When the fit starts, a
   folder that holds another run (of ``phasescope run``, of another callback, an earlier fit) is
@@ -48,7 +48,7 @@ from ..config import ConfigError
 from ..models import default_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
-from ..runs import RunFolder
+from ..runfolder import RunWriter
 from .common import checkpoint_scalars, open_run, portable, restore, start_run
 
 
@@ -70,7 +70,7 @@ class PhaseScopeCallback(Callback):
         self.prefix = prefix
         self.options = tracker_options
         self.tracker: PhaseTracker | None = None
-        self.run: RunFolder | None = None
+        self.run: RunWriter | None = None
         self._pending: dict | None = None  # state loaded from a checkpoint before the tracker exists
 
     @property

@@ -18,7 +18,7 @@
   ``fit_data``/``test_data``: (x, y) tensors, DataLoaders of (x, y), or datasets whose items are
   dicts with ``pixel_values`` and ``labels`` (or ``label``), as the Trainer's are.
 * **Files** (with ``out``): the run folder of ``phasescope run``, written by its writer
-  (:class:`phasescope.runs.RunFolder`) and locked from ``on_train_begin`` to ``on_train_end``. A
+  (:class:`phasescope.runfolder.RunWriter`) and locked from ``on_train_begin`` to ``on_train_end``. A
   folder that holds another run is refused before the first step, unless ``overwrite=True``
   (deletes only phasescope's files). The Trainer has no event for an error: after an exception
   the folder stays locked until the callback's next ``train()``, :meth:`PhaseScopeCallback.close`,
@@ -47,7 +47,7 @@ except ImportError as e:
 from ..models import default_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
-from ..runs import RunFolder
+from ..runfolder import RunWriter
 from .common import checkpoint_scalars, open_run, portable, restore, start_run
 
 STATE_FILE = "phasescope_tracker.pt"
@@ -93,7 +93,7 @@ class PhaseScopeCallback(TrainerCallback):
         self.forward, self.prefix, self.options = forward, prefix, tracker_options
         self.trainer = trainer
         self.tracker: PhaseTracker | None = None
-        self.run: RunFolder | None = None
+        self.run: RunWriter | None = None
 
     def bind(self, trainer: Any) -> "PhaseScopeCallback":
         """Log through ``trainer.log`` (found automatically when the Trainer calls the callback)."""

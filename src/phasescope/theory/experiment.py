@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..report import phases_payload
-from ..runs import RunFolder, Wording, write_errors, write_json, write_metrics
+from ..runfolder import RunWriter
+from ..runs import Wording, write_errors, write_json, write_metrics
 from .analysis import turn_summary
 from .datamodel import DataModel
 from .figures import plot_theory_curves
@@ -24,10 +25,10 @@ PRIMARY_LAYER = "logits"
 WORDING = Wording(resume=None)  # --out, --overwrite; a theory run cannot be continued
 
 
-def claim(out: str | Path | None, name: str, *, overwrite: bool) -> RunFolder:
+def claim(out: str | Path | None, name: str, *, overwrite: bool) -> RunWriter:
     """The run folder, claimed like ``phasescope run``'s: locked while written, a folder holding
     another run refused unless ``overwrite`` (which deletes only phasescope's files)."""
-    return RunFolder.claim(Path(out) if out else None, name, overwrite=overwrite, writer="theory", wording=WORDING)
+    return RunWriter.claim(Path(out) if out else None, name, overwrite=overwrite, writer="theory", wording=WORDING)
 
 
 @dataclass
@@ -48,7 +49,7 @@ def measurement_settings(bootstrap: int, confidence: float, min_effect: float) -
 
 
 def versions() -> dict:
-    from ..experiment import versions as _versions
+    from ..runfolder import versions as _versions
 
     return _versions()
 
