@@ -32,6 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--out", default="runs/hf-example")
+    p.add_argument("--overwrite", action="store_true", help="replace the run of an earlier call in --out")
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -43,6 +44,7 @@ def main() -> None:
         layers=["vit.layers.0", "vit.layers.1"],     # (batch, 17 tokens, 48): the mean token by default (tokens=...)
         fit_data=PixelDataset(data.x_train, data.y_train), test_data=(data.x_test, data.y_test),
         out=f"{a.out}/phases",
+        overwrite=a.overwrite,                       # a folder holding a run is refused without it
     )
     args = TrainingArguments(output_dir=a.out, max_steps=a.steps, per_device_train_batch_size=64, learning_rate=1e-3,
                              logging_steps=64, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,

@@ -42,6 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1024)
     p.add_argument("--out", default="runs/lightning-example")
+    p.add_argument("--overwrite", action="store_true", help="replace the run of an earlier call in --out")
     a = p.parse_args()
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
@@ -53,6 +54,7 @@ def main() -> None:
         fit_data=(data.x_train, data.y_train),                # or DataLoaders of (x, y)
         test_data=(data.x_test, data.y_test),
         out=f"{a.out}/phases",                                # schedule: log_schedule(max_steps) by default
+        overwrite=a.overwrite,                                # a folder holding a run is refused without it
     )
     trainer = pl.Trainer(max_steps=a.steps, accelerator="cpu", callbacks=[callback],
                          logger=pl.loggers.CSVLogger(a.out, name="logs"), log_every_n_steps=16,

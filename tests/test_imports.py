@@ -36,7 +36,7 @@ PACKAGE = "phasescope"
 # track training or manage transfer (HIGH), nor the package facade ``phasescope`` (whose
 # __init__ imports the tracker).
 LOW = ("errors", "stats", "schedule", "measure", "phases", "data")
-HIGH = ("experiment", "cli", "report", "compare", "runs", "tracker", "samples", "transfer", "registry", "stopping", "html", "rebuild",
+HIGH = ("experiment", "cli", "report", "compare", "runs", "runfolder", "tracker", "samples", "transfer", "registry", "stopping", "html", "rebuild",
         "theory.cli")
 
 # (importer, imported) -> why it is excused. Each closes a cycle today, in modules outside

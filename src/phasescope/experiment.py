@@ -2,7 +2,7 @@
 
 Claim the run folder (lock; refuse what would lose a result) -> load data -> build the
 model -> set up the tracker -> (only now) clear an overwritten folder and write config.json
--> train, measuring at log-spaced checkpoints -> after every checkpoint write metrics.csv,
+(the folder is written by :class:`~phasescope.runfolder.RunWriter`, the writer of every run) -> train, measuring at log-spaced checkpoints -> after every checkpoint write metrics.csv,
 errors.npz, the extensions' files, phases.json and state.pt (Ctrl-C is held until the
 checkpoint is complete) -> at the end (or on Ctrl-C, stop or divergence) draw the figures
 and record the run's ``status`` in phases.json (further Ctrl-C are ignored meanwhile).
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,18 +21,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .version import __version__
 from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
 from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
-from .html import write_index_quietly, write_report_quietly
+from .html import write_index_quietly
 from .models import build_model, default_layers
 from .phases import PhaseResult
-from .report import phases_payload, plot_curves
 from .registry import run_extensions
+from .runfolder import RunWriter, config_document, versions, write_checkpoint, write_outputs  # noqa: F401
 from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, load_state, read_json,
-                   save_state, write_errors, write_json, write_metrics, write_npz)
+                   write_npz)
 from .schedule import log_schedule
 from .tracker import PhaseTracker
 from .errors import StopTraining
@@ -103,11 +101,6 @@ def _synthetic_knobs(cfg: RunConfig) -> dict:
         return {}
     s = cfg.synthetic
     return {**s.knobs, **({"data_seed": s.data_seed} if s.data_seed is not None else {})}
-
-
-def versions() -> dict[str, str]:
-    return {"phasescope": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 # ---------------------------------------------------------------------- resuming: same options only
@@ -189,47 +182,6 @@ def resume_config(out: str | Path, given: dict, *, seeds: bool = False) -> RunCo
     return RunConfig.from_dict(saved)
 
 
-# ---------------------------------------------------------------------- writing
-def write_checkpoint(out: Path, tracker: PhaseTracker) -> pd.DataFrame:
-    """What a checkpoint adds, so that a kill loses nothing measured: metrics.csv/.parquet and
-    errors.npz (the measurement itself; small and uncompressed), and the files of extensions that
-    must survive a kill (``checkpoint_files``, e.g. the kept weights). No phase detection, no
-    per-sample tables, no figures: those are summaries, written once when the run ends (and
-    rebuilt by ``--resume`` after a kill: every checkpoint's data is also in state.pt)."""
-    df = tracker.results()
-    if len(df):
-        write_metrics(out, df)
-        write_errors(out, tracker.errors)
-        for ext in tracker.extensions:
-            if getattr(ext, "checkpoint_files", False):
-                ext.write(out, df, {}, figure=False)
-    return df
-
-
-def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str | None = None,
-                  extra: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
-    """Every file of the run: metrics.csv/.parquet, errors.npz, the figures (``figure``), the
-    extensions' files, and last phases.json (with ``extra``, e.g. the final status): every file
-    atomically, phases.json last so that a status in it means the files before it are written."""
-    df = tracker.results()
-    phases = tracker.phases()
-    payload = phases_payload(phases, df, tracker.num_classes)
-    for ext in tracker.extensions:
-        if hasattr(ext, "summarise"):
-            payload.update(ext.summarise(df, payload))
-    payload.update(extra or {})
-    if len(df):
-        write_metrics(out, df)
-        write_errors(out, tracker.errors)
-        if figure:
-            plot_curves(df, payload["layers"], out / "curves.png", title=title)
-        for ext in tracker.extensions:  # extensions' own files (samples.parquet, samples.png, ...)
-            if hasattr(ext, "write"):
-                ext.write(out, df, payload, figure=figure)
-    write_json(out / "phases.json", payload)
-    return df, phases, payload
-
-
 def _status_of(folder: Path) -> str | None:
     try:
         return read_json(folder / "phases.json").get("status")
@@ -266,7 +218,7 @@ def run_experiment(
     every optimiser step (``phasescope sweep`` reports each run's progress with it).
     """
     cfg.validate()
-    with RunFolder.claim(out, f"{cfg.dataset}-{cfg.model}", resume=resume, overwrite=overwrite) as folder:
+    with RunWriter.claim(out, f"{cfg.dataset}-{cfg.model}", resume=resume, overwrite=overwrite) as folder:
         if guard is not None:
             return _run(cfg, folder, progress=progress, extensions=extensions, data=data, on_checkpoint=on_checkpoint,
                         guard=guard, on_step=on_step)
@@ -275,7 +227,7 @@ def run_experiment(
                         on_checkpoint=on_checkpoint, guard=own, on_step=on_step)
 
 
-def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Sequence, data: Splits | None,
+def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Sequence, data: Splits | None,
          on_checkpoint: Callable[[int, PhaseTracker], None] | None, guard: InterruptGuard,
          on_step: Callable[[int, float], None] | None = None) -> RunResult:
     out = folder.path
@@ -288,7 +240,6 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
             raise ResumeMismatch(out, diffs)
         cfg = RunConfig.from_dict(saved)
     device = resolve_device(cfg.device)
-    t0 = time.perf_counter()
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
                                                       num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
@@ -317,28 +268,23 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["rng"])
         start = state["iteration"]
-    # Everything is validated: only now may a previous run's files go (--overwrite, restart).
-    folder.prepare()
-    (out / "phases.json").unlink(missing_ok=True)  # a status of an earlier session; rewritten when this one ends
-    write_json(out / "config.json", {
-        "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
-        "model": {"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()),
-                  "device": str(device)},
-        "versions": versions(),
-        **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
-    })
+    # Everything is validated: only now may a previous run's files go (--overwrite, restart); an
+    # earlier session's status goes too (rewritten when this one ends).
+    folder.start(config_document(
+        cfg.to_dict(), data=data.describe(), measurement=tracker.describe(),
+        model={"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()), "device": str(device)},
+        adjusted=adjusted), title=f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})")
     if (atypical := mask_arrays(data)) is not None:  # --atypical made samples atypical
         write_npz(out / MASK_FILE, atypical)
-    title = f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})"
 
     def checkpoint(m: torch.nn.Module, t: int) -> None:
         if tracker.maybe_measure(m, t) is None:
             return
         with guard.protect():  # a Ctrl-C waits until this checkpoint's files are all written
-            write_checkpoint(out, tracker)  # what is new; summaries when the run ends
-            save_state(out, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
-                             "stream": stream.state_dict(), "tracker": tracker.state_dict(),
-                             "rng": torch.get_rng_state()})
+            # what is new (summaries when the run ends) and the state to resume from
+            folder.checkpoint(tracker, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "stream": stream.state_dict(), "tracker": tracker.state_dict(),
+                                        "rng": torch.get_rng_state()})
         if on_checkpoint is not None:
             on_checkpoint(t, tracker)
         if tracker.stop is not None:  # an extension (--stop-on-increase) decided to stop
@@ -365,27 +311,16 @@ def _run(cfg: RunConfig, folder: RunFolder, *, progress: bool, extensions: Seque
         status, diverged = "diverged", e
     except BaseException:
         with guard.closing():
-            _final_write(out, tracker, title, "failed", t0, best_effort=True)
+            try:
+                folder.finish(tracker, "failed")
+            except Exception:  # noqa: BLE001  the original error matters more; the checkpoint files are complete
+                pass
         raise
-    with guard.closing():  # the run is ending: Ctrl-C is ignored until its last files are written
-        df, phases, payload, seconds = _final_write(out, tracker, title, status, t0)
+    with guard.closing():  # the run is ending: Ctrl-C is ignored until its last files (report.html too) are written
+        df, phases, payload = folder.finish(tracker, status)
     if diverged is not None:
         raise diverged
-    return RunResult(out, cfg, df, phases, payload, status, seconds, notes)
-
-
-def _final_write(out: Path, tracker: PhaseTracker, title: str, status: str, t0: float, *,
-                 best_effort: bool = False):
-    seconds = {"total": time.perf_counter() - t0, "measurement": float(sum(tracker.timings.values()))}
-    extra: dict[str, Any] = {"status": status, "seconds": seconds}
-    try:
-        df, phases, payload = write_outputs(out, tracker, figure=True, title=title, extra=extra)
-    except Exception:
-        if best_effort:  # the original error matters more; the checkpoint files are already complete
-            return None
-        raise
-    write_report_quietly(out, status=status)  # report.html (phasescope.html)
-    return df, phases, payload, seconds
+    return RunResult(out, cfg, df, phases, payload, status, payload["seconds"], notes)
 
 
 

@@ -13,6 +13,12 @@
     state.prev.pt    the state of the checkpoint before (used when state.pt is unusable)
     .lock            held (flock) by the process writing the folder
 
+Every run folder (``phasescope run`` and the runs of sweeps and ``--seeds``, the Lightning and
+Hugging Face callbacks, ``phasescope theory``) is claimed by :meth:`RunFolder.claim` and written
+by one writer, :class:`phasescope.runfolder.RunWriter` (a :class:`RunFolder` that also writes
+config.json, the checkpoints and the end's summaries; it lives above the report and figure
+modules that the summaries need).
+
 Safety rules, all implemented here and used by every writer (extensions included):
 
 - Every file is written atomically by :func:`atomic_write`: a temporary file with a unique
@@ -35,6 +41,7 @@ import re
 import secrets
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,6 +90,7 @@ RUN_FILES = frozenset({
     "errors_ridge.npz", "ridge_sweep.png", "atypical.npz",  # --ridge with a list, --atypical
     # a multi-seed folder (--seeds): its summary files; its seed-N sub-folders are run folders
     "seeds.csv", "agreement.csv", "aggregate.csv", "seeds.png",
+    "sweep.csv", "sweep.png",  # phasescope theory --sweep
 })
 _TMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # atomic_write's temporary files
 _SEED_DIR = re.compile(r"^seed-\d+$")
@@ -370,19 +378,32 @@ def default_out(name: str) -> Path:
     return out
 
 
-def _check_writable(out: Path) -> None:
+@dataclass(frozen=True)
+class Wording:
+    """How the caller of :meth:`RunFolder.claim` names its options, so that a refusal says what
+    to do in the caller's terms (the command line's by default; the callbacks take keywords)."""
+
+    out: str = "--out"
+    overwrite: str = "--overwrite"
+    resume: str | None = "--resume"  # None: the caller cannot continue a run
+
+
+CLI = Wording()
+
+
+def _check_writable(out: Path, word: str = "--out") -> None:
     """Fail early (before anything is created) when ``out`` cannot be a writable folder."""
     if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file, not a folder. Give a folder path (it is created if needed).")
+        raise RunFolderError(f"{word} {out} is a file, not a folder. Give a folder path (it is created if needed).")
     p = out
     while not p.exists():
         if p.parent == p:
             break
         p = p.parent
     if p.exists() and not p.is_dir():
-        raise RunFolderError(f"--out {out}: {p} is a file, so the folder cannot be created. Give another --out.")
+        raise RunFolderError(f"{word} {out}: {p} is a file, so the folder cannot be created. Give another {word}.")
     if p.exists() and not os.access(p, os.W_OK | os.X_OK):
-        raise RunFolderError(f"--out {out}: {p} is not writable for this user. Give a folder you can write to.")
+        raise RunFolderError(f"{word} {out}: {p} is not writable for this user. Give a folder you can write to.")
 
 
 def _read_status(folder: Path) -> str | None:
@@ -392,19 +413,46 @@ def _read_status(folder: Path) -> str | None:
         return None
 
 
-class RunFolder:
-    """A run folder claimed for writing: created if needed, locked, inspected.
+def run_writer(folder: Path) -> str | None:
+    """Who wrote the run in ``folder``, from its config.json: ``"run"`` (``phasescope run``), the
+    integration's source (``"lightning"``, ``"transformers"``), ``"theory"``; None without a
+    readable config.json."""
+    try:
+        doc = read_json(Path(folder) / "config.json")
+    except Exception:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if isinstance(doc.get("integration"), dict):
+        return str(doc["integration"].get("source") or "integration")
+    if str(doc.get("kind", "")).startswith("theory"):
+        return "theory"
+    return "run" if "config" in doc else None
 
-    ``mode`` says what the run does with it: ``new`` (empty or new folder), ``resume`` (a
-    saved state exists), ``restart`` (a run that ended before its first checkpoint: starts
-    again from iteration 0), ``overwrite``. Nothing is deleted until :meth:`prepare`, which the
-    caller invokes once the configuration, data and model are known to be good. Used as a
-    context manager: on an error before :meth:`prepare` a folder this claim created is removed
-    again; the lock is always released.
+
+def _writer_name(writer: str | None) -> str:
+    if writer in ("run", "theory"):
+        return f"`phasescope {writer}`"
+    return f"the {writer} callback"
+
+
+class RunFolder:
+    """A run folder claimed for writing: created if needed, locked, inspected. The folder of
+    every writer (:class:`phasescope.runfolder.RunWriter` is the one that writes runs).
+
+    ``mode`` says what the run does with it: ``new`` (empty or new folder), ``resume`` (continue
+    the run there: a saved state exists, or a callback's Trainer resumes from its own checkpoint),
+    ``restart`` (a ``phasescope run`` that ended before its first checkpoint: starts again from
+    iteration 0), ``overwrite``. Nothing is deleted until :meth:`prepare`, which the caller
+    invokes once the configuration, data and model are known to be good. Used as a context
+    manager (or :meth:`close` with the exception): on an error before :meth:`prepare` a folder
+    this claim created is removed again; the lock is always released.
     """
 
-    def __init__(self, path: Path, *, resume: bool = False, overwrite: bool = False, seeds: bool = False):
+    def __init__(self, path: Path, *, resume: bool = False, overwrite: bool = False, seeds: bool = False,
+                 writer: str = "run", wording: Wording = CLI):
         self.path, self.resume, self.overwrite, self.seeds = Path(path), resume, overwrite, seeds
+        self.writer, self.wording = writer, wording
         self.created = False
         self.lock_created = False
         self.prepared = False
@@ -415,23 +463,32 @@ class RunFolder:
     # -- claiming
     @classmethod
     def claim(cls, out: Path | str | None, name: str, *, resume: bool = False, overwrite: bool = False,
-              seeds: bool = False) -> "RunFolder":
-        if resume and overwrite:
+              seeds: bool = False, writer: str = "run", wording: Wording = CLI) -> "RunFolder":
+        """Claim ``out`` (default: a new folder under runs/ named after ``name``) for ``writer``
+        (``run``, ``theory``, or a callback's source: ``lightning``, ``transformers``).
+
+        A folder holding another run is refused (:class:`RunFolderError`, saying what to do in
+        ``wording``'s terms) unless ``overwrite`` (only phasescope's files go, and only at
+        :meth:`prepare`) or ``resume`` (that run continues: for ``run``, from its saved state; for a
+        callback, a run of the same callback whose Trainer resumes from its own checkpoint); a
+        folder another process is writing is refused (:class:`RunLockedError`) whatever the options."""
+        if resume and overwrite and writer == "run":
             raise RunFolderError("--resume and --overwrite contradict each other: choose one.")
         out = Path(out) if out is not None else default_out(name)
-        _check_writable(out)
-        if resume and not out.exists():
+        _check_writable(out, wording.out)
+        if resume and not out.exists() and writer == "run":
             raise RunFolderError(f"Cannot resume: {out} does not exist. Start a new run (without --resume).")
-        folder = cls(out, resume=resume, overwrite=overwrite, seeds=seeds)
+        folder = cls(out, resume=resume, overwrite=overwrite, seeds=seeds, writer=writer, wording=wording)
         try:
-            folder._create_and_lock()
+            folder._create_and_lock(mark=False)
             folder._inspect()
+            folder._mark()  # only now: a refused claim leaves every file as it was, the lock file too
         except BaseException:
             folder._abandon()
             raise
         return folder
 
-    def _create_and_lock(self) -> None:
+    def _create_and_lock(self, *, mark: bool = True) -> None:
         try:
             self.created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
@@ -439,8 +496,8 @@ class RunFolder:
             self.lock_created = not lock.exists()
             self._fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise RunFolderError(f"--out {self.path}: cannot create the run folder or its lock file ({e.strerror or e}). "
-                                 "Give a folder you can write to.") from e
+            raise RunFolderError(f"{self.wording.out} {self.path}: cannot create the run folder or its lock file "
+                                 f"({e.strerror or e}). Give a folder you can write to.") from e
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks; concurrent runs are not detected
@@ -459,9 +516,22 @@ class RunFolder:
             self.created = self.lock_created = False  # not ours to remove
             raise RunLockedError(
                 f"{self.path} is in use by another phasescope process{f' (pid {pid})' if pid else ''}. "
-                "Wait for it to finish, or choose another --out.") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+                f"Wait for it to finish, or choose another {self.wording.out}.") from None
+        if mark:
+            self._mark()
+
+    def _mark(self) -> None:
+        """Write this process's id into the held lock file (named by a refused second writer)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _advice(self, *, resumable: bool) -> str:
+        """What to do about a folder that holds a run, in the caller's terms."""
+        w = self.wording
+        options = ([f"{w.resume} to continue that run"] if resumable and w.resume else []) + \
+            [f"{w.overwrite} to replace it"]
+        return f"Pass {', '.join(options)}, or choose another {w.out}."
 
     def _inspect(self) -> None:
         removed = remove_temporary(self.path)
@@ -471,12 +541,19 @@ class RunFolder:
         foreign = foreign_entries(self.path)
         has_state = (self.path / STATE).exists() or (self.path / PREV_STATE).exists()
         status = _read_status(self.path)
+        held_by = run_writer(self.path)  # who wrote the run there (None: no readable config.json)
+        w = self.wording
         # a single run that ended before its first checkpoint: config.json, no state, no final status
-        restartable = (not self.seeds and not foreign and not has_state and status is None
-                       and (self.path / "config.json").exists())
+        # (a callback's run has no state.pt by design, and a theory run no status: neither is restarted)
+        restartable = (self.writer == "run" and not self.seeds and not foreign and not has_state and status is None
+                       and held_by == "run")
         if self.seeds:
             if self.resume or not entries:
                 self.mode = "resume" if self.resume else "new"
+                return
+        elif self.resume and self.writer != "run":  # a callback whose Trainer resumes from its checkpoint
+            if not entries or held_by == self.writer:
+                self.mode = "resume" if entries else "new"
                 return
         elif self.resume:
             if has_state:
@@ -498,26 +575,32 @@ class RunFolder:
             if foreign:
                 shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
                 raise RunFolderError(
-                    f"--overwrite refused: {self.path} holds files phasescope did not write ({shown}). "
-                    "Nothing was deleted. Move them away or choose another --out.")
+                    f"{w.overwrite} refused: {self.path} holds files phasescope did not write ({shown}). "
+                    f"Nothing was deleted. Move them away or choose another {w.out}.")
             self.mode = "overwrite"
             return
         if restartable:
             self.mode = "restart"
             self.notes.append(f"{self.path} holds a run that ended before its first checkpoint; starting it again")
             return
+        resumable = held_by == self.writer and (self.writer != "run" or has_state)
         if foreign:
             shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
             if not (self.path / "config.json").exists():
                 raise RunFolderError(f"{self.path} already exists and holds other files ({shown}): it is not a "
-                                     "phasescope run folder. Choose another --out.")
+                                     f"phasescope run folder. Choose another {w.out} ({w.overwrite} deletes nothing "
+                                     "while other files are there).")
             raise RunFolderError(f"{self.path} already exists and holds a run and files phasescope did not write "
-                                 f"({shown}). Pass --resume to continue that run, or choose another --out "
-                                 "(--overwrite deletes nothing while other files are there).")
+                                 f"({shown}). " + (f"Pass {w.resume} to continue that run, or choose"
+                                                   if resumable and w.resume else "Choose")
+                                 + f" another {w.out} ({w.overwrite} deletes nothing while other files are there).")
         what = "holds a finished run" if status else "holds a run"
-        raise RunFolderError(
-            f"{self.path} already exists and {what}. Pass --resume to continue that run, "
-            "--overwrite to replace it, or choose another --out.")
+        if held_by is not None and held_by != self.writer:
+            what += f" of {_writer_name(held_by)}"
+        if self.resume:  # a callback resuming, but the run there is not its own
+            raise RunFolderError(f"{self.path} already exists and {what}, not a run of {_writer_name(self.writer)} "
+                                 f"to continue. Pass {w.overwrite} to replace it, or choose another {w.out}.")
+        raise RunFolderError(f"{self.path} already exists and {what}. {self._advice(resumable=resumable)}")
 
     # -- after validation
     def prepare(self) -> None:
@@ -525,6 +608,11 @@ class RunFolder:
         if self.mode in ("overwrite", "restart"):
             clear_run_files(self.path)
         self.prepared = True
+
+    @property
+    def held(self) -> bool:
+        """Whether this claim holds the folder (claimed and not yet released)."""
+        return self._fd is not None
 
     # -- release
     def _abandon(self) -> None:
@@ -544,13 +632,24 @@ class RunFolder:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
+    def close(self, exc: BaseException | None = None) -> None:
+        """End the claim; after an error (``exc``) before :meth:`prepare`, undo it (see
+        :meth:`_abandon`). Always releases the lock."""
+        if exc is not None and self._fd is not None and not self.prepared:
+            self._abandon()
+        self.release()
+
+    def __del__(self) -> None:  # a claim dropped without close(): its process no longer holds the folder
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001  interpreter shutdown
+            pass
+
     def __enter__(self) -> "RunFolder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and not self.prepared:
-            self._abandon()
-        self.release()
+        self.close(exc)
         return False
 
 
@@ -671,20 +770,3 @@ class _Closing:
         self.guard.ending = False
         self.guard.pending = False
         return False
-
-
-def prepare_out(out: Path | None, name: str, *, resume: bool, overwrite: bool = False) -> Path:
-    """A plain output folder (used by ``phasescope theory``): a new one under runs/ by default;
-    an existing non-empty one only with resume/overwrite. Runs of ``phasescope run`` use
-    :class:`RunFolder` (locking, safe overwrite) instead."""
-    out = Path(out) if out is not None else default_out(name)
-    _check_writable(out)
-    if out.exists() and any(out.iterdir()) and not resume and not overwrite:
-        raise RunFolderError(
-            f"{out} already exists and is not empty. Pass --resume to continue that run, "
-            "--overwrite to replace it, or choose another --out."
-        )
-    if resume and not (out / STATE).exists():
-        raise RunFolderError(f"Cannot resume: {out / STATE} does not exist. Start a new run instead.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out

@@ -7,8 +7,19 @@
 - :mod:`phasescope.integrations.tensorboard`: ``TensorBoardLogger``, an extension that writes every
   metric and the curves figure to TensorBoard from any loop (``pip install "phasescope[tensorboard]"``)
 
-All of them write the same run-folder files as ``phasescope run`` (see :class:`RunFolder`).
+All of them write the same run-folder files as ``phasescope run``, with its writer
+(:class:`phasescope.runfolder.RunWriter`).
 """
-from .common import RunFolder, checkpoint_scalars, portable, restore
+from typing import Any
 
-__all__ = ["RunFolder", "checkpoint_scalars", "portable", "restore"]
+from .common import checkpoint_scalars, open_run, portable, restore
+
+__all__ = ["checkpoint_scalars", "open_run", "portable", "restore"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunFolder":  # deprecated: the one writer is phasescope.runfolder.RunWriter
+        from . import common
+
+        return common.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

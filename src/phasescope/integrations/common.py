@@ -1,10 +1,14 @@
 """What every integration shares: the run folder, scalars for loggers, checkpointable state.
 
-:class:`RunFolder` writes a tracker's files with the library's own writers
-(:func:`phasescope.experiment.write_outputs`, :func:`phasescope.runs.write_json`), so a
-callback's folder is a run folder like ``phasescope run``'s: ``config.json``,
-``metrics.csv``, ``errors.npz``, ``phases.json`` after every checkpoint, ``curves.png`` at the
-end; ``phasescope report`` and ``phasescope compare`` read it.
+A callback's run folder is written by the writer of ``phasescope run``,
+:class:`phasescope.runfolder.RunWriter`: :func:`open_run` claims it (locked while the Trainer
+trains; a folder holding another run is refused unless ``overwrite=True``; the callback's own
+run continues when the Trainer resumes from its checkpoint), :func:`start_run` writes
+config.json (the schema of ``phasescope run``, with an ``integration`` entry), then the
+callback calls the writer's ``checkpoint`` after every measurement and ``finish`` and
+``close`` at the end: ``metrics.csv`` and ``errors.npz`` after every checkpoint,
+``phases.json``, ``curves.png`` and ``report.html`` at the end; ``phasescope report`` and
+``phasescope compare`` read it.
 
 :func:`portable` turns a tracker's ``state_dict()`` into plain containers, numbers, strings and
 tensors, so that frameworks that load checkpoints with ``torch.load(weights_only=True)``
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,17 @@ import torch
 from torch import nn
 
 from ..extension import Decision
+from ..runfolder import RunWriter, config_document
+from ..runs import Wording
 from ..tracker import METRIC_COLUMNS, PhaseTracker
+
+# what a refusal tells the user to do, in each Trainer's terms
+WORDING = {
+    "lightning": Wording(out="out folder", overwrite="overwrite=True",
+                         resume="ckpt_path=<a Trainer checkpoint of that run> to trainer.fit()"),
+    "transformers": Wording(out="out folder", overwrite="overwrite=True",
+                            resume="resume_from_checkpoint=<a Trainer checkpoint of that run> to trainer.train()"),
+}
 
 
 def checkpoint_scalars(rows: list[dict], prefix: str = "phasescope") -> dict[str, float]:
@@ -68,46 +82,48 @@ def restore(obj: Any) -> Any:
     return obj
 
 
-class RunFolder:
-    """A run folder fed by a callback: ``start`` once, ``checkpoint`` after each measurement,
-    ``finish`` at the end (draws ``curves.png``, records the status)."""
+def open_run(out: str | Path, source: str, *, resume: bool, overwrite: bool) -> RunWriter:
+    """Claim ``out`` for the ``source`` callback before training starts (see
+    :meth:`phasescope.runs.RunFolder.claim`).
 
-    def __init__(self, out: str | Path, *, source: str, title: str | None = None):
-        self.out = Path(out)
-        self.source, self.title = source, title
-        self.t0 = time.perf_counter()  # reset by start(): seconds count from the start of training
+    ``resume``: the Trainer resumes from a checkpoint, so the callback's own run there (or an
+    empty folder) continues. Otherwise a folder holding a run (``phasescope run``'s, another
+    callback's, a finished one) is refused with a :class:`~phasescope.runs.RunFolderError` that
+    names the folder, unless ``overwrite`` (only phasescope's files are deleted, and none when
+    the folder holds others). A folder another process is writing is always refused."""
+    wording = WORDING.get(source, Wording(out="out folder", overwrite="overwrite=True", resume=None))
+    return RunWriter.claim(out, source, resume=resume, overwrite=overwrite, writer=source, wording=wording)
 
-    def start(self, tracker: PhaseTracker, model: nn.Module, **about: Any) -> None:
-        from ..experiment import versions
-        from ..runs import write_json
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.perf_counter()
-        name = type(model).__name__
-        self.title = self.title or f"{name} ({self.source})"
-        # The keys `phasescope report` and `phasescope compare` read, then what the callback knows.
-        config = {"model": name, "dataset": about.pop("dataset", self.source), "seed": tracker.seed,
-                  "layers": tracker.layers, "bootstrap": tracker.bootstrap, "confidence": tracker.confidence,
-                  "min_effect": tracker.min_effect, "iterations": max(tracker.schedule) if tracker.schedule else 0}
-        write_json(self.out / "config.json", {
-            "config": config, "measurement": tracker.describe(),
-            "model": {"name": name, "parameters": sum(p.numel() for p in model.parameters()),
-                      "device": str(tracker.device)},
-            "integration": {"source": self.source, **about}, "versions": versions(),
-        })
+def run_config(tracker: PhaseTracker, model: nn.Module, source: str, **about: Any) -> dict:
+    """config.json of a callback's run: the schema of ``phasescope run`` (``config`` with the keys
+    ``report`` and ``compare`` read, ``data``, ``measurement``, ``model``, ``versions``) and
+    ``integration``: the source and what the framework told (``about``, e.g. ``max_steps``)."""
+    name = type(model).__name__
+    dataset = about.pop("dataset", source)
+    config = {"model": name, "dataset": dataset, "seed": tracker.seed, "layers": tracker.layers,
+              "bootstrap": tracker.bootstrap, "confidence": tracker.confidence, "min_effect": tracker.min_effect,
+              "iterations": max(tracker.schedule) if tracker.schedule else 0}
+    data = {"name": dataset, "fit_samples": int(len(tracker.fit_x)), "test_samples": int(len(tracker.test_x)),
+            "input_shape": list(tracker.fit_x.shape[1:]), "num_classes": tracker.num_classes}
+    return config_document(config, data=data, measurement=tracker.describe(),
+                           model={"name": name, "parameters": sum(p.numel() for p in model.parameters()),
+                                  "device": str(tracker.device)},
+                           integration={"source": source, **about})
 
-    def checkpoint(self, tracker: PhaseTracker) -> None:
-        from ..experiment import write_checkpoint
 
-        write_checkpoint(self.out, tracker)
+def start_run(run: RunWriter, tracker: PhaseTracker, model: nn.Module, source: str, **about: Any) -> None:
+    """Write config.json; a resumed tracker's measurements are written at once (the files hold
+    what the Trainer's checkpoint held)."""
+    run.start(run_config(tracker, model, source, **about), title=f"{type(model).__name__} ({source})")
+    if tracker.measured:
+        run.checkpoint(tracker)
 
-    def finish(self, tracker: PhaseTracker, status: str = "complete") -> dict:
-        from ..experiment import write_outputs
-        from ..runs import write_json
 
-        _, _, payload = write_outputs(self.out, tracker, figure=True, title=self.title)
-        payload["status"] = status
-        payload["seconds"] = {"total": time.perf_counter() - self.t0,
-                              "measurement": float(sum(tracker.timings.values()))}
-        write_json(self.out / "phases.json", payload)
-        return payload
+def __getattr__(name: str) -> Any:
+    if name == "RunFolder":  # the callbacks' own writer of earlier versions: now the one writer of every run
+        warnings.warn("phasescope.integrations.RunFolder is deprecated: use phasescope.runfolder.RunWriter "
+                      "(claim, start, checkpoint, finish, close) or phasescope.integrations.common.open_run.",
+                      DeprecationWarning, stacklevel=2)
+        return RunWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

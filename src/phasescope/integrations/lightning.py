@@ -13,10 +13,15 @@
 * **Logging**: every metric of a checkpoint goes to all the Trainer's loggers
   (``logger.log_metrics({...}, step=global_step)``: TensorBoard, CSV, W&B, MLflow, ...) as
   ``phasescope/<layer>/<split>/<metric>``.
-* **Files** (with ``out``): the run-folder files of ``phasescope run`` (``config.json``,
-  ``metrics.csv``, ``errors.npz``, ``phases.json`` after each checkpoint; ``curves.png`` at the end).
+* **Files** (with ``out``): the run folder of ``phasescope run``, written by its writer
+  (:class:`phasescope.runfolder.RunWriter`): ``config.json`` at the start, ``metrics.csv`` and
+  ``errors.npz`` after each checkpoint, ``phases.json`` (with the status), ``curves.png`` and
+  ``report.html`` at the end. The folder is locked while the Trainer fits. When the fit starts, a
+  folder that holds another run (of ``phasescope run``, of another callback, an earlier fit) is
+  refused before training, unless ``overwrite=True`` (deletes only phasescope's files).
 * **Resume**: the callback's state (the tracker's measurements) is saved in the Trainer's
-  checkpoints; ``trainer.fit(module, ckpt_path=...)`` continues without re-measuring.
+  checkpoints; ``trainer.fit(module, ckpt_path=...)`` continues without re-measuring, into the
+  folder of that run.
 * **Devices**: measures where the module lives (``accelerator="cpu"`` or ``"gpu"``); under DDP only
   on global rank 0 (``trainer.is_global_zero``), the other ranks do nothing.
 
@@ -43,7 +48,8 @@ from ..config import ConfigError
 from ..models import default_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
-from .common import RunFolder, checkpoint_scalars, portable, restore
+from ..runfolder import RunWriter
+from .common import checkpoint_scalars, open_run, portable, restore, start_run
 
 
 class PhaseScopeCallback(Callback):
@@ -51,7 +57,7 @@ class PhaseScopeCallback(Callback):
 
     def __init__(self, layers: Sequence[str] | None = None, fit_data: Any = None, test_data: Any = None,
                  schedule: Sequence[int] | None = None, out: str | Path | None = None, *,
-                 prefix: str = "phasescope", **tracker_options: Any):
+                 overwrite: bool = False, prefix: str = "phasescope", **tracker_options: Any):
         if fit_data is None or test_data is None:
             raise ValueError("PhaseScopeCallback needs fit_data and test_data: (x, y) tensors or DataLoaders of "
                              "(x, y) batches (training samples to fit the decoder on, held-out samples to score it).")
@@ -60,10 +66,11 @@ class PhaseScopeCallback(Callback):
         self.test_data = _as_tensors(test_data, "test_data")
         self.schedule = list(schedule) if schedule is not None else None
         self.out = Path(out) if out is not None else None
+        self.overwrite = overwrite
         self.prefix = prefix
         self.options = tracker_options
         self.tracker: PhaseTracker | None = None
-        self.run: RunFolder | None = None
+        self.run: RunWriter | None = None
         self._pending: dict | None = None  # state loaded from a checkpoint before the tracker exists
 
     @property
@@ -79,31 +86,50 @@ class PhaseScopeCallback(Callback):
                 "trainer.estimated_stepping_batches), or Trainer(max_steps=N).")
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero or self.tracker is not None:
-            return  # DDP: rank 0 measures, the others only train; a second fit() goes on measuring
-        schedule = self.schedule if self.schedule is not None else log_schedule(int(trainer.max_steps))
-        layers = self.layers or default_layers(pl_module, tuple(self.fit_data[0].shape[1:]), self.options.get("forward"))
-        self.tracker = PhaseTracker(pl_module, layers, self.fit_data, self.test_data, schedule=schedule, **self.options)
-        if self._pending:
-            self.tracker.load_state_dict(restore(self._pending))
-            self._pending = None
+        """Claim the run folder (refused before training when it holds another run) and set up the
+        tracker. Runs after the Trainer restored its checkpoint, so a resumed fit is known here."""
+        if not trainer.is_global_zero:
+            return  # DDP: rank 0 measures and writes, the others only train
+        # the fit continues a run: the Trainer resumes from a checkpoint, or a second fit() goes on measuring
+        resuming = self.tracker is not None or bool(self._pending) or getattr(trainer, "ckpt_path", None) is not None
         if self.out is not None:
-            self.run = RunFolder(self.out, source="lightning")
-            self.run.start(self.tracker, pl_module, max_steps=int(trainer.max_steps))
-            if self.tracker.measured:  # resumed: the files hold what the checkpoint held
-                self.run.checkpoint(self.tracker)
+            self._close()
+            self.run = open_run(self.out, "lightning", resume=resuming, overwrite=self.overwrite)
+        try:
+            if self.tracker is None:
+                schedule = self.schedule if self.schedule is not None else log_schedule(int(trainer.max_steps))
+                layers = self.layers or default_layers(pl_module, tuple(self.fit_data[0].shape[1:]),
+                                                       self.options.get("forward"))
+                self.tracker = PhaseTracker(pl_module, layers, self.fit_data, self.test_data, schedule=schedule,
+                                            **self.options)
+            if self._pending:
+                self.tracker.load_state_dict(restore(self._pending))
+                self._pending = None
+            if self.run is not None:  # a resumed tracker's measurements are written at once
+                start_run(self.run, self.tracker, pl_module, "lightning", max_steps=int(trainer.max_steps))
+        except BaseException as e:
+            self._close(e)
+            raise
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._measure(trainer, pl_module)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._measure(trainer, pl_module)
-        if self.run is not None and self.tracker is not None:
+        if self.run is not None and self.run.held and self.tracker is not None:
             self.run.finish(self.tracker, "complete")
+        self._close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self.run is not None and self.tracker is not None and self.tracker.measured:
-            self.run.finish(self.tracker, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+        self._close(exception)  # records "interrupted" or "failed" when something was measured
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._close()
+
+    def _close(self, exception: BaseException | None = None) -> None:
+        """Release the run folder (after ``exception``: with the run's status when it measured)."""
+        if self.run is not None and self.run.held:
+            self.run.close(exception)
 
     def _measure(self, trainer: Any, pl_module: Any) -> None:
         if self.tracker is None:

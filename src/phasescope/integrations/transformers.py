@@ -17,10 +17,15 @@
   (:func:`pixel_values_forward`). Pass ``forward=lambda model, x: ...`` for other models.
   ``fit_data``/``test_data``: (x, y) tensors, DataLoaders of (x, y), or datasets whose items are
   dicts with ``pixel_values`` and ``labels`` (or ``label``), as the Trainer's are.
-* **Files** (with ``out``): the run-folder files of ``phasescope run``.
+* **Files** (with ``out``): the run folder of ``phasescope run``, written by its writer
+  (:class:`phasescope.runfolder.RunWriter`) and locked from ``on_train_begin`` to ``on_train_end``. A
+  folder that holds another run is refused before the first step, unless ``overwrite=True``
+  (deletes only phasescope's files). The Trainer has no event for an error: after an exception
+  the folder stays locked until the callback's next ``train()``, :meth:`PhaseScopeCallback.close`,
+  or the end of the process.
 * **Resume**: the measurements so far are saved beside each Trainer checkpoint
   (``checkpoint-N/phasescope_tracker.pt``) and read back when ``trainer.train(resume_from_checkpoint=...)``
-  starts at step N.
+  starts at step N; the run continues in its folder.
 * **Processes**: only the world process zero measures (``state.is_world_process_zero``).
 """
 from __future__ import annotations
@@ -42,7 +47,8 @@ except ImportError as e:
 from ..models import default_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
-from .common import RunFolder, checkpoint_scalars, portable, restore
+from ..runfolder import RunWriter
+from .common import checkpoint_scalars, open_run, portable, restore, start_run
 
 STATE_FILE = "phasescope_tracker.pt"
 
@@ -73,7 +79,8 @@ class PhaseScopeCallback(TrainerCallback):
 
     def __init__(self, layers: Sequence[str] | None = None, fit_data: Any = None, test_data: Any = None,
                  schedule: Sequence[int] | None = None, out: str | Path | None = None, *, trainer: Any = None,
-                 forward: Any = pixel_values_forward, prefix: str = "phasescope", **tracker_options: Any):
+                 overwrite: bool = False, forward: Any = pixel_values_forward, prefix: str = "phasescope",
+                 **tracker_options: Any):
         if fit_data is None or test_data is None:
             raise ValueError("PhaseScopeCallback needs fit_data and test_data: (x, y) tensors, DataLoaders of (x, y), "
                              "or datasets of {'pixel_values', 'labels'} items.")
@@ -82,10 +89,11 @@ class PhaseScopeCallback(TrainerCallback):
         self.test_data = _tensors(test_data, "test_data")
         self.schedule = list(schedule) if schedule is not None else None
         self.out = Path(out) if out is not None else None
+        self.overwrite = overwrite
         self.forward, self.prefix, self.options = forward, prefix, tracker_options
         self.trainer = trainer
         self.tracker: PhaseTracker | None = None
-        self.run: RunFolder | None = None
+        self.run: RunWriter | None = None
 
     def bind(self, trainer: Any) -> "PhaseScopeCallback":
         """Log through ``trainer.log`` (found automatically when the Trainer calls the callback)."""
@@ -105,21 +113,31 @@ class PhaseScopeCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ events
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or self.tracker is not None:
+        """Claim the run folder (refused before the first step when it holds another run) and set
+        up the tracker; a later ``train()`` of the same callback goes on measuring into its run."""
+        if not state.is_world_process_zero:
             return
         self.trainer = self.trainer or self._find_trainer()
-        schedule = self.schedule if self.schedule is not None else log_schedule(int(state.max_steps))
-        layers = self.layers or default_layers(model, tuple(self.fit_data[0].shape[1:]), self.forward)
-        self.tracker = PhaseTracker(model, layers, self.fit_data, self.test_data, schedule=schedule,
-                                    forward=self.forward, **self.options)
-        if state.global_step > 0:
-            self._resume(args, state)
+        continuing = self.tracker is not None
         if self.out is not None:
-            self.run = RunFolder(self.out, source="transformers")
-            self.run.start(self.tracker, model, max_steps=int(state.max_steps))
-            if self.tracker.measured:
-                self.run.checkpoint(self.tracker)
-        self._measure(state, model)
+            self.close()  # a train() that raised: the Trainer has no event for that
+            self.run = open_run(self.out, "transformers", resume=continuing or state.global_step > 0,
+                                overwrite=self.overwrite)
+        try:
+            if self.tracker is None:
+                schedule = self.schedule if self.schedule is not None else log_schedule(int(state.max_steps))
+                layers = self.layers or default_layers(model, tuple(self.fit_data[0].shape[1:]), self.forward)
+                self.tracker = PhaseTracker(model, layers, self.fit_data, self.test_data, schedule=schedule,
+                                            forward=self.forward, **self.options)
+                if state.global_step > 0:
+                    self._resume(args, state)
+            if self.run is not None:  # a resumed tracker's measurements are written at once
+                start_run(self.run, self.tracker, model, "transformers", max_steps=int(state.max_steps))
+        except BaseException as e:
+            self.close(e)
+            raise
+        if not continuing:
+            self._measure(state, model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self._measure(state, model)
@@ -135,8 +153,15 @@ class PhaseScopeCallback(TrainerCallback):
         if self.tracker is None:
             return
         self._measure(state, model)
-        if self.run is not None:
+        if self.run is not None and self.run.held:
             self.run.finish(self.tracker, "complete")
+        self.close()
+
+    def close(self, exception: BaseException | None = None) -> None:
+        """Release the run folder (after ``exception``: with the run's status when it measured).
+        Called at the end of training; call it yourself after ``train()`` raised."""
+        if self.run is not None and self.run.held:
+            self.run.close(exception)
 
     # ------------------------------------------------------------------ helpers
     def _measure(self, state: Any, model: Any) -> None:

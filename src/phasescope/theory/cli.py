@@ -67,7 +67,7 @@ def theory_command(
     confidence: float = typer.Option(0.95, help="Level of the intervals."),
     min_effect: float = typer.Option(0.02, help="Relative change below which a significant change is no phase."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: a new folder under runs/)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing, non-empty --out."),
+    overwrite: bool = typer.Option(False, help="Replace the run in --out (deletes only the files phasescope wrote)."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Draw curves.png / sweep.png."),
 ) -> None:
     """Train the single-layer model on the synthetic data model and measure its learning

@@ -14,13 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..report import phases_payload
-from ..runs import prepare_out, write_errors, write_json, write_metrics
+from ..runfolder import RunWriter
+from ..runs import Wording, write_errors, write_json, write_metrics
 from .analysis import turn_summary
 from .datamodel import DataModel
 from .figures import plot_theory_curves
 from .single_layer import OUTPUT_LAYERS, TheoryResult, Training, simulate
 
 PRIMARY_LAYER = "logits"
+WORDING = Wording(resume=None)  # --out, --overwrite; a theory run cannot be continued
+
+
+def claim(out: str | Path | None, name: str, *, overwrite: bool) -> RunWriter:
+    """The run folder, claimed like ``phasescope run``'s: locked while written, a folder holding
+    another run refused unless ``overwrite`` (which deletes only phasescope's files)."""
+    return RunWriter.claim(Path(out) if out else None, name, overwrite=overwrite, writer="theory", wording=WORDING)
 
 
 @dataclass
@@ -41,7 +49,7 @@ def measurement_settings(bootstrap: int, confidence: float, min_effect: float) -
 
 
 def versions() -> dict:
-    from ..experiment import versions as _versions
+    from ..runfolder import versions as _versions
 
     return _versions()
 
@@ -61,19 +69,20 @@ def run_theory(data: DataModel, training: Training, seed: int = 0, out: str | Pa
     """Simulate one single-layer run and write its run folder (a new one under runs/ by default)."""
     data.validate()
     training.validate()
-    out = prepare_out(Path(out) if out else None, "theory", resume=False, overwrite=overwrite)
-    write_json(out / "config.json", {
-        "kind": "theory", "data_model": data.to_dict(), "training": training.to_dict(), "seed": seed,
-        "measurement": measurement_settings(bootstrap, confidence, min_effect), "versions": versions(),
-    })
-    result = simulate(data, training, seed, bootstrap=bootstrap, confidence=confidence, min_effect=min_effect)
-    doc = payload(result)
-    write_metrics(out, result.metrics)
-    write_errors(out, result.errors_by_iteration())
-    write_json(out / "phases.json", doc)
-    if figure:
-        plot_theory_curves(result.metrics, doc["layers"], out / "curves.png", title=describe(data, training, seed, sep="\n"),
-                           atypical_fraction=data.atypical_fraction)
+    with claim(out, "theory", overwrite=overwrite) as folder:
+        out = folder.path
+        folder.start({
+            "kind": "theory", "data_model": data.to_dict(), "training": training.to_dict(), "seed": seed,
+            "measurement": measurement_settings(bootstrap, confidence, min_effect), "versions": versions(),
+        })
+        result = simulate(data, training, seed, bootstrap=bootstrap, confidence=confidence, min_effect=min_effect)
+        doc = payload(result)
+        write_metrics(out, result.metrics)
+        write_errors(out, result.errors_by_iteration())
+        write_json(out / "phases.json", doc)
+        if figure:
+            plot_theory_curves(result.metrics, doc["layers"], out / "curves.png",
+                               title=describe(data, training, seed, sep="\n"), atypical_fraction=data.atypical_fraction)
     return TheoryRun(out, result, doc)
 
 

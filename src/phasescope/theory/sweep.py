@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..runs import prepare_out, write_json, write_metrics
+from ..runs import atomic_write, write_metrics
 from .analysis import turn_summary
 from .datamodel import DataModel
-from .experiment import PRIMARY_LAYER, describe, measurement_settings, versions
+from .experiment import PRIMARY_LAYER, claim, describe, measurement_settings, versions
 from .figures import plot_sweep
 from .single_layer import TheoryResult, Training, simulate
 
@@ -119,14 +119,27 @@ def run_sweep(data: DataModel, training: Training, param: str, values: Sequence,
     if not seeds:
         raise ValueError("Give at least one seed.")
     configs = [configure(data, training, param, v) for v in values]  # fail before any run
-    folder = None
-    if write:
-        folder = prepare_out(Path(out) if out else None, f"theory-sweep-{param}", resume=False, overwrite=overwrite)
-        write_json(folder / "config.json", {
+    if not write:
+        return _sweep(None, param, values, configs, seeds, bootstrap, confidence, min_effect, on_run)
+    with claim(out, f"theory-sweep-{param}", overwrite=overwrite) as run_folder:
+        run_folder.start({
             "kind": "theory-sweep", "parameter": param, "values": values, "seeds": seeds,
             "data_model": data.to_dict(), "training": training.to_dict(),
             "measurement": measurement_settings(bootstrap, confidence, min_effect), "versions": versions(),
         })
+        folder = run_folder.path
+        res = _sweep(folder, param, values, configs, seeds, bootstrap, confidence, min_effect, on_run)
+        atomic_write(folder / "sweep.csv", lambda p: res.table.to_csv(p, index=False, float_format="%.6g"))
+        write_metrics(folder, res.metrics)
+        if figure:
+            plot_sweep(res.table, param, folder / "sweep.png",
+                       title=f"sweep of {param} ({len(seeds)} seeds); base: {describe(data, training)}")
+    return res
+
+
+def _sweep(folder: Path | None, param: str, values: list, configs: list, seeds: list[int], bootstrap: int,
+           confidence: float, min_effect: float, on_run: Callable[[Any, int, dict], None] | None) -> SweepResult:
+    """Every (value, seed) of the sweep, simulated."""
     rows, frames = [], []
     for v, (dm, tr) in zip(values, configs):
         for s in seeds:
@@ -136,14 +149,7 @@ def run_sweep(data: DataModel, training: Training, param: str, values: Sequence,
             frames.append(r.metrics.assign(**{param: v, "seed": s}))
             if on_run is not None:
                 on_run(v, s, row)
-    table = pd.DataFrame(rows)
-    metrics = pd.concat(frames, ignore_index=True)
-    if folder is not None:
-        table.to_csv(folder / "sweep.csv", index=False, float_format="%.6g")
-        write_metrics(folder, metrics)
-        if figure:
-            plot_sweep(table, param, folder / "sweep.png", title=f"sweep of {param} ({len(seeds)} seeds); base: {describe(data, training)}")
-    return SweepResult(folder, param, table, metrics)
+    return SweepResult(folder, param, pd.DataFrame(rows), pd.concat(frames, ignore_index=True))
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
