@@ -26,12 +26,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # messages are never cut mid-word
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def write_failed(e: OSError, then: str) -> None:
+    """Exit 4 for a file that could not be written (a full disk above all): which file, why, and what
+    to do (``then``: the command that continues). Atomic writes left every earlier file intact."""
+    import errno
+
+    path = getattr(e, "path", None) or e.filename or "a file"
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(e.errno)
+    reason = e.strerror or str(e)
+    fail(f"could not write {path} ({why + ': ' if why else ''}{reason}); every file written before it is intact. "
+         f"{'Free some space' if why else 'Fix the cause (space, permissions of the folder)'}, then {then}.",
+         EXIT_WRITE_FAILED)
+
+
+def _continue_run(e: OSError, seeds: str | None) -> str:
+    """The command that continues a run after a failed write of one of its files."""
+    folder = Path(getattr(e, "path", None) or e.filename or ".").parent
+    if seeds is not None:
+        top = folder.parent if re.fullmatch(r"seed-\d+", folder.name) else folder
+        return f"continue with `phasescope run --seeds {seeds} --out {top} --resume`"
+    if (folder / "state.pt").exists() or (folder / "state.prev.pt").exists():
+        return f"continue with `phasescope run --out {folder} --resume`"
+    return f"run the command again with --out {folder} --overwrite (no checkpoint had been saved)"
 
 
 def _parse_knobs(text: str) -> dict:
@@ -265,7 +289,7 @@ def run(**kw: Any) -> None:
     from .experiment import check_seeds, resume_config, run_experiment, run_seeds
     from .models import ModelError
     from .presets import PRESETS, preset_config
-    from .runs import InterruptGuard, RunFileError, RunFolderError
+    from .runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
     from .training import TrainingDiverged
     from .registry import check_config
 
@@ -301,6 +325,8 @@ def run(**kw: Any) -> None:
                 return
             result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet, guard=guard,
                                     extensions=_tensorboard(tensorboard))
+        except RunWriteError as e:  # a full disk: the checkpoints before it are kept
+            write_failed(e, _continue_run(e, seeds))
         except (ConfigError, DataError, ModelError, RunFolderError, RunFileError, FileNotFoundError) as e:
             fail(str(e))
         except TrainingDiverged as e:

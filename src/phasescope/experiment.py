@@ -213,11 +213,7 @@ def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str 
     atomically, phases.json last so that a status in it means the files before it are written."""
     df = tracker.results()
     phases = tracker.phases()
-    payload = phases_payload(phases, df, tracker.num_classes)
-    for ext in tracker.extensions:
-        if hasattr(ext, "summarise"):
-            payload.update(ext.summarise(df, payload))
-    payload.update(extra or {})
+    payload = _payload(tracker, df, phases, extra)
     if len(df):
         write_metrics(out, df)
         write_errors(out, tracker.errors)
@@ -228,6 +224,26 @@ def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str 
                 ext.write(out, df, payload, figure=figure)
     write_json(out / "phases.json", payload)
     return df, phases, payload
+
+
+def _payload(tracker: PhaseTracker, df: pd.DataFrame, phases: dict, extra: dict | None) -> dict:
+    """phases.json's content: the phases, the extensions' summaries, then ``extra`` (the status)."""
+    payload = phases_payload(phases, df, tracker.num_classes)
+    for ext in tracker.extensions:
+        if hasattr(ext, "summarise"):
+            payload.update(ext.summarise(df, payload))
+    payload.update(extra or {})
+    return payload
+
+
+def _write_status_quietly(out: Path, tracker: PhaseTracker, extra: dict) -> None:
+    """phases.json alone, for a run ending on an error while writing its files (a full disk): it
+    is small and may still fit, and records that the run did not finish. Never raises."""
+    try:
+        df = tracker.results()
+        write_json(out / "phases.json", _payload(tracker, df, tracker.phases(), extra))
+    except Exception:  # noqa: BLE001  the original error is the one to report
+        pass
 
 
 def _status_of(folder: Path) -> str | None:
@@ -380,7 +396,9 @@ def _final_write(out: Path, tracker: PhaseTracker, title: str, status: str, t0: 
     extra: dict[str, Any] = {"status": status, "seconds": seconds}
     try:
         df, phases, payload = write_outputs(out, tracker, figure=True, title=title, extra=extra)
-    except Exception:
+    except Exception as e:
+        if best_effort or isinstance(e, OSError):  # e.g. the disk is full: at least the status, where it fits
+            _write_status_quietly(out, tracker, {**extra, "status": "failed"})
         if best_effort:  # the original error matters more; the checkpoint files are already complete
             return None
         raise
