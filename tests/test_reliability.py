@@ -130,3 +130,55 @@ def test_torch_write_error_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
         atomic_write(tmp_path / "state.pt", torch_fails)
     assert e.value.errno == errno.ENOSPC and e.value.path == tmp_path / "state.pt"
     assert (tmp_path / "state.pt").read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run of a few seconds (a read-only template: tests copy it)."""
+    from phasescope import RunConfig, run_experiment
+
+    cfg = RunConfig(dataset="digits", model="cnn", width=0.5, iterations=4, batch_size=32, lr=0.05, fit_samples=200,
+                    test_samples=100, bootstrap=20, device="cpu")
+    return run_experiment(cfg, tmp_path_factory.mktemp("finished") / "run", progress=False).out
+
+
+def copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
+
+
+# ---------------------------------------------------------------------- 2. links and script policy of the pages
+def _script_policy(text: str) -> str:
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text).group(1)
+    return next(d for d in csp.split(";") if d.strip().startswith("script-src"))
+
+
+def test_index_links_cannot_become_a_javascript_url_and_the_page_allows_only_its_own_script(tmp_path, finished_run):
+    import base64
+    import hashlib
+
+    hostile = copy_run(finished_run, tmp_path / "javascript:alert(4)")
+    res = invoke("compare", str(hostile), "--out", str(tmp_path), "--html")  # index.html beside the run folder
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "index.html").read_text()
+    links = [h for h in re.findall(r'<a href="([^"]*)"', text)]
+    assert links == ["./javascript%3Aalert%284%29/report.html"]
+    assert "javascript:" not in "".join(re.findall(r'href="([^"]*)"', text))
+    policy = _script_policy(text)
+    assert "'unsafe-inline'" not in policy
+    scripts = re.findall(r"<script>(.*?)</script>", text, re.S)
+    assert len(scripts) == 1 and "<script " not in text
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert policy.split() == ["script-src", f"'sha256-{digest}'"]  # the sorting script, and only it, may run
+
+
+def test_report_file_links_are_relative_and_encoded(tmp_path, finished_run):
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "javascript:alert(1)").write_text("a file with a hostile name")
+    assert invoke("report", str(run), "--html").exit_code == 0
+    text = (run / "report.html").read_text()
+    files = re.findall(r'<li><a href="([^"]*)"><code>([^<]*)</code>', text)
+    assert ("./javascript%3Aalert%281%29", "javascript:alert(1)") in files
+    assert all(h.startswith("./") for h, _ in files) and "'unsafe-inline'" not in _script_policy(text)
