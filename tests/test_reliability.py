@@ -182,3 +182,51 @@ def test_report_file_links_are_relative_and_encoded(tmp_path, finished_run):
     files = re.findall(r'<li><a href="([^"]*)"><code>([^<]*)</code>', text)
     assert ("./javascript%3Aalert%281%29", "javascript:alert(1)") in files
     assert all(h.startswith("./") for h, _ in files) and "'unsafe-inline'" not in _script_policy(text)
+
+
+# ---------------------------------------------------------------------- 3. a --model function that fails
+USER_MODULE = '''
+import sys
+from torch import nn
+
+def raises(input_shape, num_classes):
+    raise RuntimeError("weights file not found\\nsecond line of the message")
+
+def exits(input_shape, num_classes):
+    sys.exit(0)
+
+def no_parameters():
+    return nn.Linear(2, 2)
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "user_models_rel.py").write_text(USER_MODULE)
+    (tmp_path / "user_models_broken.py").write_text("import sys\nsys.exit(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "user_models_rel"
+
+
+@pytest.mark.parametrize("command", ["run", "layers"])
+@pytest.mark.parametrize("fn, expected", [
+    ("raises", "raises((1, 8, 8), 10) failed: RuntimeError: weights file not found. Fix raises"),
+    ("exits", "exits((1, 8, 8), 10) failed: it called sys.exit(0). Fix exits (return the model instead of exiting)"),
+    ("no_parameters", "no_parameters cannot be called as no_parameters(input_shape, num_classes): "
+                      "too many positional arguments"),
+])
+def test_a_model_function_that_raises_exits_or_takes_other_arguments_is_bad_input(tmp_path, user_module, command,
+                                                                                   fn, expected):
+    out = tmp_path / "out"
+    args = [command, "--dataset", "digits", "--model", f"{user_module}:{fn}"]
+    res = invoke(*args, *(["--iterations", "4", "--quiet", "--out", str(out)] if command == "run" else []))
+    assert res.exit_code == 2, res.output
+    line = one_line_error(res.output)
+    assert f"--model '{user_module}:{fn}'" in line and expected in line and "second line" not in line
+    assert not out.exists()  # nothing written
+
+
+def test_a_model_module_that_exits_on_import_is_bad_input(user_module):
+    res = invoke("layers", "--dataset", "digits", "--model", "user_models_broken:build")
+    assert res.exit_code == 2, res.output
+    assert "importing 'user_models_broken' failed: it called sys.exit(1)" in one_line_error(res.output)
