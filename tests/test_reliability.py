@@ -230,3 +230,82 @@ def test_a_model_module_that_exits_on_import_is_bad_input(user_module):
     res = invoke("layers", "--dataset", "digits", "--model", "user_models_broken:build")
     assert res.exit_code == 2, res.output
     assert "importing 'user_models_broken' failed: it called sys.exit(1)" in one_line_error(res.output)
+
+
+# ---------------------------------------------------------------------- 4. report/compare on what is no finished run
+def _random_files(folder, *names):
+    import random
+
+    folder.mkdir()
+    rng = random.Random(0)
+    for name in ("data.bin", "notes.txt", *names):
+        (folder / name).write_bytes(bytes(rng.randrange(256) for _ in range(300)))
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("stray", [(), ("metrics.csv",), ("phases.json",)])
+def test_report_on_a_folder_of_other_files_is_bad_input_and_writes_nothing(tmp_path, stray):
+    folder = tmp_path / "random"
+    before = _random_files(folder, *stray)
+    for args in (["report", str(folder), "--html"], ["report", str(folder)], ["compare", str(folder), "--out",
+                                                                              str(tmp_path / "cmp")]):
+        res = invoke(*args)
+        assert res.exit_code == 2, res.output
+        line = one_line_error(res.output)
+        assert f"{folder} is not a phasescope run folder" in line and "no config.json" in line
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no report.html, no .lock
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_report_on_a_foreign_config_json_is_bad_input(tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model": "mine"}')
+    res = invoke("report", str(folder), "--html")
+    assert res.exit_code == 2 and "its config.json has no 'config' section" in one_line_error(res.output)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+
+
+def test_compare_includes_a_run_in_progress_marked_partial(tmp_path, finished_run):
+    from phasescope.runs import locked_folder
+
+    running = copy_run(finished_run, tmp_path / "running")
+    (running / "phases.json").unlink()  # as while the run trains: written when it ends
+    out = tmp_path / "cmp"
+    with locked_folder(running):  # the lock held by the process writing the folder
+        res = invoke("compare", str(running), str(finished_run), "--out", str(out))
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"note: {running} is still running: its rows are from the 4 checkpoints measured so far " \
+           "(iterations 0 to 4) and marked partial." in text
+    import pandas as pd
+
+    table = pd.read_csv(out / "compare.csv")
+    mine, done = table[table.path == str(running)], table[table.path == str(finished_run)]
+    assert len(mine) == len(done) >= 1  # the phases of the checkpoints so far, one row per layer
+    assert list(mine.status) == ["running"] * len(mine) and mine.partial.all()
+    assert list(done.status) == ["complete"] * len(done) and not done.partial.any()
+    assert not (running / "phases.json").exists()  # computed, never written into the running folder
+
+
+def test_compare_with_nothing_measured_yet_is_bad_input_and_writes_nothing(tmp_path, finished_run):
+    from phasescope.runs import locked_folder
+
+    starting = copy_run(finished_run, tmp_path / "starting")
+    for name in ("metrics.csv", "metrics.parquet", "errors.npz", "phases.json"):
+        (starting / name).unlink(missing_ok=True)
+    one = copy_run(finished_run, tmp_path / "one")  # a single checkpoint: no phases yet
+    import pandas as pd
+
+    m = pd.read_csv(one / "metrics.csv")
+    m[m.iteration == 0].to_csv(one / "metrics.csv", index=False)
+    for name in ("metrics.parquet", "errors.npz", "phases.json"):
+        (one / name).unlink(missing_ok=True)
+    out = tmp_path / "cmp"
+    with locked_folder(starting):
+        res = invoke("compare", str(starting), str(one), "--out", str(out))
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"{starting} has no measured checkpoint yet (no metrics.csv): the run is starting" in text
+    assert f"{one} has no phases yet (1 checkpoint(s) measured; phases need at least two)" in text
+    assert "error: nothing to compare" in text and not out.exists()

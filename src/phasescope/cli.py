@@ -422,14 +422,17 @@ def report(
 ) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
     from .rebuild import NotARunFolder, check_run_folder, rebuild
-    from .runs import RunFileError, RunFolderError, locked_folder
+    from .runs import RunFileError, RunFolderError, RunWriteError, locked_folder
 
     notes: list[str] = []
     if not run_dir.is_dir():
         fail(f"{run_dir} does not exist or is not a folder; give a run folder written by `phasescope run`.")
     try:
+        check_run_folder(run_dir)  # before taking the lock: nothing is written into a folder that holds no run
+    except (NotARunFolder, RunFileError) as e:
+        fail(str(e))
+    try:
         with locked_folder(run_dir):  # not while a run is writing the folder
-            check_run_folder(run_dir)
             rebuild(run_dir)
         console.print(f"rebuilt {run_dir}/phases.json and the figures")
         if not (run_dir / "errors.npz").exists():
@@ -442,6 +445,8 @@ def report(
         notes.append(f"nothing was rebuilt: {e}")  # the HTML report still shows what the folder holds
     except RunFolderError as e:
         fail(str(e))
+    except RunWriteError as e:
+        write_failed(e, "run the same command again")
     except OSError as e:
         fail(f"could not read or write a file of {run_dir}: {e}")
     for note in notes:
@@ -449,7 +454,10 @@ def report(
     if html:
         from .html import write_report
 
-        console.print(f"wrote {write_report(run_dir, notes=notes)}")
+        try:
+            console.print(f"wrote {write_report(run_dir, notes=notes)}")
+        except RunWriteError as e:
+            write_failed(e, "run the same command again")
 
 
 @app.command()
@@ -474,37 +482,70 @@ def compare(
                               "seeds overlaid per configuration, links to each run's report.html."),
 ) -> None:
     """Overlay the curves of several runs in one figure and one table."""
-    from .compare import load_runs, phase_table, plot_compare, run_labels, available_metrics
-    from .runs import RunFileError, atomic_write
+    from .compare import NoCheckpoint, available_metrics, load_run, phase_table, plot_compare, run_labels
+    from .runs import RunFileError, RunWriteError, atomic_write
 
+    runs, notes = [], []
     try:
-        runs = load_runs(run_dirs)
+        for d in run_dirs:
+            try:
+                runs.append(load_run(d))
+            except NoCheckpoint as e:  # a run folder, but nothing measured yet
+                notes.append(f"{e} Left out.")
+    except (FileNotFoundError, RunFileError) as e:
+        fail(str(e))
+    labels = run_labels(runs) if runs else []
+    table = phase_table(runs, labels) if runs else None
+    for run, label in zip(runs, labels):
+        rows = int((table.run == label).sum()) if table is not None and len(table) else 0
+        notes += partial_notes(run, rows)
+    print_notes(notes)
+    if table is None or table.empty:
+        fail("nothing to compare: none of these runs has phases yet (they need at least two measured checkpoints; "
+             "see the notes above). Nothing was written; compare again once the runs have measured more.")
+    try:
         available = available_metrics(runs)
         if metric not in available:
             fail(f"--metric {metric!r} is not in these runs' metrics.csv. Choose one of: {', '.join(available)}.")
         if out.exists() and not out.is_dir():
             fail(f"--out {out} is a file, not a folder. Give a folder for compare.png and compare.csv.")
         out.mkdir(parents=True, exist_ok=True)
-        labels = run_labels(runs)
-        table = phase_table(runs, labels)
         atomic_write(out / "compare.csv", lambda p: table.to_csv(p, index=False))
         plot_compare(runs, out / "compare.png", labels, metric=metric)
-    except (FileNotFoundError, RunFileError) as e:
-        fail(str(e))
+    except RunWriteError as e:
+        write_failed(e, "run the same command again")
     except OSError as e:
         fail(f"could not write to --out {out}: {e}")
     t = Table(title=f"{len(runs)} runs", title_justify="left")
-    for col in ("run", "layer", "phases", "min at", "decrease", "increase", "test acc"):
+    for col in ("run", "layer", "phases", "min at", "decrease", "increase", "test acc", "status"):
         t.add_column(col)
     for _, r in table.iterrows():
         t.add_row(r.run, r.layer, r.phases, str(r.min_iteration), f"{100 * r.relative_decrease:.1f}%",
-                  f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-")
+                  f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-",
+                  f"partial ({r.status})" if r.partial else r.status)
     console.print(t)
     console.print(f"wrote {out}/compare.png and {out}/compare.csv")
     if html:
         from .html import write_index
 
-        console.print(f"wrote {write_index(runs, out, labels, metric)}")
+        try:
+            console.print(f"wrote {write_index(runs, out, labels, metric)}")
+        except RunWriteError as e:
+            write_failed(e, "run the same command again")
+
+
+def partial_notes(run, rows: int) -> list[str]:
+    """What `compare` says about a run that has not ended as planned, or that gives no row."""
+    checkpoints = run.phases.get("checkpoints") or []
+    if not run.partial and rows:
+        return []
+    if not rows:
+        return [f"{run.path} has no phases yet ({len(checkpoints)} checkpoint(s) measured; phases need at least "
+                "two): left out of the table."]
+    state = {"running": "is still running", "no final status": "has no final status (the run was killed, or is "
+             "written by a process on another machine)"}.get(run.run_status, f"ended early ({run.run_status})")
+    return [f"{run.path} {state}: its rows are from the {len(checkpoints)} checkpoints measured so far "
+            f"(iterations {checkpoints[0]} to {checkpoints[-1]}) and marked partial."]
 
 
 from .theory.cli import theory_command  # noqa: E402

@@ -168,9 +168,11 @@ def _section(notes: list[str], name: str, build: Callable[[], Any], default: Any
 # ---------------------------------------------------------------------- one run
 def report_context(run_dir: str | Path, *, status: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
     """Everything report.html shows, read from the files of ``run_dir`` (``notes``: shown with its own)."""
+    from .runs import RunFileError
+
     try:
         run_dir = check_run_folder(Path(run_dir))
-    except NotARunFolder as e:
+    except (NotARunFolder, RunFileError) as e:  # RunFileError: a corrupt config.json
         raise ReportError(str(e)) from None
     notes = list(notes)
     config = _json(run_dir / "config.json", notes)
@@ -381,7 +383,7 @@ def index_context(runs: Sequence, out: Path, labels: Sequence[str] | None = None
         link = href(report, out) if report.exists() else None
         if link is None:
             notes.append(f"{run.path} has no report.html; `phasescope report {run.path} --html` makes one.")
-        status = run.phases.get("status") or "no final status"
+        status = f"partial ({run.run_status})" if run.partial else run.run_status
         layers = run.phases.get("layers") or {}
         last = (run.phases.get("checkpoints") or [None])[-1]
         if not layers:

@@ -636,6 +636,27 @@ class locked_folder:
         return False
 
 
+def writer_pid(folder: Path | str) -> str | None:
+    """The process id recorded in ``.lock`` while another process holds the folder's lock (a run
+    in progress), else None. Only reads: creates no lock file, never blocks."""
+    try:
+        import fcntl
+
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):  # no lock file (or no flock): no process claims the folder
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            return "?"
+    finally:
+        os.close(fd)  # and with it the shared lock, if taken
+    return None
+
+
 # ---------------------------------------------------------------------- Ctrl-C during writes
 class InterruptGuard:
     """SIGINT handling for a run (installed only in the main thread; the previous handler is
