@@ -422,11 +422,15 @@ def report(
 ) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
     from .rebuild import NotARunFolder, check_run_folder, rebuild
-    from .runs import RunFileError, RunFolderError, RunWriteError, locked_folder
+    from .runs import RunFileError, RunFolderError, RunWriteError, locked_folder, writer_pid
 
     notes: list[str] = []
     if not run_dir.is_dir():
         fail(f"{run_dir} does not exist or is not a folder; give a run folder written by `phasescope run`.")
+    pid = writer_pid(run_dir)
+    if pid:
+        fail(f"{run_dir} is in use by another phasescope process (pid {pid}): report rewrites the files of a "
+             f"finished run. Wait for the run to end; `phasescope compare {run_dir}` shows its checkpoints so far.")
     try:
         check_run_folder(run_dir)  # before taking the lock: nothing is written into a folder that holds no run
     except (NotARunFolder, RunFileError) as e:
