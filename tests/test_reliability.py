@@ -309,3 +309,76 @@ def test_compare_with_nothing_measured_yet_is_bad_input_and_writes_nothing(tmp_p
     assert f"{starting} has no measured checkpoint yet (no metrics.csv): the run is starting" in text
     assert f"{one} has no phases yet (1 checkpoint(s) measured; phases need at least two)" in text
     assert "error: nothing to compare" in text and not out.exists()
+
+
+# ---------------------------------------------------------------------- 5. PhaseTracker: too few samples, another tracker's state
+def _net():
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def _data(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, generator=g), torch.arange(n) % 3
+
+
+def _tracker(model, layers=("2",), fit=30, test=12, schedule=(0, 1, 2, 4)):
+    from phasescope import PhaseTracker
+
+    return PhaseTracker(model, list(layers), _data(fit), _data(test, 1), schedule=list(schedule), num_classes=3,
+                        bootstrap=20)
+
+
+@pytest.mark.filterwarnings("ignore:layer '2' has 6 features for 2 fit samples")
+@pytest.mark.parametrize("split", ["fit", "test"])
+def test_tracker_with_a_single_sample_in_a_split_is_refused_at_construction(split):
+    with pytest.raises(ValueError, match=f"{split}_data holds 1 sample; .* needs at least 2.* Give more samples "
+                                         f"in {split}_data"):
+        _tracker(_net(), **{split: 1})
+    assert _tracker(_net(), fit=2, test=2).measure(_net(), 0)  # two of each are enough to measure
+
+
+def _saved(model):
+    t = _tracker(model)
+    for i in (0, 1):
+        t.measure(model, i)
+    return t.state_dict()
+
+
+@pytest.mark.parametrize("other, expected", [
+    ({"layers": ("2", "4")}, "layers: saved ['2'], this tracker ['2', '4']"),
+    ({"test": 15}, "test samples: saved 12, this tracker 15"),
+    ({"fit": 40}, "fit samples: saved 30, this tracker 40"),
+    ({"schedule": (0, 2, 4)}, "schedule up to the last checkpoint measured (1): saved [0, 1], this tracker [0]"),
+])
+def test_load_state_dict_refuses_the_state_of_a_tracker_with_other_settings(other, expected):
+    model = _net()
+    state = _saved(model)
+    t = _tracker(model, **other)
+    with pytest.raises(ValueError, match="cannot continue from that state") as e:
+        t.load_state_dict(state)
+    assert expected in str(e.value) and t.measured == [] and t.rows == []  # nothing loaded
+
+
+def test_load_state_dict_checks_a_state_of_an_earlier_version_by_its_errors():
+    model = _net()
+    state = _saved(model)
+    del state["settings"]  # as saved before the settings were recorded
+    with pytest.raises(ValueError, match=r"test samples: saved 12, this tracker 15"):
+        _tracker(model, test=15).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"layers: saved \['2'\], this tracker \['4'\]"):
+        _tracker(model, layers=("4",)).load_state_dict(state)
+
+
+def test_load_state_dict_continues_the_same_tracker_and_a_longer_schedule():
+    model = _net()
+    state = _saved(model)
+    same = _tracker(model)
+    same.load_state_dict(state)
+    assert same.measured == [0, 1]
+    longer = _tracker(model, schedule=(0, 1, 2, 4, 8, 16))  # agrees up to the last checkpoint measured
+    longer.load_state_dict(state)
+    longer.measure(model, 2)
+    assert longer.measured == [0, 1, 2] and set(longer.phases()) == {"2"}
