@@ -4,6 +4,9 @@
     phasescope run --model vgg8 --dataset cifar10 --data-dir ~/data --layers features.2,features.4
     phasescope layers --model vgg8      # names of trackable layers
     phasescope report RUN_DIR           # rebuild phases.json and curves.png from files
+
+Exit codes: 0 done, 2 bad input, 3 training diverged, 4 a file could not be written (disk full),
+130 interrupted; every error is one line saying what to do.
 """
 from __future__ import annotations
 
