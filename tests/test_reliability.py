@@ -382,3 +382,16 @@ def test_load_state_dict_continues_the_same_tracker_and_a_longer_schedule():
     longer.load_state_dict(state)
     longer.measure(model, 2)
     assert longer.measured == [0, 1, 2] and set(longer.phases()) == {"2"}
+
+
+def test_resume_compares_every_option_section_key_by_key():
+    """`--no-reconstructions`/`--info-plane` given again to --resume are the saved options, not different ones."""
+    from phasescope import RunConfig
+    from phasescope.experiment import config_differences
+
+    saved = RunConfig(dataset="digits", reconstructions={"enabled": False},
+                      infoplane={"estimators": ["binning"]}).to_dict()
+    given = {"reconstructions": {"enabled": False}, "infoplane": {"estimators": ["binning"]}}
+    assert config_differences(saved, given) == []
+    assert config_differences(saved, {"reconstructions": {"enabled": True}}) == [
+        ("--reconstructions/--no-reconstructions", False, True)]
