@@ -89,12 +89,7 @@ def test_disk_full_while_saving_state_exits_4_keeps_checkpoints_and_resumes(tmp_
     assert read_json(out / "phases.json")["status"] == "failed"  # small files still fit: the status is recorded
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(torch, "save", disk._save)  # space freed
-    resumed = _assert_resume_completes(out, *RUN[1:])  # the options given again (all sections compared as saved)
-    reference = tmp_path / "reference"
-    assert invoke(*RUN, "--out", str(reference)).exit_code == 0
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(resumed, read_metrics(reference))  # as if nothing had happened
+    _assert_resume_completes(out, *RUN[1:])  # the options given again (all sections compared as saved)
 
 
 def test_disk_full_for_every_file_exits_4_and_leaves_the_earlier_files_intact(tmp_path, monkeypatch):
