@@ -164,7 +164,7 @@ def test_seeds_get_an_index_and_flat_inputs_a_note(tmp_path):
 
     _, summary = run_seeds(tiny(iterations=4), [0, 1], tmp_path / "seeds", progress=False)
     text = (summary["out"] / "index.html").read_text()
-    assert 'href="seed-0/report.html"' in text and 'href="seed-1/report.html"' in text and "Seeds overlaid" in text
+    assert 'href="./seed-0/report.html"' in text and 'href="./seed-1/report.html"' in text and "Seeds overlaid" in text
 
     cfg = RunConfig(dataset="synthetic", model="mlp", iterations=4, bootstrap=20, device="cpu")
     out = run_experiment(cfg, tmp_path / "flat", progress=False).out

@@ -4,6 +4,9 @@
     phasescope run --model vgg8 --dataset cifar10 --data-dir ~/data --layers features.2,features.4
     phasescope layers --model vgg8      # names of trackable layers
     phasescope report RUN_DIR           # rebuild phases.json and curves.png from files
+
+Exit codes: 0 done, 2 bad input, 3 training diverged, 4 a file could not be written (disk full),
+130 interrupted; every error is one line saying what to do.
 """
 from __future__ import annotations
 
@@ -26,12 +29,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # messages are never cut mid-word
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def write_failed(e: OSError, then: str) -> None:
+    """Exit 4 for a file that could not be written (a full disk above all): which file, why, and what
+    to do (``then``: the command that continues). Atomic writes left every earlier file intact."""
+    import errno
+
+    path = getattr(e, "path", None) or e.filename or "a file"
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(e.errno)
+    reason = e.strerror or str(e)
+    fail(f"could not write {path} ({why + ': ' if why else ''}{reason}); every file written before it is intact. "
+         f"{'Free some space' if why else 'Fix the cause (space, permissions of the folder)'}, then {then}.",
+         EXIT_WRITE_FAILED)
+
+
+def _continue_run(e: OSError, seeds: str | None) -> str:
+    """The command that continues a run after a failed write of one of its files."""
+    folder = Path(getattr(e, "path", None) or e.filename or ".").parent
+    if seeds is not None:
+        top = folder.parent if re.fullmatch(r"seed-\d+", folder.name) else folder
+        return f"continue with `phasescope run --seeds {seeds} --out {top} --resume`"
+    if (folder / "state.pt").exists() or (folder / "state.prev.pt").exists():
+        return f"continue with `phasescope run --out {folder} --resume`"
+    return f"run the command again with --out {folder} --overwrite (no checkpoint had been saved)"
 
 
 def _parse_knobs(text: str) -> dict:
@@ -265,7 +292,7 @@ def run(**kw: Any) -> None:
     from .experiment import check_seeds, resume_config, run_experiment, run_seeds
     from .models import ModelError
     from .presets import PRESETS, preset_config
-    from .runs import InterruptGuard, RunFileError, RunFolderError
+    from .runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
     from .training import TrainingDiverged
     from .registry import check_config
 
@@ -301,6 +328,8 @@ def run(**kw: Any) -> None:
                 return
             result = run_experiment(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet, guard=guard,
                                     extensions=_tensorboard(tensorboard))
+        except RunWriteError as e:  # a full disk: the checkpoints before it are kept
+            write_failed(e, _continue_run(e, seeds))
         except (ConfigError, DataError, ModelError, RunFolderError, RunFileError, FileNotFoundError) as e:
             fail(str(e))
         except TrainingDiverged as e:
@@ -396,14 +425,21 @@ def report(
 ) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
     from .rebuild import NotARunFolder, check_run_folder, rebuild
-    from .runs import RunFileError, RunFolderError, locked_folder
+    from .runs import RunFileError, RunFolderError, RunWriteError, locked_folder, writer_pid
 
     notes: list[str] = []
     if not run_dir.is_dir():
         fail(f"{run_dir} does not exist or is not a folder; give a run folder written by `phasescope run`.")
+    pid = writer_pid(run_dir)
+    if pid:
+        fail(f"{run_dir} is in use by another phasescope process (pid {pid}): report rewrites the files of a "
+             f"finished run. Wait for the run to end; `phasescope compare {run_dir}` shows its checkpoints so far.")
+    try:
+        check_run_folder(run_dir)  # before taking the lock: nothing is written into a folder that holds no run
+    except (NotARunFolder, RunFileError) as e:
+        fail(str(e))
     try:
         with locked_folder(run_dir):  # not while a run is writing the folder
-            check_run_folder(run_dir)
             rebuild(run_dir)
         console.print(f"rebuilt {run_dir}/phases.json and the figures")
         if not (run_dir / "errors.npz").exists():
@@ -416,6 +452,8 @@ def report(
         notes.append(f"nothing was rebuilt: {e}")  # the HTML report still shows what the folder holds
     except RunFolderError as e:
         fail(str(e))
+    except RunWriteError as e:
+        write_failed(e, "run the same command again")
     except OSError as e:
         fail(f"could not read or write a file of {run_dir}: {e}")
     for note in notes:
@@ -423,7 +461,10 @@ def report(
     if html:
         from .html import write_report
 
-        console.print(f"wrote {write_report(run_dir, notes=notes)}")
+        try:
+            console.print(f"wrote {write_report(run_dir, notes=notes)}")
+        except RunWriteError as e:
+            write_failed(e, "run the same command again")
 
 
 @app.command()
@@ -448,37 +489,70 @@ def compare(
                               "seeds overlaid per configuration, links to each run's report.html."),
 ) -> None:
     """Overlay the curves of several runs in one figure and one table."""
-    from .compare import load_runs, phase_table, plot_compare, run_labels, available_metrics
-    from .runs import RunFileError, atomic_write
+    from .compare import NoCheckpoint, available_metrics, load_run, phase_table, plot_compare, run_labels
+    from .runs import RunFileError, RunWriteError, atomic_write
 
+    runs, notes = [], []
     try:
-        runs = load_runs(run_dirs)
+        for d in run_dirs:
+            try:
+                runs.append(load_run(d))
+            except NoCheckpoint as e:  # a run folder, but nothing measured yet
+                notes.append(f"{e} Left out.")
+    except (FileNotFoundError, RunFileError) as e:
+        fail(str(e))
+    labels = run_labels(runs) if runs else []
+    table = phase_table(runs, labels) if runs else None
+    for run, label in zip(runs, labels):
+        rows = int((table.run == label).sum()) if table is not None and len(table) else 0
+        notes += partial_notes(run, rows)
+    print_notes(notes)
+    if table is None or table.empty:
+        fail("nothing to compare: none of these runs has phases yet (they need at least two measured checkpoints; "
+             "see the notes above). Nothing was written; compare again once the runs have measured more.")
+    try:
         available = available_metrics(runs)
         if metric not in available:
             fail(f"--metric {metric!r} is not in these runs' metrics.csv. Choose one of: {', '.join(available)}.")
         if out.exists() and not out.is_dir():
             fail(f"--out {out} is a file, not a folder. Give a folder for compare.png and compare.csv.")
         out.mkdir(parents=True, exist_ok=True)
-        labels = run_labels(runs)
-        table = phase_table(runs, labels)
         atomic_write(out / "compare.csv", lambda p: table.to_csv(p, index=False))
         plot_compare(runs, out / "compare.png", labels, metric=metric)
-    except (FileNotFoundError, RunFileError) as e:
-        fail(str(e))
+    except RunWriteError as e:
+        write_failed(e, "run the same command again")
     except OSError as e:
         fail(f"could not write to --out {out}: {e}")
     t = Table(title=f"{len(runs)} runs", title_justify="left")
-    for col in ("run", "layer", "phases", "min at", "decrease", "increase", "test acc"):
+    for col in ("run", "layer", "phases", "min at", "decrease", "increase", "test acc", "status"):
         t.add_column(col)
     for _, r in table.iterrows():
         t.add_row(r.run, r.layer, r.phases, str(r.min_iteration), f"{100 * r.relative_decrease:.1f}%",
-                  f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-")
+                  f"{100 * r.relative_increase:.1f}%", f"{r.final_test_accuracy:.3f}" if r.final_test_accuracy else "-",
+                  f"partial ({r.status})" if r.partial else r.status)
     console.print(t)
     console.print(f"wrote {out}/compare.png and {out}/compare.csv")
     if html:
         from .html import write_index
 
-        console.print(f"wrote {write_index(runs, out, labels, metric)}")
+        try:
+            console.print(f"wrote {write_index(runs, out, labels, metric)}")
+        except RunWriteError as e:
+            write_failed(e, "run the same command again")
+
+
+def partial_notes(run, rows: int) -> list[str]:
+    """What `compare` says about a run that has not ended as planned, or that gives no row."""
+    checkpoints = run.phases.get("checkpoints") or []
+    if not run.partial and rows:
+        return []
+    if not rows:
+        return [f"{run.path} has no phases yet ({len(checkpoints)} checkpoint(s) measured; phases need at least "
+                "two): left out of the table."]
+    state = {"running": "is still running", "no final status": "has no final status (the run was killed, or is "
+             "written by a process on another machine)"}.get(run.run_status, f"ended early ({run.run_status})")
+    return [f"{run.path} {state}: its rows are from the {len(checkpoints)} checkpoints measured so far "
+            f"(iterations {checkpoints[0]} to {checkpoints[-1]}) and marked partial."]
 
 
 from .theory.cli import theory_command  # noqa: E402

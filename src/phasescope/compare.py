@@ -11,36 +11,81 @@ import pandas as pd
 from .runs import RunFileError, read_json, read_metrics, save_figure
 
 
+FINISHED = ("complete", "stopped")  # statuses of a run that ended as planned
+NO_STATUS = "no final status"
+
+
+class NoCheckpoint(FileNotFoundError):
+    """A run folder (config.json) without a measured checkpoint yet (no metrics.csv)."""
+
+
 @dataclass
 class LoadedRun:
     path: Path
     config: dict
     metrics: pd.DataFrame
     phases: dict
+    status: str | None = None  # None: phases.json's, else "complete"; "running" while a process writes the folder
 
     @property
     def label(self) -> str:
         return self.path.name
 
+    @property
+    def run_status(self) -> str:
+        return self.status or self.phases.get("status") or "complete"
+
+    @property
+    def partial(self) -> bool:
+        """The run has not ended as planned: its phases are from the checkpoints measured so far."""
+        return self.run_status not in FINISHED
+
+
+def load_run(d: str | Path) -> LoadedRun:
+    """One run folder (config.json, metrics.csv, phases.json), validated: a corrupt or truncated file
+    raises :class:`~phasescope.runs.RunFileError` naming it; no config.json raises FileNotFoundError,
+    no metrics.csv :class:`NoCheckpoint`. A run still in progress (its lock held by a live process)
+    or one that ended without phases.json gets its phases from the checkpoints so far (errors.npz),
+    computed here and written nowhere; its ``status`` says which ("running", "no final status")."""
+    from .rebuild import measured_phases, with_defaults
+    from .report import phases_payload
+    from .runs import read_errors, writer_pid
+
+    d = Path(d)
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"{d} is not a phasescope run folder (no config.json).")
+    doc = read_json(d / "config.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise RunFileError(d / "config.json", "has no 'config' section; it is not a phasescope config.json.")
+    pid = writer_pid(d)
+    if not (d / "metrics.csv").exists():
+        raise NoCheckpoint(f"{d} has no measured checkpoint yet (no metrics.csv): "
+                           + (f"the run is starting (process {pid})." if pid else
+                              "the run ended before its first checkpoint."))
+    metrics = read_metrics(d)
+    ph = read_json(d / "phases.json") if (d / "phases.json").exists() else None
+    if ph is not None and (not isinstance(ph, dict) or not isinstance(ph.get("layers", {}), dict) or any(
+            not isinstance(p, dict) or not {"phases", "min_iteration", "relative_decrease", "relative_increase"} <= set(p)
+            for p in ph.get("layers", {}).values())):
+        raise RunFileError(d / "phases.json", "is not a complete phasescope phases.json; rebuild it with "
+                                              f"`phasescope report {d}`.")
+    if pid or ph is None:  # in progress, or killed: the phases of the checkpoints so far
+        errors = read_errors(d)
+        ph = {**(ph or {}), **phases_payload(measured_phases(errors, with_defaults(doc["config"])), metrics,
+                                             (doc.get("data") or {}).get("num_classes"))}
+    if pid:
+        status = "running"
+    elif ph.get("status"):
+        status = ph["status"]
+    else:  # an older phasescope recorded no status: complete when every planned checkpoint is measured
+        planned = ((doc.get("measurement") or {}).get("schedule") or [doc["config"].get("iterations")])[-1]
+        status = "complete" if planned is not None and int(metrics.iteration.max()) >= int(planned) else NO_STATUS
+    return LoadedRun(d, doc["config"], metrics, ph, status)
+
 
 def load_runs(dirs: list[str | Path]) -> list[LoadedRun]:
-    """Read run folders (config.json, metrics.csv, phases.json), validated: a corrupt or
-    truncated file raises :class:`~phasescope.runs.RunFileError` naming it."""
-    runs = []
-    for d in map(Path, dirs):
-        if not (d / "config.json").exists():
-            raise FileNotFoundError(f"{d} is not a phasescope run folder (no config.json).")
-        doc = read_json(d / "config.json")
-        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
-            raise RunFileError(d / "config.json", "has no 'config' section; it is not a phasescope config.json.")
-        ph = read_json(d / "phases.json") if (d / "phases.json").exists() else {"layers": {}}
-        if not isinstance(ph, dict) or not isinstance(ph.get("layers", {}), dict) or any(
-                not isinstance(p, dict) or not {"phases", "min_iteration", "relative_decrease", "relative_increase"} <= set(p)
-                for p in ph.get("layers", {}).values()):
-            raise RunFileError(d / "phases.json", "is not a complete phasescope phases.json; rebuild it with "
-                                                  f"`phasescope report {d}`.")
-        runs.append(LoadedRun(d, doc["config"], read_metrics(d), ph))
-    return runs
+    """:func:`load_run` of every folder."""
+    return [load_run(d) for d in dirs]
 
 
 def available_metrics(runs: list[LoadedRun]) -> list[str]:
@@ -83,6 +128,7 @@ def phase_table(runs: list[LoadedRun], labels: list[str] | None = None) -> pd.Da
                 "relative_increase_ci_high": p["relative_increase"]["ci_high"],
                 "three_phases": p["decrease_significant"] and p["increase_significant"],
                 "final_test_accuracy": run.phases.get("final_accuracy", {}).get("test"),
+                "status": run.run_status, "partial": run.partial,
             })
     return pd.DataFrame(rows)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError, RunConfig
+from .config import SECTIONS, ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
 from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
@@ -107,8 +107,10 @@ def _synthetic_knobs(cfg: RunConfig) -> dict:
 OPTION_NAMES = {"transfer.tasks": "--transfer", "transfer.keep_best": "--keep-best",
                 "transfer.stop_on_increase": "--stop-on-increase", "synthetic.knobs": "--synthetic",
                 "synthetic.data_seed": "--synthetic data_seed=", "samples.enabled": "--samples/--no-samples",
-                "samples.max_samples": "--samples-max", "relative_ridge": "--ridge"}
-SECTION_KEYS = ("samples", "transfer", "synthetic")  # typed sections, compared option by option
+                "samples.max_samples": "--samples-max", "relative_ridge": "--ridge",
+                "reconstructions.enabled": "--reconstructions/--no-reconstructions",
+                "infoplane.estimators": "--info-plane"}
+SECTION_KEYS = tuple(SECTIONS)  # typed sections, compared option by option
 
 
 def _option_name(key: str) -> str:

@@ -8,7 +8,10 @@ The page is read from the run folder's files only (config.json, phases.json, met
 the PNG figures), so ``phasescope report RUN_DIR --html`` rebuilds it at any time. Everything
 is inside the one file: figures are embedded as base64 ``data:`` URIs, the stylesheet is inline,
 fonts are the reader's own, and a Content-Security-Policy forbids every network request; the
-report needs no script at all, the index a few lines of inline script to sort its table.
+report needs no script at all, the index a few lines of inline script to sort its table (allowed
+by its SHA-256 hash alone, never by 'unsafe-inline'). Links to files are relative URLs whose path
+segments are percent-encoded and that begin with ``./`` or ``../``: a folder named
+``javascript:alert(1)`` stays a folder name, never a URL scheme.
 
 A file that an interrupted run or an older phasescope did not write leaves its section out with
 a note; nothing that is missing or malformed makes the report fail (each section is built on its
@@ -20,12 +23,14 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
 import struct
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import quote
 
 from .rebuild import NotARunFolder, check_run_folder
 from .registry import extension_figures, report_context as extension_context
@@ -64,6 +69,26 @@ def _env():
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals["phase_colours"] = PHASE_COLOURS
     return env
+
+
+def href(target: str | Path, start: str | Path) -> str:
+    """The link from a page in folder ``start`` to ``target``: relative, each path segment
+    percent-encoded (``:`` included), starting with ``./`` or ``../``, so that no file or folder
+    name can make it an absolute URL with a scheme (``javascript:``, ``data:``, ``https:``)."""
+    rel = os.path.relpath(target, start).replace(os.sep, "/")
+    link = "/".join(quote(segment, safe="") for segment in rel.split("/"))
+    return link if link.startswith("../") else "./" + link
+
+
+def inline_script(name: str) -> dict:
+    """The page script ``templates/NAME`` and its CSP source (``'sha256-...'``): the policy allows
+    this script and no other inline script, event handler or ``javascript:`` URL."""
+    from markupsafe import Markup
+
+    env = _env()
+    text = env.loader.get_source(env, name)[0]
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return {"script": Markup(text), "script_hash": f"sha256-{digest}"}
 
 
 def png_uri(path: Path) -> dict | None:
@@ -143,9 +168,11 @@ def _section(notes: list[str], name: str, build: Callable[[], Any], default: Any
 # ---------------------------------------------------------------------- one run
 def report_context(run_dir: str | Path, *, status: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
     """Everything report.html shows, read from the files of ``run_dir`` (``notes``: shown with its own)."""
+    from .runs import RunFileError
+
     try:
         run_dir = check_run_folder(Path(run_dir))
-    except NotARunFolder as e:
+    except (NotARunFolder, RunFileError) as e:  # RunFileError: a corrupt config.json
         raise ReportError(str(e)) from None
     notes = list(notes)
     config = _json(run_dir / "config.json", notes)
@@ -301,7 +328,8 @@ def _files(run_dir: Path) -> list[dict]:
     for p in sorted(run_dir.iterdir()):
         if p.is_file() and not p.name.endswith(".tmp") and p.name != REPORT:
             size = p.stat().st_size
-            out.append({"name": p.name, "size": f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"})
+            out.append({"name": p.name, "href": href(p, run_dir),
+                        "size": f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"})
     return out
 
 
@@ -352,10 +380,10 @@ def index_context(runs: Sequence, out: Path, labels: Sequence[str] | None = None
     rows = []
     for run, label in zip(runs, labels):
         report = run.path / REPORT
-        link = os.path.relpath(report, out).replace(os.sep, "/") if report.exists() else None
+        link = href(report, out) if report.exists() else None
         if link is None:
             notes.append(f"{run.path} has no report.html; `phasescope report {run.path} --html` makes one.")
-        status = run.phases.get("status") or "no final status"
+        status = f"partial ({run.run_status})" if run.partial else run.run_status
         layers = run.phases.get("layers") or {}
         last = (run.phases.get("checkpoints") or [None])[-1]
         if not layers:
@@ -392,7 +420,7 @@ def index_context(runs: Sequence, out: Path, labels: Sequence[str] | None = None
         figures.append({**(png_uri(path) or {}), "caption": f"Seeds overlaid, one configuration ({name}; runs: "
                                                             f"{'; '.join(l for _, l in members)}): mean ± 1 sd."})
     return {"title": f"{len(runs)} runs", "rows": rows, "figures": [f for f in figures if f.get("src")],
-            "notes": notes, "metric": metric, "version": _version(),
+            "notes": notes, "metric": metric, "version": _version(), **inline_script("sort-table.js"),
             "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
 
 

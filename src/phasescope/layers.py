@@ -215,9 +215,9 @@ def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
                 logits = call_model(model, x, forward)
             except ModelError:
                 raise
-            except Exception as e:  # shapes/dtypes that do not fit the model
+            except (Exception, SystemExit) as e:  # shapes/dtypes that do not fit the model; a forward that exits
                 raise ModelError(f"The model does not run on inputs of shape {tuple(input_shape)} (per sample): "
-                                 f"{type(e).__name__}: {e}. Give data shaped as the model expects.") from e
+                                 f"{_first_line(e)}. Give data shaped as the model expects.") from e
     finally:
         for h in hooks:
             h.remove()
@@ -262,9 +262,9 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...],
                 call_model(model, x, forward)
             except ModelError:
                 raise
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 raise ModelError(f"The model does not run on inputs of shape {tuple(input_shape)} (per sample): "
-                                 f"{type(e).__name__}: {e}.") from e
+                                 f"{_first_line(e)}.") from e
     finally:
         for h in handles:
             h.remove()
@@ -314,6 +314,14 @@ def foreign_trackable_layers(model: nn.Module, input_shape: tuple[int, ...],
     return rows
 
 
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (``SystemExit(code)`` for an exit)."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r})"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def load_model_factory(spec: str) -> Callable[..., nn.Module]:
     """The callable ``'package.module:function'`` names (the current directory is importable)."""
     mod_name, _, attr = spec.partition(":")
@@ -326,6 +334,9 @@ def load_model_factory(spec: str) -> Callable[..., nn.Module]:
     except ImportError as e:
         raise ModelError(f"--model {spec!r}: cannot import {mod_name!r} ({e}). Run from the folder that holds it "
                          "or install it.") from e
+    except (Exception, SystemExit) as e:  # the module's own code failed (or exited) while it was imported
+        raise ModelError(f"--model {spec!r}: importing {mod_name!r} failed: {_first_line(e)}. "
+                         "Fix the module (import it in Python to see the full error).") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -350,7 +361,21 @@ def build_foreign(spec: str, input_shape: tuple[int, ...], num_classes: int, wid
             raise ModelError(f"--width {width}: {spec!r} takes no width argument; drop --width or add a width "
                              "parameter to it.")
         kwargs["width"] = width
-    model = factory(tuple(input_shape), num_classes, **kwargs)
+    name = getattr(factory, "__qualname__", None) or spec.partition(":")[2]
+    try:
+        inspect.signature(factory).bind(tuple(input_shape), num_classes, **kwargs)
+    except TypeError as e:  # a signature the call cannot match
+        raise ModelError(f"--model {spec!r}: {name} cannot be called as {name}(input_shape, num_classes"
+                         f"{', width=...' if kwargs else ''}): {e}. Give it those parameters.") from None
+    except ValueError:  # no signature to inspect (some builtins): the call below says what is wrong
+        pass
+    try:
+        model = factory(tuple(input_shape), num_classes, **kwargs)
+    except (Exception, SystemExit) as e:  # the user's code: one line naming it, never a traceback or a silent exit
+        fix = ("return the model instead of exiting" if isinstance(e, SystemExit)
+               else "call it in Python to see the full error")
+        raise ModelError(f"--model {spec!r}: {name}{(tuple(input_shape), num_classes)} failed: {_first_line(e)}. "
+                         f"Fix {name} ({fix}).") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module.")
     return model

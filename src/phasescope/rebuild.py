@@ -5,22 +5,55 @@ from pathlib import Path
 
 from .report import phases_payload, plot_curves
 
-RUN_FILES = ("config.json", "phases.json", "metrics.csv")  # a folder with none of them is no run
+RUN_FILES = ("config.json", "phases.json", "metrics.csv")  # what a run writes first; config.json before all
 
 
 class NotARunFolder(FileNotFoundError):
-    """The folder does not exist or holds none of a run's files."""
+    """The folder does not exist or holds no run: no phasescope config.json."""
 
 
 def check_run_folder(run_dir: Path) -> Path:
+    """``run_dir`` when it holds a run, else :class:`NotARunFolder` saying what is missing.
+
+    A run writes config.json (with its ``config`` section) before anything else, so a folder
+    without one is no run, whatever else it holds (a stray metrics.csv or phases.json included):
+    nothing may be written into it. A corrupt config.json raises
+    :class:`~phasescope.runs.RunFileError` naming it."""
+    from .runs import read_json
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NotARunFolder(f"{run_dir} does not exist or is not a folder; give a run folder written by "
                             "`phasescope run` (by default under runs/).")
-    if not any((run_dir / f).exists() for f in RUN_FILES):
-        raise NotARunFolder(f"{run_dir} is not a phasescope run folder: it has none of {', '.join(RUN_FILES)}. "
-                            "Give the folder `phasescope run` wrote (by default under runs/).")
+    give = "Give the folder `phasescope run` wrote (by default under runs/)."
+    if not (run_dir / "config.json").exists():
+        found = [f for f in RUN_FILES if (run_dir / f).exists()]
+        raise NotARunFolder(f"{run_dir} is not a phasescope run folder: it has no config.json"
+                            + (f" (only {' and '.join(found)})" if found else "") + f". {give}")
+    doc = read_json(run_dir / "config.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise NotARunFolder(f"{run_dir} is not a phasescope run folder: its config.json has no 'config' section. "
+                            + give)
     return run_dir
+
+
+def with_defaults(cfg: dict) -> dict:
+    """A saved configuration with the settings an older phasescope may not have recorded (the
+    defaults of its time)."""
+    from . import defaults
+
+    return {"confidence": defaults.CONFIDENCE, "bootstrap": defaults.BOOTSTRAP, "min_effect": defaults.MIN_EFFECT,
+            "seed": 0, "model": "model", "dataset": "data", **cfg}
+
+
+def measured_phases(errors: dict, cfg: dict) -> dict:
+    """The phases of every layer with at least two checkpoints in ``errors`` (:func:`~phasescope.runs.read_errors`),
+    detected with the run's own settings (``cfg``, see :func:`with_defaults`)."""
+    from .phases import detect_phases
+
+    return {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
+                                 min_effect=cfg["min_effect"], seed=cfg["seed"])
+            for layer, (its, E) in errors.items() if len(its) >= 2}
 
 
 def rebuild(run_dir: Path) -> dict:
@@ -32,7 +65,6 @@ def rebuild(run_dir: Path) -> dict:
     Raises FileNotFoundError (not a run folder) or :class:`~phasescope.runs.RunFileError`
     naming the corrupt, truncated or inconsistent file. Hold the folder's lock while calling
     it (the CLI does), so that a running process is not written over."""
-    from .phases import detect_phases
     from .registry import rebuild_extensions
     from .runs import RunFileError, read_errors, read_json, read_metrics, write_json
 
@@ -44,11 +76,7 @@ def rebuild(run_dir: Path) -> dict:
     cfg = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(cfg, dict):
         raise RunFileError(cfg_path, "has no 'config' section; it is not a phasescope config.json, or it is corrupt.")
-    from . import defaults
-
-    # an older phasescope may not have recorded every setting: the defaults of its time were these
-    cfg = {"confidence": defaults.CONFIDENCE, "bootstrap": defaults.BOOTSTRAP, "min_effect": defaults.MIN_EFFECT,
-           "seed": 0, "model": "model", "dataset": "data", **cfg}
+    cfg = with_defaults(cfg)
     df = read_metrics(run_dir)
     errors = read_errors(run_dir)
     measured = set(int(i) for i in df.iteration.unique())
@@ -65,10 +93,8 @@ def rebuild(run_dir: Path) -> dict:
             raise RunFileError(run_dir / "metrics.csv",
                                f"ends at iteration {max(measured)}, but phases.json lists checkpoints up to "
                                f"{max(listed)}: metrics.csv is truncated or from another run.")
-    results = {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
-                                    min_effect=cfg["min_effect"], seed=cfg["seed"])
-               for layer, (its, E) in errors.items() if len(its) >= 2}
-    payload = {**(old or {}), **phases_payload(results, df, (doc.get("data") or {}).get("num_classes"))}
+    payload = {**(old or {}), **phases_payload(measured_phases(errors, cfg), df,
+                                               (doc.get("data") or {}).get("num_classes"))}
     if not errors and old and old.get("layers"):  # no errors.npz (an older phasescope): keep the stored phases
         payload["layers"] = old["layers"]
     payload.update(rebuild_extensions(run_dir, df, payload))  # transfer, samples, ...: from their own files

@@ -73,11 +73,7 @@ def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str 
     atomically, phases.json last so that a status in it means the files before it are written."""
     df = tracker.results()
     phases = tracker.phases()
-    payload = phases_payload(phases, df, tracker.num_classes)
-    for ext in tracker.extensions:
-        if hasattr(ext, "summarise"):
-            payload.update(ext.summarise(df, payload))
-    payload.update(extra or {})
+    payload = _payload(tracker, df, phases, extra)
     if len(df):
         write_metrics(out, df)
         write_errors(out, tracker.errors)
@@ -88,6 +84,25 @@ def write_outputs(out: Path, tracker: PhaseTracker, *, figure: bool, title: str 
                 ext.write(out, df, payload, figure=figure)
     write_json(out / "phases.json", payload)
     return df, phases, payload
+
+
+def _payload(tracker: PhaseTracker, df: pd.DataFrame, phases: dict, extra: dict | None) -> dict:
+    """phases.json's content: the phases, the extensions' summaries, then ``extra`` (the status)."""
+    payload = phases_payload(phases, df, tracker.num_classes)
+    for ext in tracker.extensions:
+        if hasattr(ext, "summarise"):
+            payload.update(ext.summarise(df, payload))
+    payload.update(extra or {})
+    return payload
+
+
+def _write_status_quietly(out: Path, tracker: PhaseTracker, extra: dict) -> None:
+    """phases.json alone, for a run ending on an error while writing its files (a full disk): it
+    is small and may still fit, and records that the run did not finish. Never raises."""
+    try:
+        write_json(out / "phases.json", _payload(tracker, tracker.results(), tracker.phases(), extra))
+    except Exception:  # noqa: BLE001  the original error is the one to report
+        pass
 
 
 class RunWriter(RunFolder):
@@ -141,8 +156,12 @@ class RunWriter(RunFolder):
         self._check_held()
         self.tracker, self.status = tracker, status
         seconds = {"total": time.perf_counter() - self.t0, "measurement": float(sum(tracker.timings.values()))}
-        df, phases, payload = write_outputs(self.path, tracker, figure=figure, title=self.title,
-                                            extra={"status": status, "seconds": seconds})
+        extra = {"status": status, "seconds": seconds}
+        try:
+            df, phases, payload = write_outputs(self.path, tracker, figure=figure, title=self.title, extra=extra)
+        except OSError:  # e.g. the disk is full (RunWriteError): at least the status, where it fits
+            _write_status_quietly(self.path, tracker, {**extra, "status": "failed"})
+            raise
         if report:
             write_report_quietly(self.path, status=status)
         return df, phases, payload

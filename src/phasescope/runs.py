@@ -59,6 +59,16 @@ class RunLockedError(RunFolderError):
     """Another process is writing to the run folder."""
 
 
+class RunWriteError(OSError):
+    """A file of a run folder could not be written: the disk is full (``errno.ENOSPC``), a quota is
+    exceeded, the folder became unwritable, an I/O error. ``path`` is the file; the file it
+    would have replaced, and every other file, are untouched (see :func:`atomic_write`)."""
+
+    def __init__(self, path: Path | str, errno_: int, strerror: str):
+        super().__init__(errno_, strerror, str(path))
+        self.path = Path(path)
+
+
 class RunFileError(ValueError):
     """A file of a run folder is missing, corrupt or truncated; the message names it."""
 
@@ -153,7 +163,9 @@ def atomic_write(path: Path | str, write: Callable[[Path], Any], *, previous: Pa
     folder (so the final rename never crosses file systems and concurrent writers do not share
     it); it is then fsynced and renamed over ``path``, and the folder is fsynced. With
     ``previous``, an existing ``path`` is first renamed to ``previous`` (one older version kept).
-    On any exception (Ctrl-C included) the temporary file is removed and ``path`` is untouched.
+    On any exception (Ctrl-C included) the temporary file is removed and ``path`` is untouched;
+    a failure to write (an OSError such as a full disk, or torch's write error) is raised as
+    :class:`RunWriteError` naming ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -167,14 +179,47 @@ def atomic_write(path: Path | str, write: Callable[[Path], Any], *, previous: Pa
         if previous is not None and path.exists():
             os.replace(path, previous)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        failure = _write_failure(path, tmp, e)  # before the unlink: a full disk is still full
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        if failure is not None:
+            raise failure from e
         raise
     _fsync_dir(path.parent)
     return path
+
+
+_TORCH_WRITE = re.compile(r"inline_container|PytorchStreamWriter|file write failed")
+
+
+def _write_failure(path: Path, tmp: Path, e: BaseException) -> RunWriteError | None:
+    """The :class:`RunWriteError` that ``e``, raised while writing ``path``, stands for: an OSError
+    (or one in its chain: torch.save to a file handle raises a RuntimeError whose context is the
+    OSError), or torch's own RuntimeError when it writes to a path (``enforce fail at
+    inline_container.cc``), which carries no errno: a disk with no space left then means ENOSPC."""
+    if isinstance(e, RunWriteError):
+        return None
+    if isinstance(e, OSError):
+        return RunWriteError(path, e.errno if e.errno is not None else errno.EIO, e.strerror or str(e))
+    if isinstance(e, RuntimeError) and _TORCH_WRITE.search(str(e)):
+        seen, cause = set(), e
+        while cause is not None and id(cause) not in seen:
+            if isinstance(cause, OSError) and cause.errno is not None:
+                return RunWriteError(path, cause.errno, cause.strerror or str(cause))
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        try:
+            st = os.statvfs(tmp.parent)
+            full = st.f_bavail == 0 or st.f_favail == 0
+        except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+            full = False
+        if full:
+            return RunWriteError(path, errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return RunWriteError(path, errno.EIO, f"the file could not be written ({str(e).splitlines()[0]})")
+    return None
 
 
 def write_bytes_to(write: Callable[[Any], Any]) -> Callable[[Path], None]:
@@ -325,7 +370,9 @@ def save_state(out: Path, state: dict) -> None:
     """state.pt, keeping the one it replaces as state.prev.pt."""
     import torch
 
-    atomic_write(Path(out) / STATE, lambda p: torch.save(state, p), previous=Path(out) / PREV_STATE)
+    # through a Python file handle: a full disk then surfaces as OSError(ENOSPC), not only as torch's
+    # "enforce fail at inline_container.cc" (see _write_failure)
+    atomic_write(Path(out) / STATE, write_bytes_to(lambda f: torch.save(state, f)), previous=Path(out) / PREV_STATE)
 
 
 def _read_state(path: Path) -> dict:
@@ -686,6 +733,27 @@ class locked_folder:
     def __exit__(self, *exc) -> bool:
         self.folder.release()
         return False
+
+
+def writer_pid(folder: Path | str) -> str | None:
+    """The process id recorded in ``.lock`` while another process holds the folder's lock (a run
+    in progress), else None. Only reads: creates no lock file, never blocks."""
+    try:
+        import fcntl
+
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):  # no lock file (or no flock): no process claims the folder
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            return "?"
+    finally:
+        os.close(fd)  # and with it the shared lock, if taken
+    return None
 
 
 # ---------------------------------------------------------------------- Ctrl-C during writes

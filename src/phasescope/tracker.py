@@ -57,6 +57,7 @@ from .schedule import log_schedule
 from .stats import Bootstrap
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
+MIN_SAMPLES = 2  # per split: the decoder's ridge regression needs two fit samples, an interval two test samples
 CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed when needed
 
 
@@ -181,6 +182,12 @@ class PhaseTracker:
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
         self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
         self.test_x, self.test_y = _as_tensors(test_data, "test_data")
+        for name, n, what in (("fit_data", len(self.fit_x), "the decoder's ridge regression"),
+                              ("test_data", len(self.test_x), "the test loss and its interval")):
+            if n < MIN_SAMPLES:
+                raise ValueError(f"{name} holds {n} sample; {what} needs at least {MIN_SAMPLES}, and the "
+                                 "measurement is reliable with clearly more samples than features (e.g. 1000+). "
+                                 f"Give more samples in {name}.")
         if self.fit_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
                              f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
@@ -502,8 +509,42 @@ class PhaseTracker:
         return out
 
     # ------------------------------------------------------------------ resume
+    def _identity(self) -> dict:
+        """What a saved state must agree with to be continued by this tracker (see load_state_dict)."""
+        return {"layers": list(self.layers), "fit_samples": int(len(self.fit_x)),
+                "test_samples": int(len(self.test_x)), "schedule": [int(i) for i in self.schedule]}
+
+    def _differences(self, state: dict) -> list[str]:
+        """How the tracker that saved ``state`` differs from this one, one line per setting.
+
+        A state of an earlier phasescope records no settings: its layers and test-set size are read
+        from its per-sample errors. Schedules need to agree only up to the last checkpoint measured,
+        so a run may continue under a longer schedule that extends the saved one."""
+        mine = self._identity()
+        saved = dict(state.get("settings") or {})
+        errors = state.get("errors") or {}
+        saved.setdefault("layers", list(errors))
+        sizes = {len(np.asarray(e)) for per in errors.values() for e in per.values()}
+        if "test_samples" not in saved and len(sizes) == 1:
+            saved["test_samples"] = sizes.pop()
+        out = []
+        if "layers" in saved and set(saved["layers"]) != set(mine["layers"]):
+            out.append(f"layers: saved {list(saved['layers'])}, this tracker {mine['layers']}")
+        for key, name in (("fit_samples", "fit samples"), ("test_samples", "test samples")):
+            if key in saved and int(saved[key]) != mine[key]:
+                out.append(f"{name}: saved {int(saved[key])}, this tracker {mine[key]}")
+        measured = [int(i) for i in state.get("timings") or {}]
+        if "schedule" in saved and measured:
+            last = max(measured)
+            a = [int(i) for i in saved["schedule"] if int(i) <= last]
+            b = [i for i in mine["schedule"] if i <= last]
+            if a != b:
+                out.append(f"schedule up to the last checkpoint measured ({last}): saved {a}, this tracker {b}")
+        return out
+
     def state_dict(self) -> dict:
         return {
+            "settings": self._identity(),  # checked by load_state_dict
             "rows": list(self.rows),
             "errors": {n: dict(v) for n, v in self.errors.items()},
             "timings": dict(self.timings),
@@ -512,6 +553,13 @@ class PhaseTracker:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` of a tracker with the same layers, fit and test sample
+        counts and schedule; raises ValueError listing every difference (nothing is loaded then)."""
+        diffs = self._differences(state)
+        if diffs:
+            raise ValueError("This tracker cannot continue from that state: it was saved by a tracker with other "
+                             "settings (" + "; ".join(diffs) + "). Build the tracker with the saved settings, "
+                             "or start without the state.")
         self.rows = list(state["rows"])
         self.errors = {n: {int(k): np.asarray(v) for k, v in state["errors"].get(n, {}).items()} for n in self.layers}
         self.timings = {int(k): float(v) for k, v in state["timings"].items()}
