@@ -49,7 +49,9 @@ class RunFolderError(FileExistsError):
 
 
 class RunLockedError(RunFolderError):
-    """Another process is writing to the run folder."""
+    """Another process is writing to the run folder; ``pid``: that process ('' when unknown)."""
+
+    pid: str = ""
 
 
 class RunFileError(ValueError):
@@ -457,9 +459,11 @@ class RunFolder:
             os.close(self._fd)
             self._fd = None
             self.created = self.lock_created = False  # not ours to remove
-            raise RunLockedError(
+            locked = RunLockedError(
                 f"{self.path} is in use by another phasescope process{f' (pid {pid})' if pid else ''}. "
-                "Wait for it to finish, or choose another --out.") from None
+                "Wait for it to finish, or choose another --out.")
+            locked.pid = pid
+            raise locked from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
