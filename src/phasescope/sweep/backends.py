@@ -303,7 +303,9 @@ def _init_within(ray, timeout: float, shown: str, limit: float, **kwargs) -> Non
         raise error
     if error is not None:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ClusterUnreachable(f"could not join the Ray cluster at {shown}: {first} {START_A_CLUSTER}") from error
+        first += "" if first.endswith((".", "!", "?")) else "."
+        raise ClusterUnreachable(f"could not join the Ray cluster at {shown}: {first} Check the address and the "
+                                 "messages above, or run the sweep in this process with --backend local.") from error
 
 
 def start_ray(address: str | None, num_cpus: int | None, num_gpus: float | None = None,
