@@ -56,7 +56,9 @@ class RunFolderError(FileExistsError):
 
 
 class RunLockedError(RunFolderError):
-    """Another process is writing to the run folder."""
+    """Another process is writing to the run folder; ``pid``: that process ('' when unknown)."""
+
+    pid: str = ""
 
 
 class RunWriteError(OSError):
@@ -561,9 +563,11 @@ class RunFolder:
             os.close(self._fd)
             self._fd = None
             self.created = self.lock_created = False  # not ours to remove
-            raise RunLockedError(
+            locked = RunLockedError(
                 f"{self.path} is in use by another phasescope process{f' (pid {pid})' if pid else ''}. "
-                f"Wait for it to finish, or choose another {self.wording.out}.") from None
+                f"Wait for it to finish, or choose another {self.wording.out}.")
+            locked.pid = pid
+            raise locked from None
         if mark:
             self._mark()
 

@@ -31,6 +31,21 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
+def _exit_now(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    """Say ``message`` and end the process at once: Ray's connection attempt, still running in a
+    thread, can hang or abort Python's normal exit (its atexit shutdown, its C++ threads)."""
+    import os
+    import sys
+
+    try:
+        fail(message, code)
+    except typer.Exit:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _list() -> None:
     from rich.table import Table
 
@@ -98,8 +113,10 @@ def sweep(
                                        "again continues it."),
     backend: str = typer.Option("ray", help="ray: runs in parallel as Ray tasks (pip install \"phasescope\\[ray]\"); "
                                 "local: one after another in this process."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto, or ray://HOST:PORT \\[an embedded "
-                                          "local Ray]."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
+                                          "\\[$RAY_ADDRESS, else an embedded local Ray]."),
+    connect_timeout: float = typer.Option(30.0, "--connect-timeout", help="Seconds to reach and join the cluster at "
+                                          "--address before giving up [30]."),
     cpus_per_run: Optional[float] = typer.Option(None, help="CPUs per run (Ray task resource and torch threads) "
                                                  "[1; local backend: torch's default]."),
     gpus_per_run: float = typer.Option(0.0, help="GPUs per run (Ray task resource; fractions share a GPU) [0]."),
@@ -124,7 +141,7 @@ def sweep(
     Exit code: 0 all runs finished; 1 some failed; 3 some diverged and none failed otherwise;
     2 bad input; 130 interrupted (run it again to continue)."""
     from ..runs import InterruptGuard
-    from . import RayMissing, SweepError, load_spec, run_sweep, saved_spec
+    from . import ClusterUnreachable, RayMissing, SweepError, load_spec, run_sweep, saved_spec
 
     if list_:
         _list()
@@ -149,12 +166,18 @@ def sweep(
         with InterruptGuard(ignore_after=_entry_point()) as guard:
             result = run_sweep(spec, out, backend=backend, address=address, cpus_per_run=cpus_per_run,
                                gpus_per_run=gpus_per_run, num_cpus=num_cpus, retries=retries, resume=resume,
-                               overwrite=overwrite, progress=not quiet, guard=guard, console=console)
-    except (RayMissing, SweepError, ValueError) as e:  # ConfigError is a ValueError
+                               overwrite=overwrite, progress=not quiet, guard=guard, console=console,
+                               connect_timeout=connect_timeout)
+    except (RayMissing, ClusterUnreachable, SweepError, ValueError) as e:  # ConfigError is a ValueError
+        if getattr(e, "stuck", False) and _entry_point():
+            _exit_now(str(e))
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted: finished runs and every checkpoint are kept; continue with the same command "
              f"(or `phasescope sweep --resume --out {out}`).", EXIT_INTERRUPTED)
+    except ConnectionError as e:  # an OSError, but the network's (Ray's cluster), not the disk's
+        fail(f"lost the connection to the Ray cluster: {e}. Check it (`ray status`), then run the same command "
+             "again to continue the sweep.", 1)
     except OSError as e:
         fail(f"could not read or write a file: {e}. Check the disk space and permissions of --out.")
     _print_result(result)
