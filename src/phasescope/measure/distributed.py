@@ -244,13 +244,16 @@ class Shard:
         flags = self.all_reduce([flag], f"checking that every rank finished {what}")[0].tolist()
         if not any(flags):
             return
-        if error is not None:
-            raise error
         bad = [r for r, f in enumerate(flags) if f]
         first = bad[0]
-        text = self.broadcast_object(f"{type(error).__name__}: {error}" if self.rank == first else None, first,
-                                     f"sharing rank {first}'s error")
+        mine = None
+        if self.rank == first:
+            where = getattr(error, "where", None)  # NonFiniteActivations: what was not finite
+            mine = where if where else f"{type(error).__name__}: {error}"
+        text = self.broadcast_object(mine, first, f"sharing rank {first}'s error")
+        if error is not None:
+            raise error
         if flags[first] == 2.0:
-            raise NonFiniteActivations(self.iteration, f"what rank {first} measured ({what}: {text})")
+            raise NonFiniteActivations(self.iteration, f"{text} on rank {first} ({what})")
         raise RankFailed(f"rank {', '.join(map(str, bad))} of {self.world} failed {what} at iteration "
                          f"{self.iteration}: {text}; every rank stops measuring there.")
