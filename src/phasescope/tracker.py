@@ -577,13 +577,14 @@ class PhaseTracker:
             else:
                 train_scores = self._streamed_train_scores(frozen, probes, fit.rows)
             test_x, test_y = self.test_x[test.rows], self.test_y[test.rows]
-            X_test = test_x.reshape(len(test_x), -1).to(self.device)
+            X_test = test_x.flatten(1).to(self.device)
             for n in self.layers:
                 if self.decoder == "conv":  # sharded: the raw outputs of every sample, fitted on every rank
                     errs[n], train_mse[n], extra[n], decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])
                 else:
                     solver = decoders[n] = fit.solvers[n]
-                    errs[n] = solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu()
+                    errs[n] = (solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu() if len(X_test)
+                               else torch.zeros(0, dtype=torch.float64))  # an empty share
                     train_mse[n] = solver.train_mse_["x"]
                     extra[n] = ({"decoder_lambda": float(solver.lams_["x"]), "decoder_dof": float(solver.dof_["x"])}
                                 if self.relative_ridge == "auto" else {})  # what GCV chose at this checkpoint
