@@ -66,6 +66,11 @@ def resolve_group(distributed: Any) -> Any:
     return group if _dist().get_world_size(group) > 1 else None
 
 
+def sharded(distributed: Any = "auto") -> bool:
+    """Whether a tracker with this ``distributed`` argument shards its measurement now."""
+    return resolve_group(distributed) is not None
+
+
 def check_distributed(distributed: Any) -> None:
     """Fail early on an argument that is none of "auto", True, False or a process group."""
     if distributed is True or distributed is False or distributed is None \
