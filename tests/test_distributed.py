@@ -353,15 +353,15 @@ def same_run_folder(a: Path, b: Path) -> None:
 
 @pytest.mark.distributed
 def test_own_loop_under_torchrun_writes_the_run_folder_of_one_process(tmp_path):
-    _check(_python("own_loop.py", str(tmp_path / "one")))
-    _check(_torchrun("own_loop.py", str(tmp_path / "two")))
-    same_run_folder(tmp_path / "one" / "run", tmp_path / "two" / "run")
-    ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in range(2)]
+    """The script's rank 0 also measures with distributed=False: the one-process reference, same weights."""
+    _check(_torchrun("own_loop.py", str(tmp_path)))
+    same_run_folder(tmp_path / "single", tmp_path / "run")
+    for f in ("samples.npz", "reconstructions.npz", "errors_ridge.npz", "best_features.pt"):  # extensions' files
+        assert (tmp_path / "run" / f).exists(), f
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1]  # the same rows, phases and decisions on every rank
-    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
-    assert ranks[0]["decisions"] == one["decisions"]
-    extras = {p.name for p in (tmp_path / "two").iterdir()}
-    assert extras == {"run", "rank0.json", "rank1.json"}  # rank 1 wrote nothing else
+    assert ranks[0]["decisions"] == json.loads((tmp_path / "single" / "decisions.json").read_text())
+    assert {p.name for p in tmp_path.iterdir()} == {"run", "single", "rank0.json", "rank1.json"}  # rank 1 wrote no more
 
 
 @pytest.mark.distributed
@@ -373,3 +373,44 @@ def test_one_rank_raising_under_torchrun_stops_both_with_a_message(tmp_path):
     errors = {r: (tmp_path / f"rank{r}.error").read_text() for r in range(2)}
     assert errors[1].startswith("RuntimeError: injected failure on rank 1")
     assert errors[0].startswith("RankFailed: rank 1 of 2 failed") and "injected failure on rank 1" in errors[0]
+
+
+def _records(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows).sort_values(["iteration", "layer", "split", "metric"]).reset_index(drop=True)
+
+
+@pytest.mark.distributed
+def test_lightning_ddp_callback_shards_logs_once_and_resumes_on_every_rank(tmp_path):
+    pytest.importorskip("lightning.pytorch", reason="Lightning is not installed")
+    _check(_python("lightning_ddp.py", str(tmp_path), timeout=180))  # Lightning starts the second process
+    # the sharded callback's run folder is the one rank 0 alone writes with distributed=False
+    same_run_folder(tmp_path / "single", tmp_path / "sharded")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["sharded"] == ranks[1]["sharded"] and ranks[1]["single"] is None
+    # the logger got each checkpoint once, from rank 0
+    assert not (tmp_path / "log_rank1.jsonl").exists()
+    logged = [json.loads(line)["step"] for line in (tmp_path / "log_rank0.jsonl").read_text().splitlines()]
+    assert logged == [0, 1, 2, 4, 8, 16, 0, 1, 2, 4, 8, 16, 24, 32][: len(logged)] or logged[-2:] == [24, 32]
+    # resumed from the checkpoint at step 16 on both ranks: earlier checkpoints restored, not measured again
+    for r in ranks:
+        assert r["resumed"] == ranks[0]["resumed"]
+        assert {k: v for k, v in r["resumed_timings"].items() if int(k) <= 16} == ranks[0]["first_timings"]
+        assert sorted(map(int, r["resumed_timings"])) == [0, 1, 2, 4, 8, 16, 24, 32]
+    early = lambda rows: _records([r for r in rows if r["iteration"] <= 16])  # noqa: E731
+    pd.testing.assert_frame_equal(early(ranks[1]["resumed"]), _records(ranks[0]["sharded"]))
+
+
+@pytest.mark.distributed
+def test_hugging_face_callback_under_torchrun_shards_logs_once_and_resumes_on_every_rank(tmp_path):
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    pytest.importorskip("accelerate", reason="the Trainer needs accelerate")
+    _check(_torchrun("hf_ddp.py", str(tmp_path), timeout=180))
+    same_run_folder(tmp_path / "single", tmp_path / "sharded")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["world"] == 2
+    assert ranks[0]["sharded"] == ranks[1]["sharded"] and ranks[1]["single"] is None
+    assert ranks[0]["logged"] == 10 * 6 and ranks[1]["logged"] == 0  # 10 metrics x 6 steps, "phasescope/" prefix
+    assert ranks[0]["resumed"] == ranks[1]["resumed"]  # both read checkpoint-8's state
+    early = lambda rows: _records([r for r in rows if r["iteration"] <= 8])  # noqa: E731
+    pd.testing.assert_frame_equal(early(ranks[0]["resumed"]), early(ranks[0]["sharded"]))
+    assert sorted({r["iteration"] for r in ranks[1]["resumed"]}) == [0, 1, 2, 4, 8, 16]

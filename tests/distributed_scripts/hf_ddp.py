@@ -5,7 +5,7 @@ alone): their run folders must agree. Then a second Trainer resumes from checkpo
     hf_ddp.py OUT
 
 OUT/sharded, OUT/single: run folders of the first training (16 steps, checkpoints every 8);
-OUT/resumed: the run folder of the training resumed at step 8; OUT/rank<r>.json: what each rank holds.
+OUT/rank<r>.json: what each rank holds, the callback resumed at step 8 too.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def main() -> None:
     data = load_dataset("digits")
     first = [callback(data, out / "sharded"), callback(data, out / "single", prefix="single", distributed=False)]
     trainer = train(data, out, first)
-    resumed = callback(data, out / "resumed")
+    resumed = callback(data, None)
     train(data, out, [resumed], resume=str(out / "hf" / "checkpoint-8"))
     rank = trainer.args.process_index
     logged = [k for entry in trainer.state.log_history for k in entry if k.startswith("phasescope/")]

@@ -5,9 +5,9 @@ a second Trainer resumes from the first one's checkpoint, on every rank.
 
     lightning_ddp.py OUT
 
-OUT/sharded, OUT/single: the run folders of the first fit (16 steps); OUT/resumed: the run folder of
-the resumed fit (to step 32); OUT/rank<r>.json: what each rank's callbacks hold; OUT/log_rank<r>.jsonl:
-the phasescope metrics each rank's logger received.
+OUT/sharded, OUT/single: the run folders of the first fit (16 steps); OUT/rank<r>.json: what each
+rank's callbacks hold, the resumed one's too (to step 32); OUT/log_rank<r>.jsonl: the phasescope metrics
+each rank's logger received.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def main() -> None:
     first = callbacks(data, out)
     trainer = fit(data, out, first, 16)
     trainer.save_checkpoint(out / "step16.ckpt")
-    resumed = [PhaseScopeCallback(out=out / "resumed", layers=["net.features.3"],
+    resumed = [PhaseScopeCallback(layers=["net.features.3"],
                                   fit_data=(data.x_train[:300], data.y_train[:300]),
                                   test_data=(data.x_test[:150], data.y_test[:150]), schedule=SCHEDULE, bootstrap=100,
                                   batch_size=64, bn_samples=200)]

@@ -1,11 +1,13 @@
-"""Own training loop with a sharded PhaseTracker: run by ``torchrun --nproc_per_node 2`` (DDP on gloo,
-CPU), or as a plain script (one process) for the reference. Every rank trains on the same batches, so
-DDP's averaged gradients are each rank's own: the weights are exactly those of one process, and the
-run folder rank 0 writes must equal the one process's.
+"""Own training loop with a sharded PhaseTracker, run by ``torchrun --nproc_per_node 2`` (DDP on gloo,
+CPU). Rank 0 also measures the same model at the same iterations with a second tracker,
+``distributed=False``: what one process measures. Its run folder must equal the sharded one's.
+(Every rank trains on the same batches, so DDP's averaged gradients are each rank's own and the
+weights those of a single process too: run as a plain script, it writes the same folders.)
 
     own_loop.py OUT [--model cnn|mlp] [--fail-rank R] [--fail-at ITERATION] [--nonfinite]
 
-OUT/run: the run folder (rank 0); OUT/rank<r>.json: what each rank's tracker holds (rows, decisions);
+OUT/run: the sharded tracker's run folder (rank 0); OUT/single: the one-process tracker's;
+OUT/rank<r>.json: what each rank's sharded tracker holds (rows, decisions, phases);
 OUT/rank<r>.error: the error a rank stopped with (then it exits 1).
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 
 from phasescope import PhaseTracker
 from phasescope.data import load_dataset
+from phasescope.experiment import write_outputs
 from phasescope.integrations.common import RunFolder
 from phasescope.models import build_model
 from phasescope.reconstructions import Reconstructions
@@ -72,21 +75,33 @@ def run(args, rank: int, sharded: bool) -> None:
             raise RuntimeError(f"injected failure on rank {rank}")
         return logits
 
-    keeper = BestFeaturesKeeper(layer=LAYERS[args.model][-1], n_boot=100)
-    extensions = [SampleDynamics(), keeper] + ([Reconstructions(per_class=1)] if args.model == "cnn" else [])
-    tracker = PhaseTracker(model, LAYERS[args.model], (data.x_train[:300], data.y_train[:300]),
-                           (data.x_test[:150], data.y_test[:150]), SCHEDULE, batch_size=64, bn_samples=200,
-                           bootstrap=200, relative_ridge=[0.1, "auto"], extensions=extensions, forward=forward)
+    def build(**kw):
+        extensions = [SampleDynamics(), BestFeaturesKeeper(layer=LAYERS[args.model][-1], n_boot=100)]
+        if args.model == "cnn":
+            extensions.append(Reconstructions(per_class=1))
+        return PhaseTracker(model, LAYERS[args.model], (data.x_train[:300], data.y_train[:300]),
+                            (data.x_test[:150], data.y_test[:150]), SCHEDULE, batch_size=64, bn_samples=200,
+                            bootstrap=200, relative_ridge=[0.1, "auto"], extensions=extensions, forward=forward, **kw)
+
+    tracker = build()
+    single = build(distributed=False) if rank == 0 else None
     live = torch.nn.parallel.DistributedDataParallel(model) if sharded else model
     opt = torch.optim.SGD(live.parameters(), lr=0.05, momentum=0.9)
-    run_folder = RunFolder(args.out / "run", source="own loop") if rank == 0 else None
-    if run_folder is not None:
-        run_folder.start(tracker, model)
+    folders = {}
+    if rank == 0:  # one writer
+        folders = {"run": (tracker, RunFolder(args.out / "run", source="own loop")),
+                   "single": (single, RunFolder(args.out / "single", source="own loop"))}
+        for t, folder in folders.values():
+            folder.start(t, model)
     x, y = data.x_train[:512], data.y_train[:512]
     for t in range(max(SCHEDULE) + 1):
         armed["on"] = args.fail_rank is not None and t >= args.fail_at
-        if tracker.maybe_measure(live, t) is not None and run_folder is not None:
-            run_folder.checkpoint(tracker)
+        tracker.maybe_measure(live, t)
+        if single is not None:
+            single.maybe_measure(live, t)
+        if t in SCHEDULE:
+            for tr, folder in folders.values():
+                folder.checkpoint(tr)
         if t == max(SCHEDULE):
             break
         rows = torch.arange(t * 32, t * 32 + 32) % len(x)  # the same batch on every rank
@@ -95,12 +110,15 @@ def run(args, rank: int, sharded: bool) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    if run_folder is not None:
-        run_folder.finish(tracker)
+    for tr, folder in folders.values():  # the run's last files; no figures (seconds of matplotlib, not compared)
+        write_outputs(folder.out, tr, figure=False, extra={"status": "complete"})
     mine = {"rows": tracker.results().to_dict("records"), "stop": str(tracker.stop),
             "decisions": {str(k): str(v) for k, v in tracker.decisions.items()},
             "phases": {n: r.to_dict() for n, r in tracker.phases().items()}}
     (args.out / f"rank{rank}.json").write_text(json.dumps(mine, default=float))
+    if single is not None:
+        (args.out / "single" / "decisions.json").write_text(
+            json.dumps({str(k): str(v) for k, v in single.decisions.items()}))
 
 
 if __name__ == "__main__":
