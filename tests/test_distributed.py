@@ -119,10 +119,18 @@ def test_shares_are_whole_batches_and_rank_0_holds_the_first():
         def __init__(self, rank, world, batch):  # no process group needed for the arithmetic
             self.rank, self.world, self.batch_size = rank, world, batch
 
-    assert Fake(0, 2, 64).counts(300) == [192, 108]
+    assert Fake(0, 2, 64).counts(300) == [128, 172]  # boundaries 0, 64, ..., 256, 300: 128 is nearest to 150
+    assert Fake(0, 2, 500).counts(1024) == [500, 524]  # the short last batch counts for its 24 samples
+    assert Fake(0, 2, 500).counts(4000) == [2000, 2000]
     assert Fake(0, 2, 500).counts(300) == [300, 0]  # one batch: the second rank measures nothing
-    assert Fake(0, 3, 10).counts(95) == [40, 30, 25]
-    assert [Fake(r, 3, 10).share(95) for r in range(3)] == [slice(0, 40), slice(40, 70), slice(70, 95)]
+    assert Fake(0, 2, 500).counts(0) == [0, 0]
+    assert Fake(0, 4, 64).counts(100) == [64, 0, 0, 36]  # boundaries 0, 64, 100: nearest to 25, 50, 75, 100
+    assert Fake(0, 3, 10).counts(95) == [30, 30, 35]
+    assert [Fake(r, 3, 10).share(95) for r in range(3)] == [slice(0, 30), slice(30, 60), slice(60, 95)]
+    for n, world, batch in [(1, 3, 8), (7, 2, 3), (1000, 8, 64), (65, 2, 64)]:
+        counts = Fake(0, world, batch).counts(n)
+        assert sum(counts) == n and counts[0] >= min(batch, n) and all(c >= 0 for c in counts)
+        assert all(s % batch == 0 or s == n for s in np.cumsum(counts))  # whole batches
 
 
 # ---------------------------------------------------------------------- the tracker
@@ -171,7 +179,7 @@ def _same_results(a: PhaseTracker, b: PhaseTracker) -> None:
     pytest.param(dict(model="cnn", decoder="conv", decoder_options={"epochs": 2}, layers=["features.1"]), id="conv"),
 ])
 def test_two_ranks_measure_what_one_process_measures(case, digits, tmp_path, monkeypatch):
-    """Fit shares of 128/72 samples, test shares 64/36: uneven; the test set of 100 in batches of 64."""
+    """Fit shares of 128/72 samples, test shares 64/36 (batches of 64): uneven."""
     case = dict(case)
     model = _trained(case.pop("model"))
     if case.pop("cache", None) is not None:  # fit features not kept: the train scores stream a second forward

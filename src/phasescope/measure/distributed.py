@@ -4,7 +4,7 @@ Every rank runs the same :class:`~phasescope.tracker.PhaseTracker` on the same m
 (DDP keeps its replicas equal) and the same fit/test samples; a :class:`Shard` gives each rank
 its share of the samples and does the collectives that make the result exact:
 
-* **shares**: whole measurement batches, contiguous, the first ranks taking one batch more
+* **shares**: whole measurement batches, contiguous, split as evenly as batch boundaries allow
   (:meth:`Shard.share`), so that each rank forwards exactly the batches one process would and
   rank 0 always holds the first (whose mean is the ridge statistics' shift in one process);
 * **sums** (ridge statistics, BatchNorm averages) are all-reduced in float64 (:meth:`Shard.all_reduce`);
@@ -102,9 +102,10 @@ def local_module(model: nn.Module) -> nn.Module:
 
 
 def _fsdp_classes() -> tuple[type, ...]:
-    try:
-        import torch.distributed.fsdp as fsdp
-    except Exception:  # torch built without distributed
+    import sys
+
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # an FSDP model has imported it; importing it costs seconds
+    if fsdp is None:
         return ()
     return tuple(c for c in (getattr(fsdp, "FullyShardedDataParallel", None), getattr(fsdp, "FSDPModule", None))
                  if isinstance(c, type))
@@ -128,11 +129,15 @@ class Shard:
 
     # ------------------------------------------------------------------ shares
     def counts(self, n: int) -> list[int]:
-        """Samples of each rank: contiguous runs of whole batches, the first ranks one batch more."""
-        batches = -(-n // self.batch_size)
-        per = [batches // self.world + (r < batches % self.world) for r in range(self.world)]
-        starts = np.concatenate([[0], np.cumsum(per)]) * self.batch_size
-        return [int(min(starts[r + 1], n) - min(starts[r], n)) for r in range(self.world)]
+        """Samples of each rank: contiguous runs of whole batches, ending at the batch boundaries nearest to
+        equal shares of the samples (a short last batch counts for what it holds); rank 0 holds the first batch."""
+        bounds = np.minimum(np.arange(0, n + self.batch_size, self.batch_size), n)
+        bounds = np.unique(np.append(bounds, n))
+        ends = [int(bounds[np.argmin(np.abs(bounds - n * (r + 1) / self.world))]) for r in range(self.world)]
+        ends[0] = max(ends[0], int(bounds[1]) if len(bounds) > 1 else 0)  # the first batch is rank 0's
+        ends = list(np.maximum.accumulate(ends))
+        ends[-1] = n
+        return [int(e - s) for s, e in zip([0, *ends[:-1]], ends)]
 
     def share(self, n: int) -> slice:
         """This rank's rows of ``n`` samples."""
