@@ -158,6 +158,16 @@ class PhaseTracker:
     ``forward(model, x)`` calls a model whose forward is not ``model(x) -> logits``, e.g.
     ``forward=lambda m, x: m(pixel_values=x).logits`` (outputs with ``.logits`` or a tuple
     whose first element is the logits are understood without it).
+
+    Several processes: ``distributed="auto"`` (default) shares each checkpoint among the ranks of
+    ``torch.distributed``'s default group when it is initialised with more than one rank; a
+    ``ProcessGroup`` names the group; ``False`` measures in the calling process alone. Sharded,
+    every rank must build the tracker and call :meth:`measure` at the same iterations; each
+    forwards its share of the samples, and all return exactly one process's rows (see
+    :mod:`phasescope.measure.distributed`). ``distributed_timeout``: seconds a rank waits for the
+    others before raising :class:`~phasescope.errors.RankFailed`. A model wrapped in
+    DistributedDataParallel is measured as its ``.module`` (layer names are the module's); FSDP
+    models are refused.
     """
 
     def __init__(
