@@ -26,8 +26,7 @@ import torch.nn.functional as F
 
 from phasescope import PhaseTracker
 from phasescope.data import load_dataset
-from phasescope.experiment import write_outputs
-from phasescope.integrations.common import RunFolder
+from phasescope.integrations.common import open_run, start_run
 from phasescope.models import build_model
 from phasescope.reconstructions import Reconstructions
 from phasescope.samples import SampleDynamics
@@ -89,10 +88,10 @@ def run(args, rank: int, sharded: bool) -> None:
     opt = torch.optim.SGD(live.parameters(), lr=0.05, momentum=0.9)
     folders = {}
     if rank == 0:  # one writer
-        folders = {"run": (tracker, RunFolder(args.out / "run", source="own loop")),
-                   "single": (single, RunFolder(args.out / "single", source="own loop"))}
+        folders = {"run": (tracker, open_run(args.out / "run", "own loop", resume=False, overwrite=False)),
+                   "single": (single, open_run(args.out / "single", "own loop", resume=False, overwrite=False))}
         for t, folder in folders.values():
-            folder.start(t, model)
+            start_run(folder, t, model, "own loop")
     x, y = data.x_train[:512], data.y_train[:512]
     for t in range(max(SCHEDULE) + 1):
         armed["on"] = args.fail_rank is not None and t >= args.fail_at
@@ -111,7 +110,8 @@ def run(args, rank: int, sharded: bool) -> None:
         loss.backward()
         opt.step()
     for tr, folder in folders.values():  # the run's last files; no figures (seconds of matplotlib, not compared)
-        write_outputs(folder.out, tr, figure=False, extra={"status": "complete"})
+        folder.finish(tr, "complete", figure=False, report=False)
+        folder.close()
     mine = {"rows": tracker.results().to_dict("records"), "stop": str(tracker.stop),
             "decisions": {str(k): str(v) for k, v in tracker.decisions.items()},
             "phases": {n: r.to_dict() for n, r in tracker.phases().items()}}
