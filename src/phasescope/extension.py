@@ -114,7 +114,14 @@ class CheckpointContext:
 
 
 class Extension:
-    """Base class: override the hooks you need (see the module docstring)."""
+    """Base class: override the hooks you need (see the module docstring).
+
+    Under ``torch.distributed`` (a sharded tracker) ``measure`` and ``after_checkpoint`` run on
+    every rank on the gathered data (``distributed = "all"``, the default: every built-in
+    extension but the TensorBoard writer), or on rank 0 only (``"rank0"``: for side effects
+    outside the run folder; the rows are sent to the other ranks). Declare
+    ``requires = Requires(fit_features=True)`` when ``measure`` reads ``ctx.fit_features``.
+    """
 
     name: str = "extension"
     requires: Requires = Requires()
