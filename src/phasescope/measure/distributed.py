@@ -83,11 +83,6 @@ def check_distributed(distributed: Any) -> None:
                      "initialised), False (measure in this process alone) or a torch.distributed ProcessGroup.")
 
 
-def is_writer() -> bool:
-    """Whether this process writes files and logs: always without torch.distributed, else global rank 0."""
-    return not initialised() or _dist().get_rank() == 0
-
-
 def local_module(model: nn.Module) -> nn.Module:
     """The rank's own module inside DistributedDataParallel (or DataParallel); FSDP is refused:
     its parameters are sharded, and a frozen copy of one rank's shard is not the model."""
@@ -125,7 +120,6 @@ class Shard:
         backend = str(dist.get_backend(group))
         # NCCL moves only CUDA tensors; gloo (and the rest) CPU ones.
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-        self._what = "measuring"
 
     # ------------------------------------------------------------------ shares
     def counts(self, n: int) -> list[int]:
@@ -188,12 +182,6 @@ class Shard:
             out.append(flat[i : i + t.numel()].reshape(t.shape).to(t.device, t.dtype))
             i += t.numel()
         return out
-
-    def all_gather_counts(self, n: int, what: str = "sharing sample counts") -> list[int]:
-        """Every rank's ``n``."""
-        t = torch.zeros(self.world, dtype=torch.float64, device=self.device)
-        t[self.rank] = n
-        return [int(v) for v in self.all_reduce([t], what)[0].tolist()]
 
     def gather(self, local: torch.Tensor | np.ndarray, n: int, what: str = "gathering per-sample values") -> Any:
         """The (n, ...) rows of every rank's share, in sample order, from this rank's (n_r, ...) share."""
