@@ -57,3 +57,10 @@ class StopTraining(Exception):
 
 class TransferError(DataError):
     """A transfer task cannot be set up; the message says which and how to fix it."""
+
+
+class RankFailed(RuntimeError):
+    """Another rank of a sharded measurement failed (or never answered): every rank stops measuring.
+
+    Raised by :meth:`PhaseTracker.measure` under ``torch.distributed`` on the ranks that did not fail
+    themselves; the message names the rank and its error (the rank that failed raises its own)."""

@@ -93,6 +93,7 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
         seed=cfg.seed, tokens=cfg.tokens,
+        distributed=False,  # the run trains its own model in this process: it measures it here too
     )
 
 

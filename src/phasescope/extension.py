@@ -19,8 +19,27 @@ only the hooks it needs; every hook has a no-op default. The lifecycle:
 
 ``requires`` declares what the tracker's forward passes must capture for it, so nothing
 is computed that no one uses: inputs of named modules over the fit set (:data:`HEAD`
-names the model's final ``nn.Linear``). ``ctx.fit_features`` costs nothing when the
-tracker kept them and one forward pass (once per checkpoint) when it did not.
+names the model's final ``nn.Linear``), and whether it reads ``ctx.fit_features``. Those
+cost nothing when the tracker kept them and one forward pass (once per checkpoint) when it
+did not.
+
+Under ``torch.distributed`` (a sharded tracker, see :class:`~phasescope.tracker.PhaseTracker`)
+an extension sees exactly what one process would: the context's logits, test features,
+module inputs and decoders are every rank's, gathered, and the same on every rank. Its
+``distributed`` attribute says where it runs:
+
+* ``"all"`` (default): ``measure`` and ``after_checkpoint`` run on every rank, on the gathered
+  tensors; since they see the same data, every rank keeps the same state and decides alike
+  (rank 0's decision is still the one every rank takes). ``ctx.fit_features`` are gathered
+  first when ``requires.fit_features`` says so; undeclared, reading them costs each rank a
+  forward pass over all fit samples. ``ctx.features(x)`` always forwards all of ``x`` on the
+  rank that calls it (no collective inside extension code: a rank failing in it cannot leave
+  the others waiting).
+* ``"rank0"``: only on rank 0, for extensions with side effects outside the run folder
+  (:class:`~phasescope.integrations.tensorboard.TensorBoardLogger` writes event files); the rows
+  its ``measure`` returns are sent to the other ranks.
+
+Files (``write``) are written by whoever writes the run folder: rank 0 only.
 """
 from __future__ import annotations
 
@@ -38,6 +57,7 @@ HEAD = "<head>"  # stands for the model's final nn.Linear in Requires.module_inp
 @dataclass(frozen=True)
 class Requires:
     module_inputs: tuple[str, ...] = ()  # modules whose (flattened) input over the fit set is captured
+    fit_features: bool = False  # reads ctx.fit_features: a sharded tracker gathers them from every rank first
 
 
 @dataclass(frozen=True)
@@ -94,7 +114,14 @@ class CheckpointContext:
 
 
 class Extension:
-    """Base class: override the hooks you need (see the module docstring)."""
+    """Base class: override the hooks you need (see the module docstring).
+
+    Under ``torch.distributed`` (a sharded tracker) ``measure`` and ``after_checkpoint`` run on
+    every rank on the gathered data (``distributed = "all"``, the default: every built-in
+    extension but the TensorBoard writer), or on rank 0 only (``"rank0"``: for side effects
+    outside the run folder; the rows are sent to the other ranks). Declare
+    ``requires = Requires(fit_features=True)`` when ``measure`` reads ``ctx.fit_features``.
+    """
 
     name: str = "extension"
     requires: Requires = Requires()
@@ -106,6 +133,8 @@ class Extension:
     # Every file it may write in a run folder (--overwrite deletes these and no others: they
     # must be among phasescope.runs.RUN_FILES, which a test checks).
     files: tuple[str, ...] = ()
+    # Under torch.distributed: "all" ranks run measure/after_checkpoint on the gathered data, or "rank0" only.
+    distributed: str = "all"
 
     def setup(self, tracker: Any) -> None:
         pass

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from .config import ConfigError
-from .extension import Extension
+from .extension import Extension, Requires
 from .measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
 
 ESTIMATORS = {
@@ -122,6 +122,7 @@ class InfoPlane(Extension):
         self.max_units, self.max_samples, self.split = max_units, max_samples, split
         self.layers = list(layers) if layers is not None else None
         self.seed, self.block = int(seed), int(block)
+        self.requires = Requires(fit_features=split == "train")
         self._reset()
 
     def _reset(self) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -47,10 +48,11 @@ from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run
 from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map, final_linear_name, flatten_features,
                               iter_batches, prepare)
+from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, local_module, resolve_group
 from .measure.inputs import as_tensors as _as_tensors
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
-from .measure.ridge import StreamingRidge, one_hot
+from .measure.ridge import StreamingRidge, all_reduce_statistics, one_hot
 from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
@@ -94,17 +96,20 @@ def _check_device(device: str | torch.device) -> torch.device:
 class _FitPass:
     solvers: dict[str, StreamingRidge]  # per layer: decoder (target "x") and ridge probe (target "y")
     logits: torch.Tensor  # (n_fit, K)
-    features: dict[str, torch.Tensor] | None  # (n_fit, p) per layer when kept (see CACHE_BYTES)
+    features: dict[str, torch.Tensor] | None  # (n_fit, p) per layer when kept (see CACHE_BYTES); sharded: the share's
     raw: dict[str, torch.Tensor] = field(default_factory=dict)  # unpooled outputs, conv decoder only
     module_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # as extensions require
+    rows: slice = field(default_factory=lambda: slice(None))  # the fit rows of ``features`` (sharded: this rank's share)
+    gathered: dict[str, torch.Tensor] | None = None  # sharded: every rank's features, once gathered
 
 
 @dataclass
 class _TestPass:
     logits: torch.Tensor  # (n_test, K)
-    features: dict[str, torch.Tensor]  # (n_test, p) per layer
+    features: dict[str, torch.Tensor]  # (n_test, p) per layer (sharded: this rank's rows until gathered)
     raw: dict[str, torch.Tensor] = field(default_factory=dict)
     decoders: dict[str, Any] = field(default_factory=dict)  # per layer, set when scoring
+    rows: slice = field(default_factory=lambda: slice(None))  # the test rows of ``features`` while they are this rank's share
 
     def reconstruct(self, layer: str, rows: Any) -> torch.Tensor:
         """Decoded inputs of test samples ``rows`` from ``layer``: (len(rows), D) flattened, on the CPU."""
@@ -112,6 +117,16 @@ class _TestPass:
         if isinstance(dec, StreamingRidge):
             return dec.predict(self.features[layer][rows], "x").cpu()
         return dec.predict(self.raw[layer][rows]).reshape(len(self.raw[layer][rows]), -1).cpu()
+
+
+def _per_sample(probe: LinearProbe, H: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A probe's per-sample correctness and loss; empty for no samples (a rank's empty share)."""
+    return probe.per_sample(H, y) if len(y) else (np.zeros(0), np.zeros(0))
+
+
+def _everywhere(ext: Any) -> bool:
+    """Whether a sharded tracker runs this extension on every rank (else on rank 0 only; see Extension)."""
+    return getattr(ext, "distributed", "all") != "rank0"
 
 
 def _requires(ext: Any) -> Requires:
@@ -143,6 +158,16 @@ class PhaseTracker:
     ``forward(model, x)`` calls a model whose forward is not ``model(x) -> logits``, e.g.
     ``forward=lambda m, x: m(pixel_values=x).logits`` (outputs with ``.logits`` or a tuple
     whose first element is the logits are understood without it).
+
+    Several processes: ``distributed="auto"`` (default) shares each checkpoint among the ranks of
+    ``torch.distributed``'s default group when it is initialised with more than one rank; a
+    ``ProcessGroup`` names the group; ``False`` measures in the calling process alone. Sharded,
+    every rank must build the tracker and call :meth:`measure` at the same iterations; each
+    forwards its share of the samples, and all return exactly one process's rows (see
+    :mod:`phasescope.measure.distributed`). ``distributed_timeout``: seconds a rank waits for the
+    others before raising :class:`~phasescope.errors.RankFailed`. A model wrapped in
+    DistributedDataParallel is measured as its ``.module`` (layer names are the module's); FSDP
+    models are refused.
     """
 
     def __init__(
@@ -171,6 +196,8 @@ class PhaseTracker:
         tokens: str = "mean",
         forward: Forward | None = None,
         ridge: float | None = None,  # deprecated name of relative_ridge
+        distributed: Any = "auto",
+        distributed_timeout: float = DEFAULT_TIMEOUT,
     ):
         if ridge is not None:
             warnings.warn("PhaseTracker(ridge=...) is deprecated; use relative_ridge=...", DeprecationWarning,
@@ -178,6 +205,9 @@ class PhaseTracker:
             relative_ridge = ridge
         ridges = list(relative_ridge) if isinstance(relative_ridge, (list, tuple)) else [relative_ridge]
         relative_ridge = ridges[0]  # the main measurement; further values: a RidgeSweep (below)
+        check_distributed(distributed)
+        self.distributed, self.distributed_timeout, self._shard = distributed, float(distributed_timeout), None
+        model = local_module(model)  # layer names are those of DDP's own module; FSDP is refused
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
         self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
@@ -323,8 +353,14 @@ class PhaseTracker:
         return logits, feats
 
     def measure(self, model: nn.Module, iteration: int) -> list[dict]:
-        """Measure now, at ``iteration`` (scheduled or not), and return the new rows."""
+        """Measure now, at ``iteration`` (scheduled or not), and return the new rows.
+
+        Sharded (see ``distributed``): every rank of the group must call it at the same
+        iterations; each forwards its share of the samples, and all return the same rows."""
         t0 = time.perf_counter()
+        model = local_module(model)  # DDP's own module: never a second wrapper around it
+        group = resolve_group(self.distributed)
+        self._shard = Shard(group, self.batch_size, iteration, self.distributed_timeout) if group is not None else None
         devices = [self.device] if self.device.type == "cuda" else []
         try:  # never moves training's RNG, no TF32, and every submodule keeps its own train/eval mode
             with torch.random.fork_rng(devices=devices), full_precision(), preserved_modes(model):
@@ -336,113 +372,251 @@ class PhaseTracker:
             self.errors[n][iteration] = err
         self.rows.extend(rows)
         self.timings[iteration] = time.perf_counter() - t0
-        for ext in self.extensions:
-            d = _hook(ext, "after_checkpoint")(ctx)
-            if d is not None:
-                self.decisions[iteration] = d if d.stop or iteration not in self.decisions else self.decisions[iteration]
+        self._after_checkpoint(ctx, iteration)
         return rows
 
+    def _after_checkpoint(self, ctx: CheckpointContext, iteration: int) -> None:
+        sh = self._shard
+        for ext in self.extensions:
+            hook = _hook(ext, "after_checkpoint")
+            if sh is None:
+                d = hook(ctx)
+            else:
+                with sh.agree(f"extension {ext.name!r} (after the checkpoint)"):
+                    d = hook(ctx) if _everywhere(ext) or sh.rank == 0 else None
+            if d is not None:
+                self.decisions[iteration] = d if d.stop or iteration not in self.decisions else self.decisions[iteration]
+        if sh is not None:  # every rank takes rank 0's decision: training goes on (or stops) in lock-step
+            d = sh.broadcast_object(self.decisions.get(iteration), 0, "sharing the checkpoint's decision")
+            if d is None:
+                self.decisions.pop(iteration, None)
+            else:
+                self.decisions[iteration] = d
+
+    def _agree(self, what: str):
+        """A local phase that every rank of a sharded measurement finishes, or all raise (see Shard.agree)."""
+        return nullcontext() if self._shard is None else self._shard.agree(what)
+
     def _measure(self, model: nn.Module, it: int) -> tuple[list[dict], dict[str, np.ndarray], CheckpointContext]:
+        sh = self._shard
         no_bn = self.bn_mode == "recalibrate" and self.bn_x is None  # no BatchNorm: nothing to recalibrate
         frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.batch_size, self.device,
-                         self.forward)
+                         self.forward, sh)
         fit = self._fit_pass(frozen, it)
         test = self._test_pass(frozen, it)
-        if fit.features is None and self.probe == "logistic":  # the iterative probe needs them all at once
+        if fit.features is None and self.probe == "logistic" and sh is None:  # the iterative probe needs them all
             fit.features = self.features(frozen, self.fit_x)[1]
         rows, errors = self._score(it, fit, test, frozen)
+        fit_features = fit.features
+        if sh is not None:  # extensions see every sample: gathered, or computed by this rank alone when read
+            fit_features = fit.gathered
+            if fit_features is None and any(_requires(e).fit_features for e in self.extensions):
+                fit_features = self._gather_fit_features(frozen, fit)
+            if self.extensions:
+                test.features = {n: sh.gather(test.features[n], len(self.test_x), "gathering the test features")
+                                 for n in self.layers}
         ctx = CheckpointContext(
             iteration=it, model=frozen, live_model=model, tracker=self, layers=self.layers, device=self.device,
             fit_x=self.fit_x, fit_y=self.fit_y, test_x=self.test_x, test_y=self.test_y,
             features=lambda x: self.features(frozen, x), test_features=test.features, fit_logits=fit.logits,
             test_logits=test.logits, module_inputs=fit.module_inputs, estimate=self.estimate,
-            _fit_features=fit.features, _fit_features_fn=lambda: self.features(frozen, self.fit_x)[1],
+            _fit_features=fit_features, _fit_features_fn=lambda: self.features(frozen, self.fit_x)[1],
             reconstruct=test.reconstruct, decoders=test.decoders,
         )
         for ext in self.extensions:
-            rows += ext.measure(ctx)
+            if sh is None:
+                rows += ext.measure(ctx)
+                continue
+            everywhere = _everywhere(ext)
+            with sh.agree(f"extension {ext.name!r}"):
+                new = ext.measure(ctx) if everywhere or sh.rank == 0 else None
+            rows += new if everywhere else sh.broadcast_object(new, 0, f"sharing the rows of extension {ext.name!r}")
         return rows, errors, ctx
 
     def _keep_fit_features(self) -> bool:
         return sum(self._feature_dim(n) for n in self.layers) * len(self.fit_x) * 4 <= CACHE_BYTES
 
+    def _share(self, n: int) -> slice:
+        """This process's rows of ``n`` samples: all of them, or its share when sharded."""
+        return slice(0, n) if self._shard is None else self._shard.share(n)
+
     def _fit_pass(self, frozen: nn.Module, it: int) -> _FitPass:
-        """One forward over the fit set: the ridge statistics of decoder and probe, per layer."""
+        """One forward over the fit set (sharded: this rank's share): the ridge statistics of
+        decoder and probe, per layer (sharded: summed over the ranks before the solve)."""
+        sh = self._shard
         finite = _FiniteCheck(it)
-        n, conv = len(self.fit_x), self.decoder == "conv"
+        conv, n_all = self.decoder == "conv", len(self.fit_x)
+        share = self._share(n_all)
+        fit_x, fit_y = self.fit_x[share], self.fit_y[share]
+        n = len(fit_x)
         solvers = {name: StreamingRidge(self.relative_ridge) for name in self.layers}
         keep = self._keep_fit_features()
         feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers} if keep else None
         raw: dict[str, list] = {name: [] for name in self.layers}
         logits = torch.empty(n, self.num_classes)
-        Y = one_hot(self.fit_y, self.num_classes)
-        with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
-            for rows, lg, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device,
-                                               self.forward):
-                finite.add("the logits", lg)
-                logits[rows] = lg.float().cpu()
-                xb = self.fit_x[rows].reshape(len(lg), -1).to(self.device)
-                for name in self.layers:
-                    h = flatten_features(outs[name], self.feature_maps[name])
-                    finite.add(f"activations of layer {name!r}", h)
-                    solvers[name].partial_fit(h, {"x": xb, "y": Y[rows].to(self.device)})
-                    if keep:
-                        feats[name][rows] = h.cpu()
-                    if conv:
-                        raw[name].append(outs[name].float().cpu())
-        finite.raise_if_any()  # before any solve: nothing of this checkpoint is recorded
-        for s in solvers.values():
-            s.solve()
-        captured = {key: torch.cat([a.float().cpu() for a in inputs[mod]]) for key, mod in self.module_inputs.items()}
-        return _FitPass(solvers, logits, feats, {k: torch.cat(v) for k, v in raw.items() if v}, captured)
+        Y = one_hot(fit_y, self.num_classes)
+        dims = {"x": self.fit_x[0].numel(), "y": self.num_classes}
 
-    def _test_pass(self, frozen: nn.Module, it: int) -> _TestPass:
-        """One forward over the test set: features and logits (and raw outputs for the conv decoder)."""
-        finite = _FiniteCheck(it)
-        n, conv = len(self.test_x), self.decoder == "conv"
-        feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers}
-        raw: dict[str, list] = {name: [] for name in self.layers}
-        logits = torch.empty(n, self.num_classes)
-        for rows, lg, outs in iter_batches(frozen, self.layers, self.test_x, self.batch_size, self.device,
-                                           self.forward):
+        def forward_batch(rows: slice, lg: torch.Tensor, outs: dict) -> list[tuple]:
+            """Checks and keeps one batch's outputs; returns what its ridge statistics are made of."""
             finite.add("the logits", lg)
             logits[rows] = lg.float().cpu()
+            targets = {"x": fit_x[rows].reshape(len(lg), -1).to(self.device), "y": Y[rows].to(self.device)}
+            stats = []
             for name in self.layers:
                 h = flatten_features(outs[name], self.feature_maps[name])
                 finite.add(f"activations of layer {name!r}", h)
-                feats[name][rows] = h.cpu()
+                stats.append((name, h, targets))
+                if keep:
+                    feats[name][rows] = h.cpu()
                 if conv:
                     raw[name].append(outs[name].float().cpu())
-        finite.raise_if_any()
-        return _TestPass(logits, feats, {k: torch.cat(v) for k, v in raw.items() if v})
+            return stats
+
+        def accumulate(stats: list[tuple]) -> None:
+            for name, h, targets in stats:
+                solvers[name].partial_fit(h, targets)
+
+        with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
+            batches = iter_batches(frozen, self.layers, fit_x, self.batch_size, self.device, self.forward)
+            with self._agree("the fit pass"):
+                first = next(batches, None)
+                held = forward_batch(*first) if first is not None else []
+                if sh is None or sh.rank == 0:  # the first batch of all: its means are every rank's shift
+                    accumulate(held)
+                    held = []
+            if sh is not None:  # the other ranks accumulate around rank 0's shift, as one process would
+                self._share_shifts(solvers, sh, dims)
+            with self._agree("the fit pass"):
+                accumulate(held)
+                for batch in batches:
+                    accumulate(forward_batch(*batch))
+                finite.raise_if_any()  # before any solve: nothing of this checkpoint is recorded
+                captured = {key: torch.cat([a.float().cpu() for a in inputs[mod]]) if inputs[mod] else None
+                            for key, mod in self.module_inputs.items()}
+        if sh is not None:  # every rank's statistics summed: all solve the same decoder and probe
+            all_reduce_statistics(list(solvers.values()), sh)
+        with self._agree("solving the decoder"):
+            for s in solvers.values():
+                s.solve()
+        raw_cat = {k: torch.cat(v) if v else None for k, v in raw.items() if v or (conv and sh is not None)}
+        if sh is None:
+            return _FitPass(solvers, logits, feats, raw_cat, captured)
+        return _FitPass(solvers, sh.gather(logits, n_all, "gathering the fit logits"), feats,
+                        {k: sh.gather_rows(v, n_all, "gathering the fit outputs") for k, v in raw_cat.items()},
+                        {k: sh.gather_rows(v, n_all, "gathering module inputs") for k, v in captured.items()},
+                        rows=share)
+
+    def _share_shifts(self, solvers: dict[str, StreamingRidge], sh: Shard, dims: dict[str, int]) -> None:
+        """Rank 0's ridge shifts (the means of the first fit batch, the shifts of one process) on every
+        rank, before the others accumulate: their float32 products are then those one process forms."""
+        parts = []
+        for name, s in solvers.items():
+            if sh.rank == 0:
+                h, t = s.shifts
+                parts += [h, t["x"], t["y"]]
+            else:
+                parts += [torch.zeros(self._feature_dim(name)), torch.zeros(dims["x"]), torch.zeros(dims["y"])]
+        it = iter(sh.broadcast(parts, 0, "sharing the decoder's shifts"))
+        if sh.rank != 0:
+            for name, s in solvers.items():
+                h, x, y = next(it), next(it), next(it)
+                s.allocate(len(h), dims, self.device, shifts=(h, {"x": x, "y": y}))
+
+    def _gather_fit_features(self, frozen: nn.Module, fit: _FitPass) -> dict[str, torch.Tensor]:
+        """Sharded: every rank's fit features, on every rank (forwarded again when not kept)."""
+        sh = self._shard
+        if fit.gathered is None:
+            local = fit.features
+            if local is None:
+                with sh.agree("forwarding the fit set again"):
+                    local = self.features(frozen, self.fit_x[fit.rows])[1]
+            fit.gathered = {n: sh.gather(local[n], len(self.fit_x), "gathering the fit features") for n in self.layers}
+        return fit.gathered
+
+    def _test_pass(self, frozen: nn.Module, it: int) -> _TestPass:
+        """One forward over the test set (sharded: this rank's share): features and logits (and raw
+        outputs for the conv decoder). Sharded, the logits and raw outputs are gathered; the
+        features stay this rank's until scored."""
+        sh = self._shard
+        finite = _FiniteCheck(it)
+        conv, n_all = self.decoder == "conv", len(self.test_x)
+        share = self._share(n_all)
+        test_x = self.test_x[share]
+        n = len(test_x)
+        feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers}
+        raw: dict[str, list] = {name: [] for name in self.layers}
+        logits = torch.empty(n, self.num_classes)
+        with self._agree("the test pass"):
+            for rows, lg, outs in iter_batches(frozen, self.layers, test_x, self.batch_size, self.device,
+                                               self.forward):
+                finite.add("the logits", lg)
+                logits[rows] = lg.float().cpu()
+                for name in self.layers:
+                    h = flatten_features(outs[name], self.feature_maps[name])
+                    finite.add(f"activations of layer {name!r}", h)
+                    feats[name][rows] = h.cpu()
+                    if conv:
+                        raw[name].append(outs[name].float().cpu())
+            finite.raise_if_any()
+        raw_cat = {k: torch.cat(v) if v else None for k, v in raw.items() if v or (conv and sh is not None)}
+        if sh is None:
+            return _TestPass(logits, feats, raw_cat)
+        return _TestPass(sh.gather(logits, n_all, "gathering the test logits"), feats,
+                         {k: sh.gather_rows(v, n_all, "gathering the test outputs") for k, v in raw_cat.items()},
+                         rows=share)
 
     def _score(self, it: int, fit: _FitPass, test: _TestPass, frozen: nn.Module) -> tuple[list[dict], dict[str, np.ndarray]]:
-        """Per-sample errors and metric rows of decoder, probe and classifier."""
+        """Per-sample errors and metric rows of decoder, probe and classifier. Sharded, each rank
+        scores its share of the samples with the common decoder and probes, and the per-sample
+        values are gathered: every rank then estimates (bootstrap) on all of them alike."""
+        sh = self._shard
         rows: list[dict] = []
         errors: dict[str, np.ndarray] = {}
         decoders = test.decoders  # filled per layer: what reconstructs the input from that layer
-        probes = {n: self._probe(fit.solvers[n], None if fit.features is None else fit.features[n]) for n in self.layers}
-        train_scores = ({n: probes[n].per_sample(fit.features[n], self.fit_y) for n in self.layers}
-                        if fit.features is not None else self._streamed_train_scores(frozen, probes))
-        X_test = self.test_x.reshape(len(self.test_x), -1).to(self.device)
-        for n in self.layers:
-            if self.decoder == "conv":
-                err, train_mse, extra, decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])
-                rows += [self._row(it, n, "train", k, v) for k, v in extra.items()]
+        H_fit = fit.features
+        if sh is not None and self.probe == "logistic":  # the iterative probe: fitted on all fit features, on every rank
+            H_fit = self._gather_fit_features(frozen, fit)
+        errs, train_mse, extra, test_scores = {}, {}, {}, {}
+        with self._agree("scoring"):
+            probes = {n: self._probe(fit.solvers[n], None if H_fit is None else H_fit[n]) for n in self.layers}
+            if H_fit is not None and H_fit is fit.gathered:  # all fit samples, on every rank: nothing to gather
+                train_scores = {n: _per_sample(probes[n], H_fit[n], self.fit_y) for n in self.layers}
+            elif H_fit is not None:
+                train_scores = {n: _per_sample(probes[n], H_fit[n], self.fit_y[fit.rows]) for n in self.layers}
             else:
-                solver = decoders[n] = fit.solvers[n]
-                err = solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu()
-                train_mse = solver.train_mse_["x"]
-                if self.relative_ridge == "auto":  # what GCV chose at this checkpoint
-                    rows.append(self._row(it, n, "train", "decoder_lambda", float(solver.lams_["x"])))
-                    rows.append(self._row(it, n, "train", "decoder_dof", float(solver.dof_["x"])))
+                train_scores = self._streamed_train_scores(frozen, probes, fit.rows)
+            test_x, test_y = self.test_x[test.rows], self.test_y[test.rows]
+            X_test = test_x.flatten(1).to(self.device)
+            for n in self.layers:
+                if self.decoder == "conv":  # sharded: the raw outputs of every sample, fitted on every rank
+                    errs[n], train_mse[n], extra[n], decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])
+                else:
+                    solver = decoders[n] = fit.solvers[n]
+                    errs[n] = (solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu() if len(X_test)
+                               else torch.zeros(0, dtype=torch.float64))  # an empty share
+                    train_mse[n] = solver.train_mse_["x"]
+                    extra[n] = ({"decoder_lambda": float(solver.lams_["x"]), "decoder_dof": float(solver.dof_["x"])}
+                                if self.relative_ridge == "auto" else {})  # what GCV chose at this checkpoint
+                test_scores[n] = _per_sample(probes[n], test.features[n], test_y)
+        if sh is not None:  # every sample's values, in sample order, on every rank
+            n_fit, n_test = len(self.fit_x), len(self.test_x)
+            if not (H_fit is not None and H_fit is fit.gathered):
+                train_scores = {n: tuple(sh.gather(a, n_fit, "gathering the probe's scores") for a in v)
+                                for n, v in train_scores.items()}
+            test_scores = {n: tuple(sh.gather(a, n_test, "gathering the probe's scores") for a in v)
+                           for n, v in test_scores.items()}
+            if self.decoder != "conv":
+                errs = {n: sh.gather(e, n_test, "gathering the reconstruction errors") for n, e in errs.items()}
+        for n in self.layers:
+            err = errs[n]
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
                 raise NonFiniteActivations(it, f"the reconstructions from layer {n!r}")
             errors[n] = err.numpy()
+            rows += [self._row(it, n, "train", k, v) for k, v in extra[n].items()]
             rows.append(self._row(it, n, "test", "reconstruction_mse", err))
-            rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse))
-            for split, (correct, loss) in (("train", train_scores[n]),
-                                           ("test", probes[n].per_sample(test.features[n], self.test_y))):
+            rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse[n]))
+            for split, (correct, loss) in (("train", train_scores[n]), ("test", test_scores[n])):
                 rows.append(self._row(it, n, split, "probe_accuracy", correct))
                 rows.append(self._row(it, n, split, "probe_loss", loss))
         for split, lg, y in (("train", fit.logits, self.fit_y), ("test", test.logits, self.test_y)):
@@ -450,13 +624,16 @@ class PhaseTracker:
             rows.append(self._row(it, "model", split, "loss", F.cross_entropy(lg, y, reduction="none").double()))
         return rows, errors
 
-    def _streamed_train_scores(self, frozen: nn.Module, probes: dict[str, LinearProbe]) -> dict[str, tuple]:
-        """Probe correctness and loss on the fit set without holding its features (one forward)."""
+    def _streamed_train_scores(self, frozen: nn.Module, probes: dict[str, LinearProbe],
+                               share: slice = slice(None)) -> dict[str, tuple]:
+        """Probe correctness and loss on the fit set (or its ``share``) without holding its features (one forward)."""
         parts: dict[str, list] = {n: [] for n in self.layers}
-        for rows, _, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device, self.forward):
+        fit_x, fit_y = self.fit_x[share], self.fit_y[share]
+        for rows, _, outs in iter_batches(frozen, self.layers, fit_x, self.batch_size, self.device, self.forward):
             for n in self.layers:
-                parts[n].append(probes[n].per_sample(flatten_features(outs[n], self.feature_maps[n]), self.fit_y[rows]))
-        return {n: tuple(np.concatenate(k) for k in zip(*v)) for n, v in parts.items()}
+                parts[n].append(probes[n].per_sample(flatten_features(outs[n], self.feature_maps[n]), fit_y[rows]))
+        empty = (np.zeros(0), np.zeros(0))
+        return {n: tuple(np.concatenate(k) for k in zip(*v)) if v else empty for n, v in parts.items()}
 
     def _probe(self, solver: StreamingRidge, H_fit: torch.Tensor | None) -> LinearProbe:
         """The label probe: the ridge one shares the decoder's solved statistics (target "y")."""

@@ -85,6 +85,14 @@ def test_callback_measures_logs_and_never_changes_training(digits, tmp_path):
     assert read_json(tmp_path / "run" / "phases.json")["checkpoints"] == log_schedule(STEPS)
 
 
+def test_a_measured_step_keeps_the_trainers_own_log(digits, tmp_path):
+    """Trainer.log clears control.should_log: the loss log due at a measured step (4, 8, 16 here) must
+    still happen (under DDP the other processes would otherwise gather the loss alone and hang)."""
+    _, trainer = train(digits, tmp_path, [callback(digits)])
+    losses = [h["step"] for h in trainer.state.log_history if "loss" in h]
+    assert losses == [4, 8, 12, 16]
+
+
 def test_resume_reads_the_state_saved_beside_the_checkpoint(digits, tmp_path):
     first = callback(digits)
     train(digits, tmp_path, [first], save_strategy="steps", save_steps=8)

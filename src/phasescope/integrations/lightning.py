@@ -22,8 +22,12 @@
 * **Resume**: the callback's state (the tracker's measurements) is saved in the Trainer's
   checkpoints; ``trainer.fit(module, ckpt_path=...)`` continues without re-measuring, into the
   folder of that run.
-* **Devices**: measures where the module lives (``accelerator="cpu"`` or ``"gpu"``); under DDP only
-  on global rank 0 (``trainer.is_global_zero``), the other ranks do nothing.
+* **Devices**: measures where the module lives (``accelerator="cpu"`` or ``"gpu"``). Under DDP
+  (``strategy="ddp"``) every rank measures its share of the samples and the results are combined
+  exactly (:mod:`phasescope.measure.distributed`): the same numbers as one process, in about
+  1/world of the time; only global rank 0 logs and writes files, and every rank restores the
+  measurements from the Trainer's checkpoint. ``distributed=False`` measures on rank 0 alone, the
+  other ranks waiting. FSDP models are refused (their parameters are sharded).
 
 ``layers`` are module names of the LightningModule (``net.features.3``; selectors such as
 ``blocks.3[0]`` work, see :mod:`phasescope.layers`); by default, what feeds its last
@@ -45,6 +49,7 @@ except ImportError:  # the standalone package
         raise ImportError("phasescope.integrations.lightning needs Lightning: pip install 'phasescope[lightning]'") from e
 
 from ..config import ConfigError
+from ..measure.distributed import sharded
 from ..models import default_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
@@ -88,11 +93,11 @@ class PhaseScopeCallback(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Claim the run folder (refused before training when it holds another run) and set up the
         tracker. Runs after the Trainer restored its checkpoint, so a resumed fit is known here."""
-        if not trainer.is_global_zero:
-            return  # DDP: rank 0 measures and writes, the others only train
+        if not trainer.is_global_zero and not sharded(self.options.get("distributed", "auto")):
+            return  # distributed=False: rank 0 measures and writes, the others only train
         # the fit continues a run: the Trainer resumes from a checkpoint, or a second fit() goes on measuring
         resuming = self.tracker is not None or bool(self._pending) or getattr(trainer, "ckpt_path", None) is not None
-        if self.out is not None:
+        if self.out is not None and trainer.is_global_zero:  # sharded: every rank measures, rank 0 writes
             self._close()
             self.run = open_run(self.out, "lightning", resume=resuming, overwrite=self.overwrite)
         try:
@@ -137,6 +142,8 @@ class PhaseScopeCallback(Callback):
         step = int(trainer.global_step)
         rows = self.tracker.maybe_measure(pl_module, step)
         if rows is None:
+            return
+        if not trainer.is_global_zero:  # sharded: every rank holds the same rows; rank 0 logs them
             return
         scalars = checkpoint_scalars(rows, self.prefix)
         for logger in trainer.loggers:

@@ -27,6 +27,7 @@ from .common import checkpoint_scalars
 
 class TensorBoardLogger(Extension):
     name = "tensorboard"
+    distributed = "rank0"  # a sharded tracker's ranks see the same rows: one writer is enough
 
     def __init__(self, log_dir: str | Path, *, images: bool = True, prefix: str = "phasescope", title: str | None = None):
         try:

@@ -26,7 +26,11 @@
 * **Resume**: the measurements so far are saved beside each Trainer checkpoint
   (``checkpoint-N/phasescope_tracker.pt``) and read back when ``trainer.train(resume_from_checkpoint=...)``
   starts at step N; the run continues in its folder.
-* **Processes**: only the world process zero measures (``state.is_world_process_zero``).
+* **Processes**: under ``torchrun`` (DDP) every process measures its share of the samples and
+  the results are combined exactly (:mod:`phasescope.measure.distributed`): the numbers of one
+  process, in about 1/world of the time; only the world process zero logs and writes files
+  (``state.is_world_process_zero``), and every process reads the measurements back on resume.
+  ``distributed=False``: the world process zero measures alone. FSDP models are refused.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ except ImportError as e:
     raise ImportError("phasescope.integrations.transformers needs transformers: "
                       "pip install 'phasescope[transformers]'") from e
 
+from ..measure.distributed import sharded
 from ..models import default_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
@@ -115,11 +120,11 @@ class PhaseScopeCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         """Claim the run folder (refused before the first step when it holds another run) and set
         up the tracker; a later ``train()`` of the same callback goes on measuring into its run."""
-        if not state.is_world_process_zero:
-            return
+        if not state.is_world_process_zero and not sharded(self.options.get("distributed", "auto")):
+            return  # distributed=False: process zero measures alone
         self.trainer = self.trainer or self._find_trainer()
         continuing = self.tracker is not None
-        if self.out is not None:
+        if self.out is not None and state.is_world_process_zero:  # sharded: every process measures, zero writes
             self.close()  # a train() that raised: the Trainer has no event for that
             self.run = open_run(self.out, "transformers", resume=continuing or state.global_step > 0,
                                 overwrite=self.overwrite)
@@ -143,7 +148,7 @@ class PhaseScopeCallback(TrainerCallback):
         self._measure(state, model)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.tracker is None:
+        if self.tracker is None or not state.is_world_process_zero:  # sharded: every process holds the same state
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
@@ -171,9 +176,17 @@ class PhaseScopeCallback(TrainerCallback):
         rows = self.tracker.maybe_measure(model, step)
         if rows is None:
             return
+        if not state.is_world_process_zero:  # sharded: the same rows on every process; zero logs them
+            return
         scalars = checkpoint_scalars(rows, self.prefix)
         if self.trainer is not None:
+            # Trainer.log clears control.should_log (on_log): the Trainer's own log due at this step (the loss)
+            # must still happen, on this process as on the others, whose collectives it takes part in.
+            control = getattr(self.trainer, "control", None)
+            due = getattr(control, "should_log", None)
             self.trainer.log(scalars)
+            if due is not None and getattr(self.trainer, "control", None) is not None:
+                self.trainer.control.should_log = due
         else:  # no Trainer to log through: at least the history holds them
             state.log_history.append({**scalars, "step": step})
         if self.run is not None:

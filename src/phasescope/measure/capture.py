@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -28,14 +28,28 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..defaults import BN_MODES, TOKENS, check_choice
 from ..layers import CHANNELS_FIRST_1D, Forward, call_model, parse_layer, select_output
 from ..models import ModelError, resolve_layers
+from .distributed import Shard, local_module
+
+
+class _LocalBatchNorm(_BatchNorm):
+    """What a SyncBatchNorm becomes in a frozen copy: the same statistics, computed in this process
+    (a measurement's batches are not the other ranks' training batches; they must not be synchronised)."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with gradients off; the original is not modified."""
-    frozen = copy.deepcopy(model)
+    """A deep copy in eval mode with gradients off; the original is not modified. Of a model
+    wrapped in DistributedDataParallel, the rank's own module (see :func:`~.distributed.local_module`)."""
+    frozen = copy.deepcopy(local_module(model))
     frozen.eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
+    for m in frozen.modules():
+        if isinstance(m, nn.SyncBatchNorm):
+            m.__class__ = _LocalBatchNorm
     return frozen
 
 
@@ -45,29 +59,51 @@ def bn_layers(model: nn.Module) -> list[_BatchNorm]:
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
-                   forward: Forward | None = None) -> None:
-    """Recompute BatchNorm running statistics on ``x`` (cumulative average over batches)."""
-    bns = bn_layers(model)
-    if not bns:
+                   forward: Forward | None = None, shard: Shard | None = None) -> None:
+    """Recompute BatchNorm running statistics on ``x``: the mean over batches of each batch's mean
+    and (unbiased) variance, what ``momentum=None`` (a cumulative average) computes, here summed
+    in float64 so that the order of the sum does not matter.
+
+    With a ``shard`` each rank forwards its share of the batches (the same batches one process
+    would: in train mode a batch is normalised with its own statistics, so they depend on that
+    batch alone) and the sums are all-reduced: the result is one process's, exactly."""
+    bns = [m for m in bn_layers(model) if m.track_running_stats and m.running_mean is not None]
+    if not bns:  # the same model on every rank: all return here, or none
         return
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: the exact mean over batches
+        m.momentum = 1.0  # after each batch the running statistics are that batch's
+    sums = [torch.zeros(2, *m.running_mean.shape, dtype=torch.float64, device=m.running_mean.device) for m in bns]
     model.train()
-    for i in range(0, len(x), batch_size):
-        call_model(model, x[i : i + batch_size].to(device, non_blocking=True), forward)
-    for m, mom in zip(bns, saved):
+    local = x if shard is None else x[shard.share(len(x))]
+    batches = 0
+    with nullcontext() if shard is None else shard.agree("recalibrating BatchNorm"):
+        for i in range(0, len(local), batch_size):
+            call_model(model, local[i : i + batch_size].to(device, non_blocking=True), forward)
+            batches += 1
+            for m, acc in zip(bns, sums):
+                acc[0] += m.running_mean
+                acc[1] += m.running_var
+    if shard is not None:  # every rank's sums (one collective)
+        *sums, total = shard.all_reduce([*sums, torch.tensor([float(batches)])], "combining the BatchNorm statistics")
+        batches = int(total.item())
+    for m, acc, mom in zip(bns, sums, saved):
+        if batches:
+            m.running_mean.copy_(acc[0] / batches)
+            m.running_var.copy_(acc[1] / batches)
+        m.num_batches_tracked.fill_(batches)
         m.momentum = mom
     model.eval()
 
 
 def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor, batch_size: int, device: torch.device,
-            forward: Forward | None = None) -> nn.Module:
-    """The frozen, BatchNorm-prepared copy that every measurement at a checkpoint uses."""
+            forward: Forward | None = None, shard: Shard | None = None) -> nn.Module:
+    """The frozen, BatchNorm-prepared copy that every measurement at a checkpoint uses (with a
+    ``shard``, BatchNorm recalibrated by all its ranks together, see :func:`recalibrate_bn`)."""
     frozen = frozen_copy(model).to(device)
     if bn_mode == "recalibrate":
-        recalibrate_bn(frozen, x_calib, batch_size, device, forward)
+        recalibrate_bn(frozen, x_calib, batch_size, device, forward, shard)
     elif bn_mode == "batch":
         for m in bn_layers(frozen):
             m.train()

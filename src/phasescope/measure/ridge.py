@@ -114,19 +114,9 @@ class StreamingRidge:
 
     def _accumulate(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
         H = H.detach().to(self.dtype)
-        if self.n == 0:
-            self._shift_h = H.mean(0)
-            p = H.shape[1]
-            dev = H.device
-            self._s_h = torch.zeros(p, dtype=torch.float64, device=dev)
-            self._s_hh = torch.zeros(p, p, dtype=torch.float64, device=dev)
-            self._shift_t, self._s_t, self._s_ht, self._s_tt = {}, {}, {}, {}
-            for k, T in targets.items():
-                T = T.detach().to(self.dtype).reshape(len(T), -1)
-                self._shift_t[k] = T.mean(0)
-                self._s_t[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
-                self._s_ht[k] = torch.zeros(p, T.shape[1], dtype=torch.float64, device=dev)
-                self._s_tt[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
+        if not hasattr(self, "_s_h"):  # the first batch (unless allocate() set the shifts)
+            self._allocate(H.mean(0), {k: T.detach().to(self.dtype).reshape(len(T), -1).mean(0)
+                                       for k, T in targets.items()})
         Hs = H - self._shift_h
         self._s_h += Hs.sum(0, dtype=torch.float64)
         self._s_hh += (Hs.T @ Hs).double()
@@ -137,6 +127,75 @@ class StreamingRidge:
             self._s_tt[k] += (Ts * Ts).sum(0, dtype=torch.float64)
         self.n += len(H)
         return self
+
+    def _allocate(self, shift_h: torch.Tensor, shift_t: dict[str, torch.Tensor]) -> None:
+        """Zero sums around the shifts (the first batch's means: they remove most cancellation)."""
+        p, dev = shift_h.shape[0], shift_h.device
+        self._shift_h = shift_h
+        self._s_h = torch.zeros(p, dtype=torch.float64, device=dev)
+        self._s_hh = torch.zeros(p, p, dtype=torch.float64, device=dev)
+        self._shift_t, self._s_t, self._s_ht, self._s_tt = {}, {}, {}, {}
+        for k, m in shift_t.items():
+            self._shift_t[k] = m
+            self._s_t[k] = torch.zeros(m.shape[0], dtype=torch.float64, device=dev)
+            self._s_ht[k] = torch.zeros(p, m.shape[0], dtype=torch.float64, device=dev)
+            self._s_tt[k] = torch.zeros(m.shape[0], dtype=torch.float64, device=dev)
+
+    def allocate(self, features: int, targets: dict[str, int], device: Any = None, *,
+                 shifts: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None) -> "StreamingRidge":
+        """Empty statistics of ``features`` features and ``targets`` ({name: width}), before any batch:
+        what a process that saw no sample contributes to :meth:`all_reduce`. ``shifts`` (features' and
+        targets' shifts, see :attr:`shifts`) are subtracted before the products instead of the first
+        batch's means: processes that share them form the very products one process would."""
+        if self.n:
+            raise RuntimeError("allocate() is for a StreamingRidge that has seen no batch yet.")
+        h, t = shifts if shifts is not None else (torch.zeros(features), {k: torch.zeros(d) for k, d in targets.items()})
+        self._allocate(h.to(device, self.dtype), {k: t[k].to(device, self.dtype) for k in targets})
+        return self
+
+    @property
+    def shifts(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """What is subtracted from the features and each target before the products (by default the
+        first batch's means)."""
+        if not hasattr(self, "_s_h"):
+            raise NotFittedError("No batch yet: the shifts are set by the first partial_fit() or allocate().")
+        return self._shift_h, dict(self._shift_t)
+
+    def all_reduce(self, group: Any = None, *, timeout: float | None = None) -> "StreamingRidge":
+        """Sum the statistics of every process of a ``torch.distributed`` ``group`` (default: the
+        world) into each one, so that every process solves the same regression, on all their samples.
+        Call it on every process, after its own :meth:`partial_fit` calls and before :meth:`solve`;
+        a process without samples calls :meth:`allocate` first. See :func:`all_reduce_statistics`."""
+        from .distributed import DEFAULT_TIMEOUT, Shard, _dist
+
+        shard = Shard(group if group is not None else _dist().group.WORLD, 1,
+                      timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+        all_reduce_statistics([self], shard)
+        return self
+
+    def _statistics(self) -> list[torch.Tensor]:
+        """Every sum :meth:`partial_fit` accumulates, in a fixed order."""
+        keys = list(self._s_t)
+        return [self._s_h, self._s_hh, *(self._s_t[k] for k in keys), *(self._s_ht[k] for k in keys),
+                *(self._s_tt[k] for k in keys)]
+
+    def _shift_to(self, shift_h: torch.Tensor, shift_t: dict[str, torch.Tensor]) -> None:
+        """Re-express the sums around other shifts, exactly in float64 algebra: with d = old - new,
+        sum (h - new) = S_h + n d, sum (h - new)(h - new)^T = S_hh + S_h d^T + d S_h^T + n d d^T, and
+        likewise for the cross products and the targets' sums of squares."""
+        n = self.n
+        d = self._shift_h.double() - shift_h.double()
+        s_h = self._s_h
+        self._s_hh = self._s_hh + torch.outer(s_h, d) + torch.outer(d, s_h) + n * torch.outer(d, d)
+        for k in self._s_t:
+            e = self._shift_t[k].double() - shift_t[k].double()
+            s_t = self._s_t[k]
+            self._s_ht[k] = self._s_ht[k] + torch.outer(s_h, e) + torch.outer(d, s_t) + n * torch.outer(d, e)
+            self._s_tt[k] = self._s_tt[k] + 2 * e * s_t + n * e * e
+            self._s_t[k] = s_t + n * e
+            self._shift_t[k] = shift_t[k].to(self._shift_t[k].dtype)
+        self._s_h = s_h + n * d
+        self._shift_h = shift_h.to(self._shift_h.dtype)
 
     def _statistics_finite(self) -> bool:
         stats = [self._s_h, self._s_hh, *self._s_t.values(), *self._s_ht.values(), *self._s_tt.values()]
@@ -282,6 +341,50 @@ class StreamingRidge:
         """Mean squared error over target dimensions, one value per sample (float64)."""
         residual = self.predict(H, name).sub_(T.float().reshape(len(T), -1)).square_()  # one (n, D) buffer
         return residual.sum(1, dtype=torch.float64) / residual.shape[1]
+
+
+def all_reduce_statistics(solvers: list[StreamingRidge], shard: Any) -> None:
+    """Sum the statistics of ``solvers`` over the ranks of ``shard`` (a
+    :class:`~phasescope.measure.distributed.Shard`), in three collectives whatever their number:
+
+    1. every rank's sample count, per solver;
+    2. the shifts of the first rank with samples (rank 0 in the tracker, whose first batch is the
+       one-process run's first batch: the shift one process would use);
+    3. the sums, each rank's re-expressed around those shifts first (:meth:`StreamingRidge._shift_to`),
+       in float64.
+
+    Afterwards every rank holds the same statistics, those of all samples, and solves alike."""
+    for s in solvers:
+        if not hasattr(s, "_s_h"):
+            raise RuntimeError(f"rank {shard.rank} has no statistics to reduce: a process that saw no samples "
+                               "calls StreamingRidge.allocate(features, targets) before all_reduce().")
+    counts = torch.zeros(len(solvers), shard.world, dtype=torch.float64)
+    counts[:, shard.rank] = torch.tensor([float(s.n) for s in solvers])
+    counts = shard.all_reduce([counts], "counting the decoder's samples")[0]
+    src = []
+    for row in counts.tolist():
+        nonzero = [r for r, c in enumerate(row) if c > 0]
+        if not nonzero:
+            raise NotFittedError("No process of the group has any sample for the decoder's statistics.")
+        src.append(nonzero[0])
+    shifts = []
+    for s, r in zip(solvers, src):
+        mine = shard.rank == r  # the others send zeros (never NaN * 0)
+        shifts += [t.double() if mine else torch.zeros_like(t, dtype=torch.float64)
+                   for t in (s._shift_h, *s._shift_t.values())]
+    shifts = iter(shard.all_reduce(shifts, "sharing the decoder's shifts"))
+    for s in solvers:
+        h = next(shifts)
+        s._shift_to(h, {k: next(shifts) for k in s._shift_t})
+    sums = shard.all_reduce([t for s in solvers for t in s._statistics()], "summing the decoder's statistics")
+    it = iter(sums)
+    for s, row in zip(solvers, counts.tolist()):
+        s._s_h, s._s_hh = next(it), next(it)
+        keys = list(s._s_t)
+        for group in (s._s_t, s._s_ht, s._s_tt):
+            for k in keys:
+                group[k] = next(it)
+        s.n = int(sum(row))
 
 
 class RidgeDecoder:

@@ -54,7 +54,8 @@ class SampleDynamics(Extension):
         "samples.png": ("samples", "Concentration of the last-layer gradient on few samples (bottom) against the "
                                    "reconstruction loss (top)."),
     }
-    requires = Requires(module_inputs=(HEAD,))  # the final Linear's input, from the tracker's fit pass
+    # the final Linear's input, from the tracker's fit pass; the fit features (typicality in the layer)
+    requires = Requires(module_inputs=(HEAD,), fit_features=True)
 
     def __init__(self, data: Any = None, *, index: Sequence[int] | None = None, max_samples: int | None = None,
                  layer: str | None = None, seed: int = 0, images: torch.Tensor | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..extension import Extension
+from ..extension import Extension, Requires
 from ..measure.probe import LinearProbe
 from ..measure.ridge import DEFAULT_RIDGE
 from ..stats import Bootstrap
@@ -54,6 +54,7 @@ class TransferProbes(Extension):
     def __init__(self, tasks: Sequence[TransferTask], *, probe: str = "ridge", ridge: float = DEFAULT_RIDGE,
                  bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0):
         self.tasks = list(tasks)
+        self.requires = Requires(fit_features=any(t.uses_tracker_inputs for t in self.tasks))
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise TransferError(f"Transfer task names must be unique; got {names}.")
