@@ -8,50 +8,58 @@
 - :class:`BestFeaturesKeeper`: keeps the weights at the reconstruction minimum during
   pre-training and optionally stops once the increase is significant.
 
-``run_experiment`` uses :func:`from_config` with the ``RunConfig.transfer`` section
-(:class:`~phasescope.config.TransferOptions`).
+A run builds both from its ``transfer`` section (:class:`~.options.TransferOptions`) with
+``TransferProbes.from_config`` and ``BestFeaturesKeeper.from_config``.
 """
 from __future__ import annotations
 
-from ..config import ConfigError, RunConfig, TransferOptions
+import warnings
+from typing import Any
+
+from ..config import RunConfig
 from ..data import Splits
-from ..stopping import BestFeaturesKeeper, Decision, decide
+from ..extension import RunSetup
+from .options import TransferOptions, validate_options
 from .probes import TransferProbes
 from .recommend import aggregate_runs, recommendation_table, transfer_section, transfer_summary_rows
 from .tasks import (TransferError, TransferTask, build_tasks, colour_dominance, colour_task, parse_specs,
                     split_classes, switch_task, npz_task)
 
-def validate_options(options: TransferOptions) -> None:
-    """Check the task names of a TransferOptions section (raises ConfigError naming the fix)."""
-    try:
-        parse_specs(options.tasks)
-    except TransferError as e:
-        raise ConfigError(str(e)) from e
+_FROM_STOPPING = ("BestFeaturesKeeper", "Decision", "decide")  # the keeper's module imports this package's options
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_STOPPING:
+        from .. import stopping
+
+        return getattr(stopping, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def from_config(cfg: RunConfig, data: Splits) -> tuple[Splits, list[TransferProbes]]:
-    """The pre-training data (class-split when asked) and the transfer extension for ``cfg``."""
-    validate_options(cfg.transfer)
-    specs = parse_specs(cfg.transfer.tasks)
-    if not specs:
-        return data, []
-    data, tasks = build_tasks(specs, data, fit_samples=cfg.fit_samples, test_samples=cfg.test_samples,
-                              seed=cfg.seed, download=cfg.download)
-    return data, [TransferProbes(tasks, probe=cfg.probe, ridge=cfg.relative_ridge, bootstrap=cfg.bootstrap,
-                                 confidence=cfg.confidence, seed=cfg.seed)]
+    """Deprecated: the pre-training data and the transfer extension for ``cfg``; use
+    ``TransferProbes.from_config(RunSetup(cfg, data))`` (it replaces ``setup.data``)."""
+    warnings.warn("phasescope.transfer.from_config is deprecated; use TransferProbes.from_config(RunSetup(cfg, data))",
+                  DeprecationWarning, stacklevel=2)
+    setup = RunSetup(cfg, data)
+    probes = TransferProbes.from_config(setup)
+    return setup.data, probes
 
 
-def keeper_from_config(cfg: RunConfig) -> BestFeaturesKeeper | None:
-    """The keeper extension of ``cfg.transfer`` (keep_best / stop_on_increase), or None."""
-    if not cfg.transfer.keep_best:
-        return None
-    return BestFeaturesKeeper(layer=cfg.transfer.keep_layer, stop_on_increase=cfg.transfer.stop_on_increase,
-                              meta={"model": cfg.model, "config": cfg.to_dict()})
+def keeper_from_config(cfg: RunConfig) -> Any:
+    """Deprecated: the keeper extension of ``cfg.transfer`` (keep_best / stop_on_increase), or None;
+    use ``BestFeaturesKeeper.from_config(RunSetup(cfg, data))``."""
+    from ..stopping import BestFeaturesKeeper
+
+    warnings.warn("phasescope.transfer.keeper_from_config is deprecated; use "
+                  "BestFeaturesKeeper.from_config(RunSetup(cfg, data))", DeprecationWarning, stacklevel=2)
+    keepers = BestFeaturesKeeper.from_config(RunSetup(cfg, None))
+    return keepers[0] if keepers else None
 
 
 __all__ = [
-    "BestFeaturesKeeper", "Decision", "TransferError", "TransferProbes", "TransferTask", "aggregate_runs",
-    "build_tasks", "colour_dominance", "colour_task", "decide", "from_config", "keeper_from_config",
+    "BestFeaturesKeeper", "Decision", "TransferError", "TransferOptions", "TransferProbes", "TransferTask",
+    "aggregate_runs", "build_tasks", "colour_dominance", "colour_task", "decide", "from_config", "keeper_from_config",
     "npz_task", "parse_specs", "recommendation_table", "split_classes", "switch_task", "transfer_summary_rows",
     "transfer_section", "validate_options",
 ]
