@@ -36,12 +36,12 @@ GROUP = "phasescope.extensions"  # the entry-point group of installed extensions
 # Built-in extensions in registry order: the order they are built for a run (a transfer task
 # may split the data the others then see), measured, summarised and listed.
 BUILTIN = (
-    "phasescope.transfer.probes:TransferProbes",
-    "phasescope.samples.extension:SampleDynamics",
-    "phasescope.reconstructions:Reconstructions",
-    "phasescope.infoplane:InfoPlane",
-    "phasescope.stopping:BestFeaturesKeeper",
-    "phasescope.ridge_sweep:RidgeSweep",
+    "phasescope.extensions.transfer.probes:TransferProbes",
+    "phasescope.extensions.samples.extension:SampleDynamics",
+    "phasescope.extensions.reconstructions:Reconstructions",
+    "phasescope.extensions.infoplane:InfoPlane",
+    "phasescope.extensions.stopping:BestFeaturesKeeper",
+    "phasescope.extensions.ridge_sweep:RidgeSweep",
 )
 
 

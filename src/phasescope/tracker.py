@@ -128,7 +128,7 @@ class PhaseTracker:
     ``fit_data`` / ``test_data``: (x, y) tensors or arrays, or an iterable of (x, y) batches.
     ``decoder``: ``linear`` (exact ridge) or ``conv``; ``probe``: ``ridge`` or ``logistic``;
     ``relative_ridge``: ridge strength relative to the mean feature variance (``"auto"``: by
-    GCV; a list: the first value is the measurement, the others a :class:`~phasescope.ridge_sweep.RidgeSweep`);
+    GCV; a list: the first value is the measurement, the others a :class:`~phasescope.extensions.ridge_sweep.RidgeSweep`);
     ``bn_mode``/``bn_samples``: how BatchNorm statistics of the frozen copy are prepared
     (recalibrated on a seeded subset of ``bn_samples`` fit samples by default);
     ``extensions``: :class:`~phasescope.extension.Extension` objects, or names of registered

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..config import Section, opt
-from ..extension import HEAD, Extension, Requires, RunSetup
+from ...config import Section, opt
+from ...extension import HEAD, Extension, Requires, RunSetup
 from .metrics import (HISTORY, METRICS, class_distance, forgetting_counts, gradient_concentration,
                       last_layer_grad_norm, learned_at, logit_margin, summarise_samples)
 
@@ -102,8 +102,8 @@ class SampleDynamics(Extension):
     # ------------------------------------------------------------------ measurement
     def _forward(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """x, y, logits, head input and tracked-layer features of the followed samples."""
-        from ..measure.capture import capture_inputs, final_linear_name
-        from ..measure.inputs import as_tensors as _as_tensors
+        from ...measure.capture import capture_inputs, final_linear_name
+        from ...measure.inputs import as_tensors as _as_tensors
 
         if self.data is None and HEAD in ctx.module_inputs:
             return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.module_inputs[HEAD], _LazyFeatures(ctx)
@@ -165,7 +165,7 @@ class SampleDynamics(Extension):
 
     def _check_head(self, ctx, logits: torch.Tensor, a: torch.Tensor) -> None:
         """The captured input must be what the logits are computed from: logits = a W^T + b."""
-        from ..measure.capture import final_linear_name
+        from ...measure.capture import final_linear_name
 
         lin = ctx.model.get_submodule(final_linear_name(ctx.model))
         self.bias_ = lin.bias is not None
@@ -234,7 +234,7 @@ class SampleDynamics(Extension):
     def from_config(cls, setup: RunSetup) -> list["SampleDynamics"]:
         """The per-sample dynamics of a run, unless ``cfg.samples.enabled`` is off (``--no-samples``).
         Follows the tracker's fit subset, so it reuses the tracker's forward pass."""
-        from ..data.subsets import measurement_indices
+        from ...data.subsets import measurement_indices
 
         cfg, data = setup.cfg, setup.data
         opts = cfg.samples
@@ -289,7 +289,7 @@ class SampleDynamics(Extension):
         """Hook of :func:`phasescope.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from ..runs import atomic_write, write_bytes_to
+        from ...runs import atomic_write, write_bytes_to
         from .report import plot_few, plot_samples, write_samples_table
 
         out = Path(out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import ConfigError, Section, comma_list, opt
+from ...config import ConfigError, Section, comma_list, opt
 from .tasks import TransferError, parse_specs
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import ConfigError
-from ..extension import Extension, RunSetup
-from ..measure.probe import LinearProbe
-from ..measure.ridge import DEFAULT_RIDGE
-from ..stats import Bootstrap
+from ...config import ConfigError
+from ...extension import Extension, RunSetup
+from ...measure.probe import LinearProbe
+from ...measure.ridge import DEFAULT_RIDGE
+from ...stats import Bootstrap
 from .options import TransferOptions, validate_options
 from .recommend import transfer_section
 from .tasks import TransferError, TransferTask, build_tasks, parse_specs
@@ -65,7 +65,7 @@ class TransferProbes(Extension):
     @classmethod
     def draw_curves(cls, ax, df: pd.DataFrame, layer: str) -> None:
         """Test transfer accuracy of every task on the accuracy axis of ``layer``'s panel of curves.png."""
-        from ..report import TASK_COLOURS
+        from ...report import TASK_COLOURS
 
         s = df[(df.layer == layer) & (df.split == "test") & (df.metric == "transfer_accuracy")]
         for i, (task, g) in enumerate(s.groupby("task", sort=False) if "task" in s.columns else []):
@@ -153,7 +153,7 @@ class TransferProbes(Extension):
         return {"transfer": section}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ..runs import by_iteration, write_npz
+        from ...runs import by_iteration, write_npz
 
         arrays = {}
         for task, per in self.correct.items():
@@ -191,7 +191,7 @@ class TransferProbes(Extension):
         """The ``transfer`` section from metrics.csv and transfer.npz (task descriptions from phases.json)."""
         if "transfer_accuracy" not in set(df.metric):
             return {}
-        from ..runs import read_json
+        from ...runs import read_json
 
         conf = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
         cfg = conf.get("config", {})

@@ -16,9 +16,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..config import RunConfig
-from ..data import Splits
-from ..extension import RunSetup
+from ...config import RunConfig
+from ...data import Splits
+from ...extension import RunSetup
 from .options import TransferOptions, validate_options
 from .probes import TransferProbes
 from .recommend import aggregate_runs, recommendation_table, transfer_section, transfer_summary_rows

@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Section, opt
-from .extension import Extension, RunSetup
+from ..config import Section, opt
+from ..extension import Extension, RunSetup
 
 SELECTION_SEED = 20220217  # fixed: the same test images for every run and seed (not the run's seed)
 NPZ, PNG = "reconstructions.npz", "reconstructions.png"
@@ -145,7 +145,7 @@ class Reconstructions(Extension):
         """The reconstruction strip of a run, unless ``cfg.reconstructions.enabled`` is off. The
         tracker's test set is the seed-0 stratified subset of the test split (as
         experiment.measurement_sets), so ``test_index`` can point into the dataset."""
-        from .data.subsets import measurement_indices
+        from ..data.subsets import measurement_indices
 
         cfg, data = setup.cfg, setup.data
         opts = getattr(cfg, "reconstructions", None)
@@ -333,7 +333,7 @@ class Reconstructions(Extension):
 
 # ---------------------------------------------------------------------- files
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from .runs import atomic_write as _atomic
+    from ..runs import atomic_write as _atomic
 
     def save(p: Path) -> None:
         with open(p, "wb") as f:
@@ -410,8 +410,8 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from .report import PHASE_COLOURS, to_rgb8
-    from .runs import save_figure
+    from ..report import PHASE_COLOURS, to_rgb8
+    from ..runs import save_figure
 
     its = [int(i) for i in a["iterations"]]
     layer = str(a["layer"])

@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError, Section, comma_list, opt
-from .extension import Extension, RunSetup
-from .measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
+from ..config import ConfigError, Section, comma_list, opt
+from ..extension import Extension, RunSetup
+from ..measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
 
 ESTIMATORS = {
     "binning": "equal-width bins over the range observed at the checkpoint",
@@ -173,7 +173,7 @@ class InfoPlane(Extension):
         """Per-sample output shape of each tracked layer, from one 2-sample forward through
         hooks (the model's train/eval modes are left as they are)."""
         if self._shapes is None:
-            from .measure.capture import capture
+            from ..measure.capture import capture
 
             with torch.no_grad(), capture(ctx.model, list(ctx.layers)) as store:
                 ctx.model(ctx.fit_x[:2].to(ctx.device))
@@ -459,7 +459,7 @@ def plot_infoplane(df: pd.DataFrame, payload: dict | None, path: Path, title: st
     from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
 
-    from .report import _series, _setup_axis, shade_phases
+    from ..report import _series, _setup_axis, shade_phases
 
     payload = payload or {}
     curves = mi_curves(df)

@@ -40,9 +40,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .extension import CheckpointContext, Decision, Extension, RunSetup
-from .errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
-from .phases import detect_phases
+from ..extension import CheckpointContext, Decision, Extension, RunSetup
+from ..errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
+from ..phases import detect_phases
 from .transfer.options import TransferOptions
 
 
@@ -208,7 +208,7 @@ class BestFeaturesKeeper(Extension):
 
     def save(self, path, **meta: Any) -> None:
         """Write the kept weights with their iteration and layer (atomically) to ``path``."""
-        from .runs import atomic_write
+        from ..runs import atomic_write
 
         doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
                "decision": asdict(self.decision) if self.decision else None, **meta}
