@@ -193,3 +193,24 @@ def test_generated_flags_keep_their_names_and_reach_the_sections(tmp_path):
     assert saved["samples"]["max_samples"] == 50 and saved["reconstructions"]["per_class"] == 1
     assert saved["infoplane"]["estimators"] == ["binning"] and saved["infoplane"]["bins"] == 10
     assert "extensions" not in saved  # flags of built-in extensions set their sections only
+
+
+def test_the_tracker_takes_extension_names(site):
+    import torch
+
+    from phasescope import PhaseTracker
+    from phasescope.data import load_dataset
+    from phasescope.models import build_model
+
+    install(site, "meanact", README_EXAMPLE, "[phasescope.extensions]\nmean_activation = meanact:MeanActivation\n")
+    d = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("cnn", (1, 8, 8), 10, width=0.5)
+    tracker = PhaseTracker(model, ["features.3"], (d.x_train[:200], d.y_train[:200]), (d.x_test[:100], d.y_test[:100]),
+                           schedule=[0], bootstrap=20, extensions=["mean_activation", "infoplane:estimators=binning"])
+    assert [e.name for e in tracker.extensions] == ["mean_activation", "infoplane"]
+    metrics = {r["metric"] for r in tracker.measure(model, 0)}
+    assert {"mean_activation", "mi_input", "mi_label"} <= metrics
+    with pytest.raises(ConfigError, match="cannot be made from its name"):
+        PhaseTracker(model, ["features.3"], (d.x_train[:200], d.y_train[:200]), (d.x_test[:100], d.y_test[:100]),
+                     schedule=[0], extensions=["transfer"])  # needs its tasks: pass an instance

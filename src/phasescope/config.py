@@ -352,6 +352,17 @@ class RunConfig:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
+    def __repr__(self) -> str:
+        held = self.__dict__.get("_sections") or {}
+        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)]
+        return f"{type(self).__name__}({', '.join(parts + [f'{k}={v!r}' for k, v in held.items()])})"
+
+    def __copy__(self) -> "RunConfig":
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        object.__setattr__(new, "_sections", dict(self.__dict__.get("_sections") or {}))
+        return new
+
     def __getattr__(self, name: str) -> Any:
         """An extension's options section: ``cfg.samples``, ``cfg.transfer``, ..."""
         held = self.__dict__.get("_sections")

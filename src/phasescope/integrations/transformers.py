@@ -22,6 +22,8 @@
   (``checkpoint-N/phasescope_tracker.pt``) and read back when ``trainer.train(resume_from_checkpoint=...)``
   starts at step N.
 * **Processes**: only the world process zero measures (``state.is_world_process_zero``).
+* Other keyword arguments go to :class:`~phasescope.tracker.PhaseTracker`; ``extensions`` takes
+  instances or names of registered extensions (``extensions=["samples"]``, see ``phasescope extensions``).
 """
 from __future__ import annotations
 
