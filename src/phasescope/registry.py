@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import threading
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -85,19 +86,23 @@ def _installed() -> list[Entry]:
     return out
 
 
-_LOADING: set[str] = set()  # holds "loading" while _entries runs: a re-entrant call is an error, not a half registry
+_LOCK = threading.RLock()  # one thread loads; another waits for it
+_LOADING: set[int] = set()  # threads loading now: a re-entrant call is an error, not a half registry
 
 
 @functools.cache
 def _entries() -> tuple[Entry, ...]:
-    if _LOADING:
-        raise RuntimeError("phasescope's extension registry was asked for while it loads the extensions: an "
-                           "extension module must not use it (or a deprecated name that needs it) at import time.")
-    _LOADING.add("loading")
-    try:
-        return _load_entries()
-    finally:
-        _LOADING.clear()
+    with _LOCK:
+        me = threading.get_ident()
+        if me in _LOADING:
+            raise RuntimeError("phasescope's extension registry was asked for while it loads the extensions: an "
+                               "extension module must not use it (or a deprecated name that needs it) at import "
+                               "time.")
+        _LOADING.add(me)
+        try:
+            return _load_entries()
+        finally:
+            _LOADING.discard(me)
 
 
 def _load_entries() -> tuple[Entry, ...]:
