@@ -214,3 +214,24 @@ def test_the_tracker_takes_extension_names(site):
     with pytest.raises(ConfigError, match="cannot be made from its name"):
         PhaseTracker(model, ["features.3"], (d.x_train[:200], d.y_train[:200]), (d.x_test[:100], d.y_test[:100]),
                      schedule=[0], extensions=["transfer"])  # needs its tasks: pass an instance
+
+
+def test_sweep_files_take_extension_names_with_options_and_every_section(tmp_path):
+    from phasescope.sweep import SweepError, load_spec
+
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent("""\
+        dataset = "digits"
+        extension = ["infoplane:estimators=kde"]
+        [reconstructions]
+        per_class = 1
+        [grid]
+        infoplane.bins = [10, 20]
+        """))
+    runs = load_spec(path).runs
+    assert [r.config.infoplane.bins for r in runs] == [10, 20]
+    assert all(r.config.infoplane.estimators == ["kde"] and r.config.extensions == ["infoplane"]
+               and r.config.reconstructions.per_class == 1 for r in runs)
+    path.write_text('dataset = "digits"\nextensions = ["infoplain"]\n[grid]\nseed = [0]\n')
+    with pytest.raises(SweepError, match="Did you mean 'infoplane'"):
+        load_spec(path)
