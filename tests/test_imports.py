@@ -36,8 +36,12 @@ PACKAGE = "phasescope"
 # track training or manage transfer (HIGH), nor the package facade ``phasescope`` (whose
 # __init__ imports the tracker).
 LOW = ("errors", "stats", "schedule", "measure", "phases", "data")
-HIGH = ("experiment", "cli", "report", "compare", "runs", "runfolder", "tracker", "samples", "transfer", "registry", "stopping", "html", "rebuild",
+HIGH = ("experiment", "cli", "report", "compare", "runs", "runfolder", "tracker", "extensions", "registry", "html", "rebuild",
         "theory.cli")
+# The built-in extensions (phasescope.extensions.*) plug into the rest through the registry: no other
+# module names one (the registry loads them by import string), and they never import the interfaces.
+EXTENSIONS = ("extensions",)
+INTERFACES = ("cli", "sweep", "experiment", "integrations", "theory.cli")
 
 # (importer, imported) -> why it is excused. Each closes a cycle today, in modules outside
 # the change that added this test; the other edge of each cycle is the intended direction.
@@ -133,7 +137,7 @@ def _describe(edges, pairs) -> str:
 def test_the_reader_sees_known_imports():
     edges = import_edges()
     assert ("phasescope.phases", "phasescope.stats") in edges  # from .stats import ... (module level)
-    assert ("phasescope.transfer.tasks", "phasescope.data") in edges  # from ..data import ... (package)
+    assert ("phasescope.extensions.transfer.tasks", "phasescope.data") in edges  # from ...data import ... (package)
     assert ("phasescope.experiment", "phasescope.data.subsets") in edges  # from .data import subsets (submodule)
     assert ("phasescope.report", "phasescope.diagnostics") in edges  # a lazy import inside a function
     assert ("phasescope", "phasescope.tracker") in edges
@@ -187,10 +191,54 @@ def test_public_and_moved_names_still_import():
 
 def test_every_extension_file_is_a_run_file():
     """--overwrite deletes only RUN_FILES: every file an extension declares must be one of them."""
-    from phasescope.registry import EXTENSIONS
+    from phasescope.registry import extensions
     from phasescope.runs import RUN_FILES
 
-    declared = {f: cls.__name__ for cls in EXTENSIONS for f in cls.files}
+    declared = {f: cls.__name__ for cls in extensions() for f in cls.files}
     assert declared and not set(declared) - RUN_FILES, {f: c for f, c in declared.items() if f not in RUN_FILES}
-    for cls in EXTENSIONS:
+    for cls in extensions():
         assert set(cls.figures) <= set(cls.files), cls.__name__
+
+
+def test_only_the_registry_knows_the_concrete_extensions():
+    """Adding an extension touches one module: nothing outside phasescope.extensions imports one
+    (the registry lists them as import strings); the registry imports only the Extension base and
+    the exceptions; extensions never import the interfaces (CLI, sweeps, experiment, integrations)."""
+    edges = import_edges()
+    into = [(a, b) for a, b in edges if _in(b, EXTENSIONS) and not _in(a, EXTENSIONS)]
+    assert not into, "modules outside phasescope.extensions import a concrete extension:\n" + _describe(edges, into)
+    assert {b for a, b in edges if a == "phasescope.registry"} <= {"phasescope.extension", "phasescope.errors"}
+    outward = [(a, b) for a, b in edges if _in(a, EXTENSIONS) and _in(b, INTERFACES)]
+    assert not outward, "extensions import the interfaces:\n" + _describe(edges, outward)
+
+
+def test_moved_modules_keep_their_old_import_paths(monkeypatch):
+    """An old path gives the very same module (a monkeypatch through it patches the real one), with a
+    DeprecationWarning naming the new path."""
+    import importlib
+    import sys
+    import warnings
+
+    from phasescope._moved import MOVED
+
+    for old, new in MOVED.items():
+        for name in [m for m in sys.modules if m == old or m.startswith(old + ".")]:
+            monkeypatch.delitem(sys.modules, name)  # imported earlier in this process: import afresh
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new) and module.__name__ == new and module.__spec__.name == new
+        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+    import phasescope.extensions.transfer.tasks as tasks
+    import phasescope.transfer.tasks as old_tasks  # a submodule of a moved package: the same object too
+
+    assert old_tasks is tasks
+    from phasescope.extensions import infoplane
+
+    monkeypatch.setattr("phasescope.infoplane.DEFAULTS", {"patched": True})
+    assert infoplane.DEFAULTS == {"patched": True}
+    from phasescope.samples import SampleDynamics
+    from phasescope.stopping import BestFeaturesKeeper
+    from phasescope.transfer import BestFeaturesKeeper as keeper, TransferProbes
+
+    assert keeper is BestFeaturesKeeper and TransferProbes.name == "transfer" and SampleDynamics.name == "samples"

@@ -4,7 +4,9 @@ tests/fixtures/default-128 holds metrics.csv and phases.json of
 ``phasescope run --iterations 128 --threads 1`` made before the measurement engine was
 redesigned (about.json says by what). Measurement changes since (BatchNorm recalibrated on
 a 1,024-sample subset) must leave every test reconstruction and probe value inside the
-stored 95% interval, and the same phases with the same minimum.
+stored 95% interval, and the same phases with the same minimum. Its config.json holds the
+configuration, data, measurement and model sections of that run before extensions became
+plug-ins: today's must be the same (versions aside), keys in the same order.
 """
 import json
 from pathlib import Path
@@ -37,3 +39,7 @@ def test_short_default_run_matches_the_stored_results(tmp_path):
     now = result.payload["layers"]["features.3"]
     assert [p["name"] for p in now["phases"]] == [p["name"] for p in stored["phases"]]
     assert now["min_iteration"] == stored["min_iteration"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    before = json.loads((FIXTURE / "config.json").read_text())
+    assert {k: v for k, v in saved.items() if k != "versions"} == before
+    assert [k for k in saved if k != "versions"] == list(before) and list(saved["config"]) == list(before["config"])

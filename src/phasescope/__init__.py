@@ -6,6 +6,9 @@ Library entry points:
 - :func:`detect_phases` (phases with paired-bootstrap intervals from per-sample errors)
 """
 from .version import __version__  # noqa: E402
+from . import _moved  # noqa: E402
+
+_moved.install()  # old import paths of moved modules (phasescope.samples, phasescope.infoplane, ...) keep working
 
 from .config import RunConfig  # noqa: E402
 from .phases import PhaseResult, detect_phases  # noqa: E402

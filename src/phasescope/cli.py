@@ -4,6 +4,7 @@
     phasescope run --model vgg8 --dataset cifar10 --data-dir ~/data --layers features.2,features.4
     phasescope layers --model vgg8      # names of trackable layers
     phasescope report RUN_DIR           # rebuild phases.json and curves.png from files
+    phasescope extensions               # built-in and installed extensions, their options
 
 Exit codes: 0 done, 2 bad input, 3 training diverged, 4 a file could not be written (disk full),
 130 interrupted; every error is one line saying what to do.
@@ -117,18 +118,6 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-def transfer_options(transfer: str | None, keep_best: bool, stop_on_increase: bool) -> dict:
-    """The RunConfig.transfer section of the transfer flags (validated by the library)."""
-    section: dict = {}
-    if transfer:
-        section["tasks"] = [s.strip() for s in transfer.split(",") if s.strip()]
-    if keep_best or stop_on_increase:
-        section["keep_best"] = True
-    if stop_on_increase:
-        section["stop_on_increase"] = True
-    return section
-
-
 def accuracy_line(payload: dict, status: str) -> str:
     """'final accuracy: ...' for a finished run; 'accuracy at iteration N (run interrupted): ...'
     when it ended early, so a partial result never reads as a final one."""
@@ -222,8 +211,62 @@ def config_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def _section_help(section: type, name: str) -> str:
-    return escape(next(f.metadata["help"] for f in dataclasses.fields(section) if f.name == name))
+@dataclasses.dataclass(frozen=True)
+class SectionFlag:
+    """A command-line option of one field of an extension's options section."""
+
+    param: inspect.Parameter
+    section: str
+    field: str
+    parse: Any = None  # the flag's text -> the value (lists)
+    only_on: bool = False  # a flag without --no- form (--keep-best): False means "not given"
+    implies: dict = dataclasses.field(default_factory=dict)
+
+
+def section_flags() -> list[SectionFlag]:
+    """One option per field of every extension's options section, generated from the field's
+    metadata (flag, help, default; ``config.opt``): no extension's flag is written by hand."""
+    from .config import comma_list, flag_of, sections
+
+    out = []
+    for section, cls in sections().items():
+        if section == "synthetic":  # core data knobs: --synthetic below
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("cli", True):
+                continue
+            hint, flag, help_text = hints[f.name], flag_of(cls, f.name), f.metadata.get("help", "")
+            default = None if f.default is dataclasses.MISSING else f.default
+            parse, only_on = f.metadata.get("parse"), False
+            if hint is bool:
+                only_on = "/" not in flag
+                annotation, option_default = (bool, False) if only_on else (Optional[bool], None)
+                shown = " [on]" if default is True else ""
+            elif typing.get_origin(hint) is list:
+                annotation, option_default, parse = Optional[str], None, parse or comma_list
+                shown = " Comma-separated."
+            else:
+                annotation, option_default = Optional[_scalar_type(hint)], None
+                shown = "" if default is None or default is False or f"[{default}" in help_text else f" [{default}]"
+            param = _option(f"{section}__{f.name}", annotation,
+                            typer.Option(option_default, *flag.split(" "), help=escape(help_text + shown)))
+            out.append(SectionFlag(param, section, f.name, parse, only_on, dict(f.metadata.get("implies") or {})))
+    return out
+
+
+def section_options(kw: dict[str, Any]) -> dict[str, dict]:
+    """{section: {field: value}} of the section flags given in ``kw`` (what `run` received)."""
+    out: dict[str, dict] = {}
+    for sf in section_flags():
+        v = kw.get(sf.param.name)
+        if v is None or (sf.only_on and v is False):
+            continue
+        section = out.setdefault(sf.section, {})
+        section[sf.field] = sf.parse(v) if sf.parse is not None else v
+        for key, value in sf.implies.items():
+            section.setdefault(key, value)
+    return out
 
 
 def _option(name: str, annotation: Any, option: Any) -> inspect.Parameter:
@@ -231,9 +274,8 @@ def _option(name: str, annotation: Any, option: Any) -> inspect.Parameter:
 
 
 def run_parameters() -> list[inspect.Parameter]:
-    """The options of `run`: the preset and seeds, every configuration field, the plug-ins' flags, the folder's."""
-    from .config import InfoPlaneOptions, ReconstructionsOptions, SamplesOptions, TransferOptions
-
+    """The options of `run`: the preset and seeds, every configuration field, the extensions'
+    options (generated from their sections) and --extension, the folder's."""
     return [
         _option("preset", Optional[str], typer.Option(None, help="Start from a named configuration (see `phasescope presets`).")),
         _option("seeds", Optional[str], typer.Option(None, help="Run several seeds, e.g. 0,1,2 or 0-4: one sub-folder each "
@@ -241,18 +283,10 @@ def run_parameters() -> list[inspect.Parameter]:
         *config_parameters(),
         _option("synthetic", Optional[str], typer.Option(None, help="Knobs of --dataset synthetic, e.g. "
                                                                 "atypical_fraction=0.1,dim=100 (see `phasescope theory --help`).")),
-        _option("samples", Optional[bool], typer.Option(None, "--samples/--no-samples",
-                                                        help=_section_help(SamplesOptions, "enabled") + " [on]")),
-        _option("samples_max", Optional[int], typer.Option(None, help=_section_help(SamplesOptions, "max_samples"))),
-        _option("reconstructions", Optional[bool], typer.Option(None, "--reconstructions/--no-reconstructions",
-                help=_section_help(ReconstructionsOptions, "enabled") + " [on]")),
-        _option("transfer", Optional[str], typer.Option(None, help=_section_help(TransferOptions, "tasks")
-                                                        + " Comma-separated.")),
-        _option("info_plane", Optional[str], typer.Option(None, "--info-plane",
-                help=_section_help(InfoPlaneOptions, "estimators") + " Comma-separated.")),
-        _option("keep_best", bool, typer.Option(False, "--keep-best", help=_section_help(TransferOptions, "keep_best"))),
-        _option("stop_on_increase", bool, typer.Option(False, "--stop-on-increase",
-                                                       help=_section_help(TransferOptions, "stop_on_increase"))),
+        *(sf.param for sf in section_flags()),
+        _option("extension", Optional[list[str]], typer.Option(None, "--extension", help=escape(
+            "Turn on an extension, built-in or installed, with options: NAME or NAME:KEY=VALUE,KEY=VALUE (lists: "
+            "a+b). Repeatable. `phasescope extensions` lists them."))),
         _option("out", Optional[Path], typer.Option(None, help="Run folder (default: a new folder under runs/).")),
         _option("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint; "
                                              "options given must match the saved ones.")),
@@ -270,20 +304,13 @@ def run(**kw: Any) -> None:
     """Train a classifier while measuring its learning phases; write a run folder and print a summary."""
     fields = [p.name for p in config_parameters()]
     opts = {k: (CLI_PARSERS[k](kw[k]) if k in CLI_PARSERS and kw[k] is not None else kw[k]) for k in fields}
-    preset, seeds, synthetic, info_plane = kw["preset"], kw["seeds"], kw["synthetic"], kw["info_plane"]
-    samples, samples_max, reconstructions = kw["samples"], kw["samples_max"], kw["reconstructions"]
-    transfer, keep_best, stop_on_increase = kw["transfer"], kw["keep_best"], kw["stop_on_increase"]
+    preset, seeds, synthetic = kw["preset"], kw["seeds"], kw["synthetic"]
     out, resume, overwrite, quiet = kw["out"], kw["resume"], kw["overwrite"], kw["quiet"]
     threads, tensorboard = kw["threads"], kw["tensorboard"]
-    opts["transfer"] = transfer_options(transfer, keep_best, stop_on_increase) or None
     if synthetic:
         knobs = _parse_knobs(synthetic)
         opts["synthetic"] = {"data_seed": knobs.pop("data_seed", None), "knobs": knobs}
-    if info_plane:
-        opts["infoplane"] = {"estimators": [e.strip() for e in info_plane.split(",") if e.strip()]}
-    sample_opts = {k: v for k, v in (("enabled", samples), ("max_samples", samples_max)) if v is not None}
-    opts["samples"] = sample_opts or None
-    opts["reconstructions"] = None if reconstructions is None else {"enabled": reconstructions}
+    opts.update(section_options(kw))  # --samples-max, --transfer, --info-plane, ...: {section: {field: value}}
     if threads is not None:
         import torch
 
@@ -295,11 +322,14 @@ def run(**kw: Any) -> None:
     from .runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
     from .training import TrainingDiverged
     from .registry import check_config
+    from .config import expand_extension_specs
 
     # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
     # so that the final files are always complete.
     with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
         try:
+            if kw["extension"]:  # NAME[:KEY=VALUE,...]: the names, and the options merged into their sections
+                opts.update(expand_extension_specs({**opts, "extensions": list(kw["extension"])}))
             cfg = preset_config(preset, opts)
             check_config(cfg)  # e.g. transfer task names, before any data is loaded
             seed_list = _parse_seeds(seeds)
@@ -477,6 +507,33 @@ def presets() -> None:
     table.add_column("what it runs")
     for name, p in PRESETS.items():
         table.add_row(name, p["about"])
+    console.print(table)
+
+
+@app.command("extensions")
+def extensions_cmd() -> None:
+    """List the extensions, built-in and installed (plug-ins): options with defaults, and files."""
+    from .config import flag_of
+    from .registry import entries
+
+    table = Table(title="extensions: turn one on with `phasescope run --extension NAME[:KEY=VALUE,...]`",
+                  title_justify="left", show_lines=True)
+    for col in ("name", "from", "options [default]", "files"):
+        table.add_column(col)
+    listed: dict[str, str] = {}  # options section -> the extension it was listed with
+    for e in entries():
+        cls = e.cls
+        options = []
+        if cls.options is not None and cls.options.section in listed:
+            options.append(f"the {cls.options.section} section's (listed with {listed[cls.options.section]})")
+        elif cls.options is not None:
+            listed[cls.options.section] = cls.name
+            for f in dataclasses.fields(cls.options):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                options.append(f"{cls.options.section}.{f.name} = {default!r} ({flag_of(cls.options, f.name)}): "
+                               f"{f.metadata.get('help', '')}")
+        table.add_row(escape(cls.name), f"{escape(e.origin)}\n{escape(e.source)}",
+                      escape("\n".join(options) or "-"), escape("\n".join(cls.files) or "-"))
     console.print(table)
 
 

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which and how to fix it
+    (also importable as ``phasescope.config.ConfigError``)."""
+
+
 class TrainingDiverged(RuntimeError):
     """Training produced NaN or infinite numbers: the loss, or the activations a checkpoint measured.
 

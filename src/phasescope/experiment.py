@@ -9,6 +9,7 @@ and record the run's ``status`` in phases.json (further Ctrl-C are ignored meanw
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import SECTIONS, ConfigError, RunConfig
+from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
 from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
@@ -105,17 +106,36 @@ def _synthetic_knobs(cfg: RunConfig) -> dict:
 
 
 # ---------------------------------------------------------------------- resuming: same options only
-OPTION_NAMES = {"transfer.tasks": "--transfer", "transfer.keep_best": "--keep-best",
-                "transfer.stop_on_increase": "--stop-on-increase", "synthetic.knobs": "--synthetic",
-                "synthetic.data_seed": "--synthetic data_seed=", "samples.enabled": "--samples/--no-samples",
-                "samples.max_samples": "--samples-max", "relative_ridge": "--ridge",
-                "reconstructions.enabled": "--reconstructions/--no-reconstructions",
-                "infoplane.estimators": "--info-plane"}
-SECTION_KEYS = tuple(SECTIONS)  # typed sections, compared option by option
+def option_names() -> dict[str, str]:
+    """Configuration keys -> the flag that sets them, for resume-mismatch messages: every section's
+    fields from their metadata (``config.flag_of``), and the core keys named otherwise on the CLI."""
+    from .config import flag_of, sections
+
+    names = {"synthetic.knobs": "--synthetic", "synthetic.data_seed": "--synthetic data_seed=",
+             "relative_ridge": "--ridge", "extensions": "--extension"}
+    for section, cls in sections().items():
+        for f in dataclasses.fields(cls):
+            names.setdefault(f"{section}.{f.name}", flag_of(cls, f.name))
+    return names
+
+
+def section_keys() -> tuple[str, ...]:
+    """The typed sections (synthetic and the extensions'), compared option by option."""
+    from .config import sections
+
+    return tuple(sections())
+
+
+def __getattr__(name: str) -> Any:  # the constants of earlier versions, now derived
+    if name == "OPTION_NAMES":
+        return option_names()
+    if name == "SECTION_KEYS":
+        return section_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _option_name(key: str) -> str:
-    return OPTION_NAMES.get(key, "--" + key.replace(".", "-").replace("_", "-"))
+    return option_names().get(key, "--" + key.replace(".", "-").replace("_", "-"))
 
 
 def _same(key: str, a: Any, b: Any) -> bool:
@@ -132,11 +152,13 @@ def config_differences(saved: dict, given: dict, adjusted: dict | None = None) -
     adjusted = adjusted or {}
     out = []
 
+    sections = section_keys()
+
     def walk(prefix: str, s: dict, g: dict) -> None:
         for k, v in g.items():
             key = f"{prefix}{k}"
             sv = s.get(k) if isinstance(s, dict) else None
-            if isinstance(v, dict) and (isinstance(sv, dict) or sv is None) and key in SECTION_KEYS:
+            if isinstance(v, dict) and (isinstance(sv, dict) or sv is None) and key in sections:
                 walk(key + ".", sv or {}, v)
             elif not _same(key, sv, v) and not (key in adjusted and _same(key, adjusted[key].get("requested"), v)):
                 out.append((_option_name(key), sv, v))

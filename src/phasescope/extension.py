@@ -17,6 +17,20 @@ only the hooks it needs; every hook has a no-op default. The lifecycle:
     rebuild(run_dir, df, payload)   (classmethod) recompute its phases.json part and figures from files
     state_dict() / load_state_dict()   resume
 
+An extension also declares how a run (``phasescope run``, a sweep) uses it, all optional:
+
+    options                   its typed options section (a dataclass subclass of
+                              :class:`phasescope.config.Section`): config.json key, flags, help, checks
+    from_config(setup)        (classmethod) the instances a run's configuration asks for
+    check_config(cfg)         (classmethod) checks before any data is loaded
+    files, figures            what it writes in a run folder; figures: file -> (report section, caption)
+    report_template           its section of report.html (a Jinja fragment: a template name under
+                              phasescope/templates, or the source), with ``report_title``/``report_anchor``
+    draw_curves(ax, df, layer)   (classmethod) its curves on the accuracy axis of curves.png
+
+Built-in extensions are listed by :mod:`phasescope.registry`; others install as plug-ins through
+the ``phasescope.extensions`` entry-point group (see the README, "Write an extension").
+
 ``requires`` declares what the tracker's forward passes must capture for it, so nothing
 is computed that no one uses: inputs of named modules over the fit set (:data:`HEAD`
 names the model's final ``nn.Linear``), and whether it reads ``ctx.fit_features``. Those
@@ -68,6 +82,18 @@ class Decision:
     reason: str
     new_best: bool = False  # this checkpoint is the lowest reconstruction error so far
     best_iteration: int | None = None
+
+
+@dataclass
+class RunSetup:
+    """What :meth:`Extension.from_config` builds a run's extensions from: the configuration
+    (a :class:`~phasescope.config.RunConfig`), the data (:class:`~phasescope.data.Splits`) and the
+    extensions already given. An extension that changes the pre-training data (the transfer
+    class-split) replaces ``data``; the extensions built after it see the new data."""
+
+    cfg: Any
+    data: Any
+    given: list = field(default_factory=list)
 
 
 @dataclass
@@ -130,11 +156,43 @@ class Extension:
     checkpoint_files: bool = False
     # Its figures in the run folder: file -> (report.html section, caption).
     figures: dict[str, tuple[str, str]] = {}
-    # Every file it may write in a run folder (--overwrite deletes these and no others: they
-    # must be among phasescope.runs.RUN_FILES, which a test checks).
+    # Every file it may write in a run folder (--overwrite deletes these and no others:
+    # phasescope.runs.RUN_FILES holds every registered extension's).
     files: tuple[str, ...] = ()
     # Under torch.distributed: "all" ranks run measure/after_checkpoint on the gathered data, or "rank0" only.
     distributed: str = "all"
+    # Its options section (a Section dataclass; None: no options). Several extensions may share one.
+    options: Any = None
+    # Its section of report.html: a template name (e.g. "extensions/samples.html.j2") or Jinja source,
+    # rendered with the report's context and report_context(payload); None: its figures only, if any.
+    report_template: str | None = None
+    report_title: str | None = None  # the section's entry in the report's navigation [name]
+    report_anchor: str | None = None  # the section's id [name]
+    report_order: int = 100  # sections are shown by this number, then in registry order
+
+    @classmethod
+    def from_config(cls, setup: RunSetup) -> list["Extension"]:
+        """The instances of this extension a run's configuration asks for. By default one,
+        ``cls(**options)`` with the options section's values as keyword arguments, when the
+        extension is named in ``cfg.extensions`` (``--extension NAME``); none otherwise."""
+        cfg = setup.cfg
+        if cls.name not in (getattr(cfg, "extensions", None) or ()):
+            return []
+        options = getattr(cfg, cls.options.section).to_dict() if cls.options is not None else {}
+        return [cls(**options)]
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Raise ConfigError for what can be checked before any data is loaded."""
+
+    @classmethod
+    def draw_curves(cls, ax: Any, df: pd.DataFrame, layer: str) -> None:
+        """Draw on the accuracy axis (0-1) of ``layer``'s panel of curves.png; labelled lines join its legend."""
+
+    @classmethod
+    def report_timings(cls, payload: dict) -> list[tuple[str, str]]:
+        """Rows (what, time) for the timings table of report.html, from phases.json."""
+        return []
 
     def setup(self, tracker: Any) -> None:
         pass

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 from .rebuild import NotARunFolder, check_run_folder
-from .registry import extension_figures, report_context as extension_context
+from .registry import extension_figures, extensions, find as find_extension
 from .report import PHASE_COLOURS
 
 REPORT, INDEX = "report.html", "index.html"
@@ -193,14 +193,65 @@ def report_context(run_dir: str | Path, *, status: str | None = None, notes: Seq
     ctx["final_accuracy"] = payload.get("final_accuracy") if isinstance(payload.get("final_accuracy"), dict) else {}
     ctx["warnings"] = [str(w) for w in payload.get("warnings") or []] if isinstance(payload.get("warnings"), list) else []
     ctx["figures"] = _section(notes, "figures", lambda: _figures(run_dir, payload, notes), {})
-    ctx.update({"reconstructions": None, "samples_lines": [], "transfer": None})  # what the template reads
-    ctx.update(extension_context(payload, notes))
+    own = _extension_contexts(payload, notes)  # what each extension's section shows (its report_context)
+    for part in own.values():
+        ctx.update(part)
+    ctx["extension_sections"] = _section(notes, "extensions", lambda: _extension_sections(ctx, own, notes), [])
     ctx["config_groups"] = _section(notes, "configuration", lambda: _config_groups(config), [])
     ctx["config_json"] = json.dumps(config, indent=2) if config else ""
-    ctx["timings"] = _section(notes, "timings", lambda: _timings(payload), [])
+    ctx["timings"] = _section(notes, "timings", lambda: _timings(payload, notes), [])
     ctx["versions"] = config.get("versions") if isinstance(config.get("versions"), dict) else {}
     ctx["files"] = _section(notes, "files", lambda: _files(run_dir), [])
     return ctx
+
+
+def _extension_contexts(payload: dict, notes: list[str]) -> dict[type, dict]:
+    """Every extension's ``report_context(payload)``; one whose part of phases.json is malformed is
+    left out with a note (its section too)."""
+    out = {}
+    for cls in extensions():
+        try:
+            out[cls] = dict(cls.report_context(payload))
+        except Exception as e:  # noqa: BLE001  a report never fails on what one section holds
+            notes.append(f"The {cls.name} section was left out: phases.json's part could not be read "
+                         f"({type(e).__name__}: {e}).")
+    return out
+
+
+def _is_template_name(text: str) -> bool:
+    return "\n" not in text and "{" not in text and text.endswith(".j2")
+
+
+def _extension_sections(ctx: dict, own: dict[type, dict], notes: list[str]) -> list[dict]:
+    """The extensions' sections of report.html, in ``report_order`` (then registry order): each
+    extension's ``report_template`` rendered with the report's context and its own; an extension
+    without one shows its figures that exist. An empty rendering is no section (nor navigation)."""
+    from markupsafe import Markup
+
+    env = _env()
+    out = []
+    ranked = sorted(enumerate(extensions()), key=lambda item: (item[1].report_order, item[0]))
+    for _, cls in ranked:
+        if cls not in own:
+            continue
+        template = cls.report_template
+        title = cls.report_title or cls.name
+        present = [name for name in cls.figures if name in ctx["figures"]]
+        if template is None:
+            if not present:
+                continue
+            template = "extensions/figures.html.j2"
+        try:
+            tpl = env.get_template(template) if _is_template_name(template) else env.from_string(template)
+            html = tpl.render({**ctx, **own[cls], "section_title": title, "section_figures": present})
+        except Exception as e:  # noqa: BLE001  one section's template never fails the report
+            notes.append(f"The {cls.name} section was left out: its template could not be rendered "
+                         f"({type(e).__name__}: {e}).")
+            continue
+        if html.strip():
+            out.append({"name": cls.name, "anchor": cls.report_anchor or cls.name, "title": title,
+                        "html": Markup(html.strip("\n"))})
+    return out
 
 
 def _version() -> str:
@@ -299,14 +350,22 @@ def _config_groups(config: dict) -> list[dict]:
                                                             for n, s in meas["layer_shapes"].items())))
     if meas.get("schedule"):
         groups[2]["rows"].append(("checkpoints planned", f"{len(meas['schedule'])} ({_value(meas['schedule'])})"))
-    plugins = [(name, _value(cfg[name])) for name in ("samples", "transfer", "reconstructions", "synthetic")
+    plugins = [(name, _value(cfg[name])) for name in _sections_used(cfg, meas)
                if isinstance(cfg.get(name), dict) and _value(cfg[name]) != "–"]
     if plugins:
         groups.append({"title": "Extensions", "rows": plugins})
     return [g for g in groups if g["rows"]]
 
 
-def _timings(payload: dict) -> list[tuple[str, str]]:
+def _sections_used(cfg: dict, meas: dict) -> list[str]:
+    """The option sections worth showing: synthetic, and those of the extensions the run had
+    (config.json's ``measurement.extensions``), in config.json's order."""
+    ran = {getattr(c.options, "section", None) for c in map(find_extension, meas.get("extensions") or {})
+           if c is not None}
+    return [name for name in cfg if name == "synthetic" or name in ran]
+
+
+def _timings(payload: dict, notes: list[str] | None = None) -> list[tuple[str, str]]:
     sec = payload.get("seconds") if isinstance(payload.get("seconds"), dict) else {}
     rows = []
     if "total" in sec:
@@ -317,9 +376,12 @@ def _timings(payload: dict) -> list[tuple[str, str]]:
                      (f" ({sec['measurement'] / n:.2f} s per checkpoint, {n} checkpoints)" if n else "")))
         if sec.get("total"):
             rows.append(("training and the rest", _seconds(sec["total"] - sec["measurement"])))
-    s = (payload.get("samples") or {}).get("seconds_per_checkpoint") if isinstance(payload.get("samples"), dict) else None
-    if isinstance(s, (int, float)):
-        rows.append(("per-sample dynamics", f"{s:.3f} s per checkpoint"))
+    for cls in extensions():  # e.g. the per-sample dynamics' cost per checkpoint
+        try:
+            rows += [(str(k), str(v)) for k, v in cls.report_timings(payload)]
+        except Exception as e:  # noqa: BLE001
+            if notes is not None:
+                notes.append(f"The {cls.name} timings were left out ({type(e).__name__}: {e}).")
     return rows
 
 

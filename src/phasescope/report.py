@@ -15,7 +15,7 @@ import pandas as pd
 from .runs import save_figure
 
 PHASE_COLOURS = {"constant": "#bdbdbd", "decrease": "#74c476", "increase": "#fb6a4a"}
-TASK_COLOURS = ["#756bb1", "#dd1c77", "#8c6d31", "#636363", "#17becf", "#bcbd22"]  # transfer curves, one per task
+TASK_COLOURS = ["#756bb1", "#dd1c77", "#8c6d31", "#636363", "#17becf", "#bcbd22"]  # extensions' curves, one per series
 
 
 def _series(df: pd.DataFrame, layer: str, split: str, metric: str) -> pd.DataFrame:
@@ -49,8 +49,11 @@ def to_rgb8(canvas: np.ndarray) -> np.ndarray:
 
 def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str | None = None) -> Path:
     """One panel per tracked layer: test/train reconstruction MSE (left axis, with 95% band)
-    and accuracies (right axis) against iteration (log axis), phases shaded."""
+    and accuracies (right axis) against iteration (log axis), phases shaded; every extension
+    may add curves to the accuracy axis (``Extension.draw_curves``, e.g. transfer accuracy)."""
     from matplotlib.patches import Patch
+
+    from .registry import extensions
 
     layers = [l for l in df.layer.unique() if l != "model" and not str(l).startswith("_")
               and (df[(df.layer == l) & (df.metric == "reconstruction_mse")].shape[0] > 0)]
@@ -80,12 +83,8 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
         for split, style in (("test", "-"), ("train", "--")):
             s = model_acc[split]
             ax2.plot(s.iteration, s.value, style, color="#31a354", label=f"model accuracy ({split})")
-        for metric, colour in (("transfer_accuracy", "#756bb1"),):
-            s = df[(df.layer == layer) & (df.split == "test") & (df.metric == metric)]
-            for i, (task, g) in enumerate(s.groupby("task", sort=False) if "task" in s.columns else []):
-                g = g.sort_values("iteration")
-                ax2.plot(g.iteration, g.value, "^v<>Dp"[i % 6] + "-", color=TASK_COLOURS[i % len(TASK_COLOURS)],
-                         ms=2.5, label=f"transfer {task} (test)")
+        for cls in extensions():  # e.g. the transfer probes' accuracy per task
+            cls.draw_curves(ax2, df, layer)
         ax2.set_ylim(0, 1.02)
         ax2.set_ylabel("accuracy")
     handles = []

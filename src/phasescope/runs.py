@@ -27,7 +27,7 @@ Safety rules, all implemented here and used by every writer (extensions included
   hidden ``.NAME.PID.XXXXXXXX.tmp``, removed by the next run in the folder).
 - :class:`RunFolder` takes an exclusive ``flock`` on ``.lock`` for the whole run, so two
   processes never write one folder; the lock dies with its process (no stale locks).
-- ``--overwrite`` deletes only the files phasescope writes (:data:`RUN_FILES`) and refuses,
+- ``--overwrite`` deletes only the files phasescope writes (:func:`run_files`) and refuses,
   deleting nothing, when the folder holds anything else.
 - Readers (:func:`read_metrics`, :func:`read_json`, :func:`read_errors`) validate what they
   read and raise :class:`RunFileError` naming the file when it is corrupt or truncated.
@@ -93,17 +93,27 @@ class ResumeMismatch(ConfigError):
 
 
 # ---------------------------------------------------------------------- which files are phasescope's
-RUN_FILES = frozenset({
+CORE_FILES = frozenset({
     "config.json", "metrics.csv", "metrics.parquet", "errors.npz", "phases.json", "curves.png",
-    "state.pt", "state.prev.pt", ".lock",
-    # extensions: per-sample dynamics, best features
-    "samples.parquet", "samples.csv", "samples.npz", "samples.png", "few.png", "best_features.pt",
-    "transfer.npz", "reconstructions.npz", "reconstructions.png", "infoplane.png", "report.html", "index.html",
-    "errors_ridge.npz", "ridge_sweep.png", "atypical.npz",  # --ridge with a list, --atypical
+    "state.pt", "state.prev.pt", ".lock", "report.html", "index.html", "atypical.npz",  # --atypical
     # a multi-seed folder (--seeds): its summary files; its seed-N sub-folders are run folders
     "seeds.csv", "agreement.csv", "aggregate.csv", "seeds.png",
     "sweep.csv", "sweep.png",  # phasescope theory --sweep
 })
+
+
+def run_files() -> frozenset[str]:
+    """Every file phasescope writes in a run folder: :data:`CORE_FILES` and every registered
+    extension's ``files`` (built-in and installed), so ``--overwrite`` knows a plug-in's files."""
+    from .registry import extension_files
+
+    return CORE_FILES | frozenset(extension_files())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RUN_FILES":  # computed: the registry's extensions are loaded on first use
+        return run_files()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 _TMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # atomic_write's temporary files
 _SEED_DIR = re.compile(r"^seed-\d+$")
 STATE, PREV_STATE, LOCK = "state.pt", "state.prev.pt", ".lock"
@@ -111,7 +121,7 @@ STATE, PREV_STATE, LOCK = "state.pt", "state.prev.pt", ".lock"
 
 def is_temporary(name: str) -> bool:
     """A temporary file of :func:`atomic_write` (or of older versions: ``NAME.tmp``)."""
-    return bool(_TMP.match(name)) or (name.endswith(".tmp") and name[:-4] in RUN_FILES)
+    return bool(_TMP.match(name)) or (name.endswith(".tmp") and name[:-4] in run_files())
 
 
 def foreign_entries(folder: Path) -> list[str]:
@@ -123,7 +133,7 @@ def foreign_entries(folder: Path) -> list[str]:
                 out += [f"{p.name}/{n}" for n in foreign_entries(p)]
             else:
                 out.append(p.name + "/")
-        elif not (p.name in RUN_FILES or is_temporary(p.name)):
+        elif not (p.name in run_files() or is_temporary(p.name)):
             out.append(p.name)
     return out
 
@@ -716,7 +726,7 @@ def clear_run_files(folder: Path) -> list[str]:
                 p.rmdir()
             except OSError:
                 pass
-        elif p.is_file() and (p.name in RUN_FILES or is_temporary(p.name)) and p.name != LOCK:
+        elif p.is_file() and (p.name in run_files() or is_temporary(p.name)) and p.name != LOCK:
             p.unlink()
             removed.append(p.name)
     return removed

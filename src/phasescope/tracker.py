@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import defaults
-from .defaults import BN_MODES, DECODERS, PROBES, TOKENS, check_choice
+from . import defaults, registry
+from .config import RunConfig, check_field
 from .errors import NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run
@@ -144,10 +144,11 @@ class PhaseTracker:
     ``fit_data`` / ``test_data``: (x, y) tensors or arrays, or an iterable of (x, y) batches.
     ``decoder``: ``linear`` (exact ridge) or ``conv``; ``probe``: ``ridge`` or ``logistic``;
     ``relative_ridge``: ridge strength relative to the mean feature variance (``"auto"``: by
-    GCV; a list: the first value is the measurement, the others a :class:`~phasescope.ridge_sweep.RidgeSweep`);
+    GCV; a list: the first value is the measurement, the others a :class:`~phasescope.extensions.ridge_sweep.RidgeSweep`);
     ``bn_mode``/``bn_samples``: how BatchNorm statistics of the frozen copy are prepared
     (recalibrated on a seeded subset of ``bn_samples`` fit samples by default);
-    ``extensions``: :class:`~phasescope.extension.Extension` objects; ``num_classes``:
+    ``extensions``: :class:`~phasescope.extension.Extension` objects, or names of registered
+    ones (``"samples"``, ``"infoplane:estimators=binning+kde"``); ``num_classes``:
     the label count when some class may be absent from the measurement samples (default:
     the model's number of logits).
 
@@ -189,7 +190,7 @@ class PhaseTracker:
         confidence: float = defaults.CONFIDENCE,
         min_effect: float = defaults.MIN_EFFECT,
         device: str | torch.device | None = None,
-        extensions: Sequence[Extension] = (),
+        extensions: Sequence[Extension | str] = (),
         decoder_options: dict | None = None,
         seed: int = 0,
         num_classes: int | None = None,
@@ -221,7 +222,7 @@ class PhaseTracker:
         if self.fit_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
                              f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
-        check_choice("tokens", tokens, TOKENS)
+        check_field(RunConfig, "tokens", tokens)  # the settings' rules are RunConfig's (config.opt metadata)
         self.tokens, self.forward = tokens, forward
         # One dry forward: every layer's output shape and the logits' (fails naming the layer or the data shape).
         shapes, logit_shape = dry_run(model, self.layers, tuple(self.fit_x.shape[1:]), forward)
@@ -237,11 +238,8 @@ class PhaseTracker:
                              + "; the tracker needs one logit per class.")
         self.num_classes = int(num_classes) if num_classes is not None else k
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
-        check_choice("decoder", decoder, DECODERS)
-        check_choice("probe", probe, PROBES)
-        check_choice("bn_mode", bn_mode, BN_MODES)
-        if bn_samples is not None and bn_samples < 1:
-            raise ValueError(f"bn_samples must be positive or None (all fit samples); got {bn_samples}.")
+        for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples)):
+            check_field(RunConfig, name, value)
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode
         self.relative_ridge, self.max_features, self.batch_size = relative_ridge, max_features, batch_size
         self.bootstrap, self.confidence, self.min_effect = bootstrap, confidence, min_effect
@@ -272,11 +270,9 @@ class PhaseTracker:
         self.timings: dict[int, float] = {}
         self.decisions: dict[int, Decision] = {}
         self._bootstrap = Bootstrap(bootstrap, confidence, seed)  # phasescope.stats: every interval
-        self.extensions = list(extensions)
+        self.extensions = [registry.create(e) for e in extensions]  # instances, or names ("samples")
         if len(ridges) > 1 and not any(getattr(e, "name", None) == "ridge_sweep" for e in self.extensions):
-            from .ridge_sweep import RidgeSweep
-
-            self.extensions.append(RidgeSweep(ridges[1:]))
+            self.extensions.append(registry.get("ridge_sweep")(ridges[1:]))
         names = [e.name for e in self.extensions]
         if len(set(names)) != len(names):
             raise ValueError(f"extension names must be unique; got {names}.")

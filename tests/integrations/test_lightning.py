@@ -129,3 +129,11 @@ def test_only_rank_zero_measures(digits):
     cb.on_train_batch_start(trainer, module, None, 0)
     cb.on_train_end(trainer, module)
     assert cb.tracker is None and cb.state_dict() == {}
+
+
+def test_extensions_by_name(digits, tmp_path):
+    """extensions= takes registered names (built-in or installed), as PhaseTracker does."""
+    cb = callback(digits, out=tmp_path / "run", extensions=["samples"], schedule=[0, 4])
+    fit(digits, [cb], max_steps=4)
+    assert [type(e).__name__ for e in cb.tracker.extensions] == ["SampleDynamics"]
+    assert "grad_share_top10" in set(pd.read_csv(tmp_path / "run" / "metrics.csv").metric)

@@ -33,7 +33,8 @@
 ``blocks.3[0]`` work, see :mod:`phasescope.layers`); by default, what feeds its last
 ``nn.Linear``. The module is called as ``module(x)`` for logits; pass ``forward=lambda m, x: ...``
 otherwise. Other keyword arguments go to :class:`~phasescope.tracker.PhaseTracker`
-(``bootstrap``, ``tokens``, ``extensions``, ...).
+(``bootstrap``, ``tokens``, ``extensions``, ...); ``extensions`` takes instances or names of registered
+extensions (``extensions=["samples"]``, see ``phasescope extensions``).
 """
 from __future__ import annotations
 

@@ -31,6 +31,8 @@
   process, in about 1/world of the time; only the world process zero logs and writes files
   (``state.is_world_process_zero``), and every process reads the measurements back on resume.
   ``distributed=False``: the world process zero measures alone. FSDP models are refused.
+* Other keyword arguments go to :class:`~phasescope.tracker.PhaseTracker`; ``extensions`` takes
+  instances or names of registered extensions (``extensions=["samples"]``, see ``phasescope extensions``).
 """
 from __future__ import annotations
 

@@ -31,13 +31,12 @@ import math
 import os
 import re
 import reprlib
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import SECTIONS, ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, check_field, parse_extension, sections
 
 TOP_RESERVED = ("grid", "runs", "preset", "description")
 ENTRY_RESERVED = ("name", "preset", "grid")
@@ -204,7 +203,7 @@ def read_file(path: Path) -> dict:
 
 # ---------------------------------------------------------------------- value checks
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-_HINTS = typing.get_type_hints(RunConfig)
+EXTENSION_KEYS = ("extension", "extensions")  # extensions = ["NAME", "NAME:KEY=VALUE,..."], as --extension
 
 
 def _type_name(v: Any) -> str:
@@ -212,72 +211,57 @@ def _type_name(v: Any) -> str:
             dict: "a table"}.get(type(v), type(v).__name__)
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_matches(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        return isinstance(value, list) and all(item is Any or _matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is Any:
-        return True
-    return True  # types this checker does not know are left to RunConfig.validate
-
-
-def _describe_hint(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " or ".join(_describe_hint(h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return "unset (omit the key)"
-    if origin is list:
-        return f"a list of {_describe_hint(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
-    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+def _known_keys() -> list[str]:
+    """Every key of a configuration: RunConfig's fields and every section (the extensions' included)."""
+    return list(dict.fromkeys([*_FIELDS, *sections(), "extension"]))
 
 
 def _unknown(key: str, known: list[str], where: str, src: str) -> SweepError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean {short(close[0])}?" if close else ""
     return SweepError(f"{src}: unknown key {short(key)} in {where}.{hint} Valid keys: {', '.join(sorted(known))} "
-                      "(see `phasescope run --help`), plus preset, description, [grid] and [[runs]].")
+                      "(see `phasescope run --help` and `phasescope extensions`), plus preset, description, [grid] "
+                      "and [[runs]].")
 
 
 def check_key_value(key: str, value: Any, where: str, src: str) -> None:
-    """Raise a SweepError naming ``key`` when it is not a RunConfig key or ``value`` has the wrong type."""
+    """Raise a SweepError naming ``key`` when it is not a configuration key or ``value`` has the wrong
+    type (:func:`phasescope.config.check_field`, the one validator; choices and ranges are checked
+    when each run's configuration is built, so that message names the run)."""
+    every = sections()
+    if key in EXTENSION_KEYS:
+        specs = [value] if isinstance(value, str) else value
+        if not isinstance(specs, list) or not all(isinstance(v, str) for v in specs):
+            raise SweepError(f"{src}: {key} in {where} must be a list of extension names (NAME or NAME:KEY=VALUE,...), "
+                             f"e.g. [\"samples\"]; got {_type_name(value)} {value!r}.")
+        try:
+            for spec in specs:
+                parse_extension(spec)
+        except ConfigError as e:
+            raise SweepError(f"{src}: {key} in {where}: {e}") from None
+        return
     if "." in key:  # a section option, e.g. samples.enabled
         sec, sub = key.split(".", 1)
-        if sec not in SECTIONS:
-            raise _unknown(key, list(_FIELDS), where, src)
-        hints = typing.get_type_hints(SECTIONS[sec])
-        if sub not in {f.name for f in dataclasses.fields(SECTIONS[sec])}:
-            raise _unknown(key, [f"{sec}.{f.name}" for f in dataclasses.fields(SECTIONS[sec])], where, src)
-        hint = hints[sub]
+        if sec not in every:
+            raise _unknown(key, _known_keys(), where, src)
+        if sub not in {f.name for f in dataclasses.fields(every[sec])}:
+            raise _unknown(key, [f"{sec}.{f.name}" for f in dataclasses.fields(every[sec])], where, src)
+        owner, name = every[sec], sub
     else:
-        if key not in _FIELDS:
-            raise _unknown(key, list(_FIELDS), where, src)
-        if key in SECTIONS:
+        if key not in _FIELDS and key not in every:
+            raise _unknown(key, _known_keys(), where, src)
+        if key in every:
             if not isinstance(value, dict):
                 raise SweepError(f"{src}: {key} in {where} must be a table of {key} options (e.g. [{key}]); "
                                  f"got {_type_name(value)} {short(value)}.")
             for k, v in value.items():
                 check_key_value(f"{key}.{k}", v, where, src)
             return
-        hint = _HINTS[key]
-    if not _matches(value, hint):
-        raise SweepError(f"{src}: {key} in {where} must be {_describe_hint(hint)}; "
-                         f"got {_type_name(value)} {short(value)}.")
+        owner, name = RunConfig, key
+    try:
+        check_field(owner, name, value, constraints=False)
+    except ConfigError as e:
+        raise SweepError(f"{src}: {key} in {where}: {cut(e, 400)}") from None
 
 
 def _check_preset(value: Any, where: str, src: str) -> None:
@@ -296,7 +280,7 @@ def _flatten_grid(grid: Any, where: str, src: str) -> dict[str, list]:
         raise SweepError(f"{src}: {where} is empty; give at least one axis, e.g. seed = [0, 1, 2], or remove it.")
     axes: dict[str, list] = {}
     for k, v in grid.items():
-        if isinstance(v, dict) and k in SECTIONS:
+        if isinstance(v, dict) and k in sections():
             for sk, sv in v.items():
                 axes[f"{k}.{sk}"] = sv
         else:
@@ -359,7 +343,9 @@ class SweepSpec:
 
 
 def _set(d: dict, key: str, value: Any) -> None:
-    if "." in key:
+    if key in EXTENSION_KEYS:  # names (with options) of extensions to turn on: RunConfig.from_dict reads them
+        d["extensions"] = list(dict.fromkeys([*(d.get("extensions") or []), *([value] if isinstance(value, str) else value)]))
+    elif "." in key:
         sec, sub = key.split(".", 1)
         d[sec] = {**(d.get(sec) or {}), sub: value}
     else:
@@ -407,7 +393,7 @@ def _axis_lengths(grid: Any) -> dict[str, int]:
         return {}
     out = {}
     for k, v in grid.items():
-        if isinstance(v, dict) and k in SECTIONS:
+        if isinstance(v, dict) and k in sections():
             out.update({f"{k}.{sk}": len(sv) for sk, sv in v.items() if isinstance(sv, list)})
         elif isinstance(v, list):
             out[k] = len(v)
@@ -584,7 +570,7 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k in SECTIONS:
+        if isinstance(v, dict) and k in sections():
             out.update(_flat(v, f"{k}."))
         else:
             out[prefix + k] = v

@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import NonFiniteActivations
-from .extension import Extension
-from .measure.ridge import AUTO, StreamingRidge, _check_ridge
-from .phases import detect_phases
+from ..errors import ConfigError, NonFiniteActivations
+from ..extension import Extension, RunSetup
+from ..measure.ridge import AUTO, StreamingRidge, _check_ridge
+from ..phases import detect_phases
 
 ERRORS_FILE = "errors_ridge.npz"
 SWEEP_METRICS = ("reconstruction_mse", "decoder_lambda", "decoder_dof")
@@ -75,10 +75,24 @@ class RidgeSweep(Extension):
     ``relative_ridge`` is a list of several values."""
 
     name = "ridge_sweep"
+    report_template = "extensions/ridge_sweep.html.j2"
+    report_title, report_anchor, report_order = "Ridges", "ridge", 20
     files = (ERRORS_FILE, "ridge_sweep.png")
     figures = {"ridge_sweep.png": ("ridge", "Test reconstruction loss of each layer at every relative ridge, "
                                    "all solved from the same Gram matrix at each checkpoint.")}
     checkpoint_files = True  # the per-ridge errors are measurements, kept like errors.npz after every checkpoint
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cls.name in (getattr(cfg, "extensions", None) or ()) and not _further_ridges(cfg.relative_ridge):
+            raise ConfigError("the ridge_sweep extension needs a list of ridges: --ridge 0.1,1e-3,1 (the first value "
+                              "is the measurement, the others are swept).")
+
+    @classmethod
+    def from_config(cls, setup: RunSetup) -> list["RidgeSweep"]:
+        """The sweep of a run whose ``relative_ridge`` is a list of several values (``--ridge 0.1,1,auto``)."""
+        further = _further_ridges(setup.cfg.relative_ridge)
+        return [cls(further)] if further else []
 
     def __init__(self, ridges: Sequence[float | str]):
         self.ridges = check_ridges(list(ridges))
@@ -135,7 +149,7 @@ class RidgeSweep(Extension):
         return {"ridge_sweep": {"ridges": list(per), "main": self.main, "per_ridge": per}}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from .runs import atomic_write, by_iteration, write_bytes_to
+        from ..runs import atomic_write, by_iteration, write_bytes_to
 
         arrays = {}
         for label, per_layer in self.errors.items():
@@ -166,7 +180,7 @@ class RidgeSweep(Extension):
     def report_context(cls, payload: dict) -> dict:
         """report.html's ridge section: per ridge and layer, the printed summary's row (phases,
         minimum, decrease, increase)."""
-        from .report import summary_rows
+        from ..report import summary_rows
 
         sweep = payload.get("ridge_sweep")
         if not sweep:
@@ -198,6 +212,11 @@ class RidgeSweep(Extension):
         for label, per in state.get("errors", {}).items():
             if label in self.errors:
                 self.errors[label] = {n: {int(k): np.asarray(v) for k, v in its.items()} for n, its in per.items()}
+
+
+def _further_ridges(relative_ridge: Any) -> list:
+    """The values after the first of a list of ridges (the first is the main measurement)."""
+    return list(relative_ridge[1:]) if isinstance(relative_ridge, (list, tuple)) else []
 
 
 def _phases(per_layer: dict[str, dict[int, np.ndarray]], *, confidence: float = 0.95, n_boot: int = 1000,
@@ -235,8 +254,8 @@ def sweep_curves(df: pd.DataFrame, main: str | None = None, split: str = "test")
 def plot_ridge_sweep(df: pd.DataFrame, payload: dict, path: Path) -> Path:
     """One panel per layer: the test reconstruction curve at every ridge, each divided by its
     value at iteration 0 (so their shapes compare), the minimum of each marked."""
-    from .report import _setup_axis, new_figure
-    from .runs import save_figure
+    from ..report import _setup_axis, new_figure
+    from ..runs import save_figure
 
     sweep = payload.get("ridge_sweep") or {}
     curves = sweep_curves(df, sweep.get("main"))

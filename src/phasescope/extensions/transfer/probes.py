@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..extension import Extension, Requires
-from ..measure.probe import LinearProbe
-from ..measure.ridge import DEFAULT_RIDGE
-from ..stats import Bootstrap
+from ...config import ConfigError
+from ...extension import Extension, Requires, RunSetup
+from ...measure.probe import LinearProbe
+from ...measure.ridge import DEFAULT_RIDGE
+from ...stats import Bootstrap
+from .options import TransferOptions, validate_options
 from .recommend import transfer_section
-from .tasks import TransferError, TransferTask
+from .tasks import TransferError, TransferTask, build_tasks, parse_specs
 
 
 def _majority(y: torch.Tensor | None) -> dict:
@@ -35,6 +37,41 @@ def _majority(y: torch.Tensor | None) -> dict:
 
 class TransferProbes(Extension):
     name = "transfer"
+    options = TransferOptions
+    report_template = "extensions/transfer.html.j2"
+    report_title, report_anchor, report_order = "Transfer", "transfer", 40
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        validate_options(cfg.transfer)
+        if cls.name in (getattr(cfg, "extensions", None) or ()) and not cfg.transfer.tasks:
+            raise ConfigError("the transfer extension needs tasks: --transfer colour (or --extension "
+                              "transfer:tasks=colour+class-split); tasks: colour, class-split, switch:DATASET, npz:PATH.")
+
+    @classmethod
+    def from_config(cls, setup: RunSetup) -> list["TransferProbes"]:
+        """The transfer probes of ``cfg.transfer.tasks``; a class-split task replaces ``setup.data``
+        by the pre-training half of the classes."""
+        cfg = setup.cfg
+        validate_options(cfg.transfer)
+        specs = parse_specs(cfg.transfer.tasks)
+        if not specs:
+            return []
+        setup.data, tasks = build_tasks(specs, setup.data, fit_samples=cfg.fit_samples, test_samples=cfg.test_samples,
+                                        seed=cfg.seed, download=cfg.download)
+        return [cls(tasks, probe=cfg.probe, ridge=cfg.relative_ridge, bootstrap=cfg.bootstrap,
+                    confidence=cfg.confidence, seed=cfg.seed)]
+
+    @classmethod
+    def draw_curves(cls, ax, df: pd.DataFrame, layer: str) -> None:
+        """Test transfer accuracy of every task on the accuracy axis of ``layer``'s panel of curves.png."""
+        from ...report import TASK_COLOURS
+
+        s = df[(df.layer == layer) & (df.split == "test") & (df.metric == "transfer_accuracy")]
+        for i, (task, g) in enumerate(s.groupby("task", sort=False) if "task" in s.columns else []):
+            g = g.sort_values("iteration")
+            ax.plot(g.iteration, g.value, "^v<>Dp"[i % 6] + "-", color=TASK_COLOURS[i % len(TASK_COLOURS)],
+                    ms=2.5, label=f"transfer {task} (test)")
 
     @classmethod
     def report_context(cls, payload: dict) -> dict:
@@ -117,7 +154,7 @@ class TransferProbes(Extension):
         return {"transfer": section}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ..runs import by_iteration, write_npz
+        from ...runs import by_iteration, write_npz
 
         arrays = {}
         for task, per in self.correct.items():
@@ -155,7 +192,7 @@ class TransferProbes(Extension):
         """The ``transfer`` section from metrics.csv and transfer.npz (task descriptions from phases.json)."""
         if "transfer_accuracy" not in set(df.metric):
             return {}
-        from ..runs import read_json
+        from ...runs import read_json
 
         conf = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
         cfg = conf.get("config", {})

@@ -30,14 +30,14 @@ Pure functions (``last_layer_grad_norm``, ``learned_at``, ``forgetting_counts``,
 ``gradient_concentration``, ``class_distance``, ``typicality_correlation``) carry the
 science and are tested on their own; the extension only records and assembles.
 """
-from .extension import SampleDynamics, sample_extensions
+from .extension import SampleDynamics, SamplesOptions, sample_extensions
 from .metrics import (HISTORY, METRICS, class_distance, curves_from_metrics, effective_fraction, first_crossing,
                       forgetting_counts, gradient_concentration, last_layer_grad_norm, learned_at, logit_margin,
                       summarise_samples, top_share, typicality_correlation)
 from .report import plot_few, plot_samples, read_samples_table, rebuild_samples, summary_lines, write_samples_table
 
 __all__ = [
-    "HISTORY", "METRICS", "SampleDynamics", "class_distance", "curves_from_metrics", "effective_fraction",
+    "HISTORY", "METRICS", "SampleDynamics", "SamplesOptions", "class_distance", "curves_from_metrics", "effective_fraction",
     "first_crossing", "forgetting_counts", "gradient_concentration", "last_layer_grad_norm", "learned_at",
     "logit_margin", "plot_few", "plot_samples", "read_samples_table", "rebuild_samples", "sample_extensions",
     "summarise_samples", "summary_lines", "top_share", "typicality_correlation", "write_samples_table",

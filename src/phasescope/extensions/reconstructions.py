@@ -34,14 +34,17 @@ Inputs that are not images (one dimension, e.g. the synthetic data) are skipped:
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .extension import Extension
+from ..config import Section, opt
+from ..extension import Extension, RunSetup
 
 SELECTION_SEED = 20220217  # fixed: the same test images for every run and seed (not the run's seed)
 NPZ, PNG = "reconstructions.npz", "reconstructions.png"
@@ -102,6 +105,18 @@ def phase_at(phases: list[dict], iteration: int) -> str | None:
 
 
 # ---------------------------------------------------------------------- the extension
+@dataclass
+class ReconstructionsOptions(Section):
+    """The ``reconstructions`` section of a run's configuration (``--reconstructions/--no-reconstructions``)."""
+
+    section: ClassVar[str] = "reconstructions"
+    enabled: bool = opt(True, "Decoded test images at every checkpoint: reconstructions.npz and reconstructions.png.",
+                        flag="--reconstructions/--no-reconstructions")
+    per_class: int = opt(2, "Test images per class (the same images for every seed).", positive=True)
+    layer: str | None = opt(None, "Tracked layer they are decoded from [the last tracked layer].")
+    prototypes: bool = opt(True, "Also decode each class's mean test feature (a class-mean row per class).")
+
+
 class Reconstructions(Extension):
     """Tracker extension keeping the decoder's reconstructions of fixed test images.
 
@@ -117,10 +132,28 @@ class Reconstructions(Extension):
     """
 
     name = "reconstructions"
+    options = ReconstructionsOptions
+    report_template = "extensions/reconstructions.html.j2"
+    report_title, report_anchor, report_order = "Reconstructions", "reconstructions", 10
     files = (NPZ, PNG)
     figures = {"reconstructions.png": ("reconstructions", "The decoder's reconstructions of fixed test images at every "
                                        "checkpoint (first column: the input); the reconstruction minimum is framed, "
                                        "the phases are the band on top; class means below.")}
+
+    @classmethod
+    def from_config(cls, setup: RunSetup) -> list["Reconstructions"]:
+        """The reconstruction strip of a run, unless ``cfg.reconstructions.enabled`` is off. The
+        tracker's test set is the seed-0 stratified subset of the test split (as
+        experiment.measurement_sets), so ``test_index`` can point into the dataset."""
+        from ..data.subsets import measurement_indices
+
+        cfg, data = setup.cfg, setup.data
+        opts = getattr(cfg, "reconstructions", None)
+        if opts is None or (not opts.enabled and cls.name not in (getattr(cfg, "extensions", None) or ())):
+            return []
+        test = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)[1]  # the tracker's test rows
+        return [cls(per_class=opts.per_class, layer=opts.layer, prototypes=opts.prototypes,
+                    mean=data.mean, std=data.std, classes=data.classes, index=test)]
 
     @classmethod
     def figures_expected(cls, payload: dict) -> bool:
@@ -300,7 +333,7 @@ class Reconstructions(Extension):
 
 # ---------------------------------------------------------------------- files
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from .runs import atomic_write as _atomic
+    from ..runs import atomic_write as _atomic
 
     def save(p: Path) -> None:
         with open(p, "wb") as f:
@@ -351,18 +384,12 @@ def rebuild_reconstructions(run_dir: Path, payload: dict) -> dict:
 
 
 def reconstruction_extensions(cfg, data, given: Sequence = ()) -> list[Reconstructions]:
-    """The reconstruction strip of a run (``run_experiment``), unless ``cfg.reconstructions.enabled``
-    is off or one is already among the ``given`` extensions. The tracker's test set is the seed-0
-    stratified subset of the test split (as experiment.measurement_sets), so ``test_index`` can point
-    into the dataset."""
-    from .data.subsets import measurement_indices
-
-    opts = getattr(cfg, "reconstructions", None)
-    if opts is None or not opts.enabled or any(getattr(e, "name", None) == Reconstructions.name for e in given):
+    """Deprecated: ``Reconstructions.from_config(RunSetup(cfg, data, given))`` (none when one is given)."""
+    warnings.warn("reconstruction_extensions(cfg, data, given) is deprecated; use "
+                  "Reconstructions.from_config(RunSetup(cfg, data, given))", DeprecationWarning, stacklevel=2)
+    if any(getattr(e, "name", None) == Reconstructions.name for e in given):
         return []
-    test = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)[1]  # the tracker's test rows
-    return [Reconstructions(per_class=opts.per_class, layer=opts.layer, prototypes=opts.prototypes,
-                            mean=data.mean, std=data.std, classes=data.classes, index=test)]
+    return Reconstructions.from_config(RunSetup(cfg, data, list(given)))
 
 
 # ---------------------------------------------------------------------- the figure
@@ -383,8 +410,8 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from .report import PHASE_COLOURS, to_rgb8
-    from .runs import save_figure
+    from ..report import PHASE_COLOURS, to_rgb8
+    from ..runs import save_figure
 
     its = [int(i) for i in a["iterations"]]
     layer = str(a["layer"])

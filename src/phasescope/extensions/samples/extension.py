@@ -2,17 +2,33 @@
 from __future__ import annotations
 
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..extension import HEAD, Extension, Requires
+from ...config import Section, opt
+from ...extension import HEAD, Extension, Requires, RunSetup
 from .metrics import (HISTORY, METRICS, class_distance, forgetting_counts, gradient_concentration,
                       last_layer_grad_norm, learned_at, logit_margin, summarise_samples)
+
+
+@dataclass
+class SamplesOptions(Section):
+    """The ``samples`` section of a run's configuration (``--samples/--no-samples``, ``--samples-max``)."""
+
+    section: ClassVar[str] = "samples"
+    enabled: bool = opt(True, "Per-sample dynamics: who drives the last-layer gradient, learned-at, forgetting.",
+                        flag="--samples/--no-samples")
+    max_samples: int | None = opt(None, "Follow a seeded random subset of this many fit samples [all].",
+                                  flag="--samples-max", positive=True)
+    seed: int = opt(0, "Seed of the --samples-max subset.")
+
 
 class _LazyFeatures:
     """``layer in feats`` / ``feats[layer]`` over the context's fit features, computed only when read."""
@@ -47,6 +63,9 @@ class SampleDynamics(Extension):
     """
 
     name = "samples"
+    options = SamplesOptions
+    report_template = "extensions/samples.html.j2"
+    report_title, report_anchor, report_order = "The few", "samples", 30
     files = ("samples.parquet", "samples.csv", "samples.npz", "samples.png", "few.png")
     figures = {
         "few.png": ("samples", "Per class, the training samples learned last (\"the few\") next to those learned first, "
@@ -84,8 +103,8 @@ class SampleDynamics(Extension):
     # ------------------------------------------------------------------ measurement
     def _forward(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """x, y, logits, head input and tracked-layer features of the followed samples."""
-        from ..measure.capture import capture_inputs, final_linear_name
-        from ..measure.inputs import as_tensors as _as_tensors
+        from ...measure.capture import capture_inputs, final_linear_name
+        from ...measure.inputs import as_tensors as _as_tensors
 
         if self.data is None and HEAD in ctx.module_inputs:
             return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.module_inputs[HEAD], _LazyFeatures(ctx)
@@ -147,7 +166,7 @@ class SampleDynamics(Extension):
 
     def _check_head(self, ctx, logits: torch.Tensor, a: torch.Tensor) -> None:
         """The captured input must be what the logits are computed from: logits = a W^T + b."""
-        from ..measure.capture import final_linear_name
+        from ...measure.capture import final_linear_name
 
         lin = ctx.model.get_submodule(final_linear_name(ctx.model))
         self.bias_ = lin.bias is not None
@@ -213,8 +232,29 @@ class SampleDynamics(Extension):
         return {"samples": self.summary(minima)}
 
     @classmethod
+    def from_config(cls, setup: RunSetup) -> list["SampleDynamics"]:
+        """The per-sample dynamics of a run, unless ``cfg.samples.enabled`` is off (``--no-samples``).
+        Follows the tracker's fit subset, so it reuses the tracker's forward pass."""
+        from ...data.subsets import measurement_indices
+
+        cfg, data = setup.cfg, setup.data
+        opts = cfg.samples
+        if not opts.enabled and cls.name not in (getattr(cfg, "extensions", None) or ()):
+            return []
+        fit, _ = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)  # the tracker's fit rows
+        marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else None
+        return [cls(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
+                    mean=data.mean, std=data.std, classes=data.classes, marks=marks)]
+
+    @classmethod
     def report_context(cls, payload: dict) -> dict:
         return {"samples_lines": [line.strip() for line in cls.summary_lines(payload)] if payload.get("samples") else []}
+
+    @classmethod
+    def report_timings(cls, payload: dict) -> list[tuple[str, str]]:
+        s = (payload.get("samples") or {}).get("seconds_per_checkpoint") if isinstance(payload.get("samples"), dict) \
+            else None
+        return [("per-sample dynamics", f"{s:.3f} s per checkpoint")] if isinstance(s, (int, float)) else []
 
     @classmethod
     def summary_lines(cls, payload: dict) -> list[str]:
@@ -250,7 +290,7 @@ class SampleDynamics(Extension):
         """Hook of :func:`phasescope.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from ..runs import atomic_write, write_bytes_to
+        from ...runs import atomic_write, write_bytes_to
         from .report import plot_few, plot_samples, write_samples_table
 
         out = Path(out)
@@ -270,17 +310,9 @@ class SampleDynamics(Extension):
 
 
 def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
-    """The per-sample dynamics of a run (``run_experiment``), unless ``cfg.samples.enabled`` is
-    off or one is already among the ``given`` extensions. Follows the tracker's fit subset, so
-    it reuses the tracker's forward pass."""
-    from ..data.subsets import measurement_indices
-
-    opts = cfg.samples
-    if not opts.enabled or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
+    """Deprecated: ``SampleDynamics.from_config(RunSetup(cfg, data, given))`` (none when one is given)."""
+    warnings.warn("sample_extensions(cfg, data, given) is deprecated; use "
+                  "SampleDynamics.from_config(RunSetup(cfg, data, given))", DeprecationWarning, stacklevel=2)
+    if any(getattr(e, "name", None) == SampleDynamics.name for e in given):
         return []
-    fit, _ = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)  # the tracker's fit rows
-    marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else None
-    return [SampleDynamics(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
-                           mean=data.mean, std=data.std, classes=data.classes, marks=marks)]
-
-
+    return SampleDynamics.from_config(RunSetup(cfg, data, list(given)))

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.base import unnormalise
-from ..report import _series, _setup_axis, new_figure, to_rgb8
-from ..runs import save_figure
+from ...data.base import unnormalise
+from ...report import _series, _setup_axis, new_figure, to_rgb8
+from ...runs import save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
     "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
@@ -182,7 +182,7 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
 
 def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
     """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
-    from ..runs import atomic_write
+    from ...runs import atomic_write
 
     try:
         import pyarrow  # noqa: F401
@@ -194,7 +194,7 @@ def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
 
 
 def read_samples_table(run_dir: Path) -> pd.DataFrame:
-    from ..runs import RunFileError
+    from ...runs import RunFileError
 
     run_dir = Path(run_dir)
     for name, read in (("samples.parquet", pd.read_parquet),

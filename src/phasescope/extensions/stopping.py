@@ -40,9 +40,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .extension import CheckpointContext, Decision, Extension
-from .errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
-from .phases import detect_phases
+from ..extension import CheckpointContext, Decision, Extension, RunSetup
+from ..errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
+from ..phases import detect_phases
+from .transfer.options import TransferOptions
 
 
 def decide(iterations: Sequence[int], errors: np.ndarray, *, stop_on_increase: bool = False,
@@ -90,9 +91,20 @@ class BestFeaturesKeeper(Extension):
     """
 
     name = "best_features"
+    options = TransferOptions  # keep_best, stop_on_increase, keep_layer (shared with the transfer probes)
     checkpoint_files = True  # the kept weights must survive a kill
     FILE = "best_features.pt"
     files = (FILE,)
+
+    @classmethod
+    def from_config(cls, setup: RunSetup) -> list["BestFeaturesKeeper"]:
+        """The keeper of a run when ``cfg.transfer.keep_best`` (``--keep-best``, ``--stop-on-increase``)."""
+        cfg = setup.cfg
+        t = cfg.transfer
+        if not t.keep_best and cls.name not in (getattr(cfg, "extensions", None) or ()):
+            return []
+        return [cls(layer=t.keep_layer, stop_on_increase=t.stop_on_increase,
+                    meta={"model": cfg.model, "config": cfg.to_dict()})]
 
     def __init__(self, tracker=None, layer: str | None = None, *, stop_on_increase: bool = False,
                  require_decrease: bool = True, confidence: float | None = None, n_boot: int | None = None,
@@ -196,7 +208,7 @@ class BestFeaturesKeeper(Extension):
 
     def save(self, path, **meta: Any) -> None:
         """Write the kept weights with their iteration and layer (atomically) to ``path``."""
-        from .runs import atomic_write
+        from ..runs import atomic_write
 
         doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
                "decision": asdict(self.decision) if self.decision else None, **meta}

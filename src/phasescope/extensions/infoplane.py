@@ -37,16 +37,18 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError
-from .extension import Extension, Requires
-from .measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
+from ..config import ConfigError, Section, comma_list, opt
+from ..extension import Extension, Requires, RunSetup
+from ..measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
 
 ESTIMATORS = {
     "binning": "equal-width bins over the range observed at the checkpoint",
@@ -79,6 +81,20 @@ def parse_estimators(spec: str | Sequence[str]) -> list[str]:
     return names
 
 
+@dataclass
+class InfoPlaneOptions(Section):
+    """The ``infoplane`` section of a run's configuration (``--info-plane binning,kde``)."""
+
+    section: ClassVar[str] = "infoplane"
+    estimators: list[str] = opt(help="Information-plane estimators per checkpoint: binning, quantile, kde, kde-lower "
+                                     "[none: off].", factory=list, flag="--info-plane", parse=comma_list,
+                                choices=tuple(ESTIMATORS))
+    bins: int = opt(30, "Bins per unit of the binning estimators.", min=2)
+    noise: float = opt(0.1, "KDE noise variance, relative to the layer's total variance.", positive=True)
+    max_units: int | None = opt(256, "Units budget: wider layers are pooled or subsampled (seeded).", positive=True)
+    max_samples: int | None = opt(2000, "Samples budget of the estimators (seeded subset).", min=2)
+
+
 class InfoPlane(Extension):
     """Tracker extension: I(X;T) and I(T;Y) per tracked layer and estimator, in bits.
 
@@ -97,6 +113,7 @@ class InfoPlane(Extension):
     """
 
     name = "infoplane"
+    options = InfoPlaneOptions
     files = ("infoplane.png",)
 
     def __init__(self, estimators: str | Sequence[str] = ("binning", "kde"), bins: int = 30, *,
@@ -125,6 +142,17 @@ class InfoPlane(Extension):
         self.requires = Requires(fit_features=split == "train")
         self._reset()
 
+    @classmethod
+    def from_config(cls, setup: RunSetup) -> list["InfoPlane"]:
+        """The information-plane extension of a run when ``cfg.infoplane.estimators`` names any
+        (``--info-plane binning,kde``; ``--extension infoplane`` alone: binning and kde); the seed is the run's."""
+        cfg = setup.cfg
+        o = cfg.infoplane
+        if not o.estimators and cls.name not in (getattr(cfg, "extensions", None) or ()):
+            return []
+        return [cls(o.estimators or DEFAULTS["estimators"], bins=o.bins, noise=o.noise, max_units=o.max_units,
+                    max_samples=o.max_samples, seed=cfg.seed)]
+
     def _reset(self) -> None:
         self.details: dict[str, dict[int, dict[str, dict]]] = {}  # layer -> iteration -> estimator -> extras
         self.reduction: dict[str, dict] = {}  # layer -> what the dimensionality budget did
@@ -146,7 +174,7 @@ class InfoPlane(Extension):
         """Per-sample output shape of each tracked layer, from one 2-sample forward through
         hooks (the model's train/eval modes are left as they are)."""
         if self._shapes is None:
-            from .measure.capture import capture
+            from ..measure.capture import capture
 
             with torch.no_grad(), capture(ctx.model, list(ctx.layers)) as store:
                 ctx.model(ctx.fit_x[:2].to(ctx.device))
@@ -290,13 +318,12 @@ def from_options(spec: str | Sequence[str], **options: Any) -> InfoPlane:
 
 
 def infoplane_extensions(cfg, given: Sequence = ()) -> list[InfoPlane]:
-    """The information-plane extension of a run when ``cfg.infoplane.estimators`` names any
-    (``--info-plane binning,kde``) and none is among the ``given`` extensions; the seed is the run's."""
-    o = cfg.infoplane
-    if not o.estimators or any(getattr(e, "name", None) == InfoPlane.name for e in given):
+    """Deprecated: ``InfoPlane.from_config(RunSetup(cfg, None, given))`` (none when one is given)."""
+    warnings.warn("infoplane_extensions(cfg, given) is deprecated; use InfoPlane.from_config(RunSetup(cfg, data, "
+                  "given))", DeprecationWarning, stacklevel=2)
+    if any(getattr(e, "name", None) == InfoPlane.name for e in given):
         return []
-    return [InfoPlane(o.estimators, bins=o.bins, noise=o.noise, max_units=o.max_units, max_samples=o.max_samples,
-                      seed=cfg.seed)]
+    return InfoPlane.from_config(RunSetup(cfg, None, list(given)))
 
 
 # ---------------------------------------------------------------------- summaries (from the tidy rows)
@@ -433,7 +460,7 @@ def plot_infoplane(df: pd.DataFrame, payload: dict | None, path: Path, title: st
     from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
 
-    from .report import _series, _setup_axis, shade_phases
+    from ..report import _series, _setup_axis, shade_phases
 
     payload = payload or {}
     curves = mi_curves(df)
