@@ -10,6 +10,7 @@ parameter, the value and the fix; neither changes its input.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -234,8 +235,9 @@ class RunConfig:
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if v is None or v <= 0:
-                raise ConfigError(f"{name} must be positive; got {v!r}.")
+            if v is None or not v > 0 or v == math.inf:  # `not v > 0`: NaN is refused too
+                raise ConfigError(f"{name} must be positive" + (" and finite" if isinstance(v, float) else "")
+                                  + f"; got {v!r}.")
 
         choice("optimizer", OPTIMIZERS)
         choice("bn_mode", BN_MODES)
@@ -253,7 +255,7 @@ class RunConfig:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
             raise ConfigError(f"num_classes must be an integer >= 2 (or unset: max label + 1); got {k!r}.")
         ridges = self.relative_ridge if isinstance(self.relative_ridge, (list, tuple)) else [self.relative_ridge]
-        if not ridges or any(r != "auto" and not (isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0)
+        if not ridges or any(r != "auto" and not (isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < math.inf)
                              for r in ridges):
             raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto' (or a non-empty list of them); "
                               f"got {self.relative_ridge!r}.")
@@ -267,8 +269,10 @@ class RunConfig:
             raise ConfigError(str(e)) from None
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1); got {self.confidence}.")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError("momentum and weight_decay must be >= 0.")
+        for name in ("momentum", "weight_decay", "min_effect"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):  # NaN fails `v >= 0`
+                raise ConfigError(f"{name} must be a finite number >= 0; got {v!r}.")
         if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
             raise ConfigError(f"layers must be a non-empty list of module names such as ['features.3'], or unset; "
                               f"got {self.layers!r}.")
