@@ -179,3 +179,20 @@ def test_load_state_dict_of_something_else_is_a_type_error(state):
 def test_finite_checks_keep_ordinary_values():
     cfg = RunConfig(lr=1e-3, momentum=0.0, weight_decay=0.0, min_effect=0.0, relative_ridge=[0.0, 1e6, "auto"])
     assert cfg.validate() is cfg and math.isfinite(cfg.lr)
+
+
+# ---------------------------------------------------------------------- sweep resources
+@pytest.mark.parametrize("option, value, message", [
+    ("--cpus-per-run", "nan", "--cpus-per-run must be a positive number; got nan"),
+    ("--gpus-per-run", "nan", "--gpus-per-run must be a number >= 0; got nan"),
+    ("--gpus-per-run", "inf", "--gpus-per-run must be a number >= 0; got inf"),
+    ("--num-cpus", "0", "--num-cpus must be at least 1; got 0")])
+def test_sweep_resources_that_are_not_numbers_are_refused_before_anything_is_written(tmp_path, option, value,
+                                                                                       message):
+    # NaN passed the `<= 0` checks; --num-cpus 0 silently meant all cores
+    path = tmp_path / "s.toml"
+    path.write_text('dataset = "digits"\niterations = 4\n[grid]\nseed = [0]\n')
+    out = tmp_path / "sw"
+    res = runner.invoke(app, ["sweep", str(path), "--backend", "local", "--out", str(out), option, value, "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert message in error_line(res.output) and not out.exists()
