@@ -97,6 +97,9 @@ def _parse_ridge(text: str | None) -> float | str | list | None:
     return values[0] if len(values) == 1 else values
 
 
+MAX_SEEDS = 10_000  # one run folder per seed; more is a sweep's job (which has its own --max-runs)
+
+
 def _parse_seeds(text: str | None) -> list[int] | None:
     """'0,1,2' or '0-4' (ascending, inclusive); anything else is an error, never a silent default."""
     if text is None:
@@ -108,10 +111,15 @@ def _parse_seeds(text: str | None) -> list[int] | None:
         a, b = int(m.group(1)), int(m.group(2))
         if a > b:
             fail(f"--seeds {text!r}: the range runs backwards ({a} > {b}); {hint}")
+        if b - a + 1 > MAX_SEEDS:  # checked before the list is built: 0-100000000 would take minutes and gigabytes
+            fail(f"--seeds {text!r} asks for {b - a + 1:,} runs, more than {MAX_SEEDS:,}; give a smaller range, "
+                 "or run a sweep (`phasescope sweep`, with --max-runs).")
         return list(range(a, b + 1))
     parts = [p.strip() for p in t.split(",")]
     if not t or not all(re.fullmatch(r"\d+", p) for p in parts):
         fail(f"--seeds {text!r}: {hint}")
+    if len(parts) > MAX_SEEDS:
+        fail(f"--seeds lists {len(parts):,} seeds, more than {MAX_SEEDS:,}; run a sweep (`phasescope sweep`) instead.")
     seeds = [int(p) for p in parts]
     if len(set(seeds)) != len(seeds):
         fail(f"--seeds {text!r} repeats a seed; each seed runs once into its own seed-N folder.")
@@ -312,9 +320,11 @@ def run(**kw: Any) -> None:
         opts["synthetic"] = {"data_seed": knobs.pop("data_seed", None), "knobs": knobs}
     opts.update(section_options(kw))  # --samples-max, --transfer, --info-plane, ...: {section: {field: value}}
     if threads is not None:
+        if threads < 1:
+            fail(f"--threads must be at least 1; got {threads}. Leave it out for torch's default.")
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(threads)
     from .data import DataError
     from .experiment import check_seeds, resume_config, run_experiment, run_seeds
     from .models import ModelError
@@ -550,6 +560,15 @@ def compare(
     from .runs import RunFileError, RunWriteError, atomic_write
 
     runs, notes = [], []
+    seen: dict[Path, Path] = {}
+    for d in run_dirs:  # the same folder twice (r1 ./r1/) would count one run twice in the table and seed means
+        if d.resolve() in seen:
+            first = seen[d.resolve()]
+            notes.append((f"{d} is given more than once" if str(d) == str(first) else
+                          f"{d} is the same folder as {first}") + "; it is compared once.")
+        else:
+            seen[d.resolve()] = d
+    run_dirs = list(seen.values())
     try:
         for d in run_dirs:
             try:

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import numbers
 import os
 import types
@@ -140,8 +141,11 @@ def check_field(owner: type, name: str, value: Any, *, constraints: bool = True)
                 raise ConfigError(f"{label} {list(value)!r}: choose from {', '.join(choices)}.")
         elif value not in choices:
             raise ConfigError(f"{label}={value!r} is not valid; choose one of: {', '.join(choices)}.")
-    if meta.get("positive") and not value > 0:
-        raise ConfigError(f"{label} must be positive; got {value!r}.")
+    if meta.get("positive") and (not value > 0 or value == math.inf):  # `not value > 0`: NaN too
+        raise ConfigError(f"{label} must be positive" + (" and finite" if isinstance(value, float) else "")
+                          + f"; got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
+        raise ConfigError(f"{label} must be a finite number; got {value!r}.")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{label} must be >= {meta['min']}; got {value!r}.")
     if "max" in meta and value > meta["max"]:
@@ -286,7 +290,8 @@ class RunConfig:
                                    positive=True)
     bootstrap: int = opt(defaults.BOOTSTRAP, "Bootstrap resamples for intervals.", positive=True)
     confidence: float = opt(defaults.CONFIDENCE, "Confidence level of the intervals.", between=(0, 1))
-    min_effect: float = opt(defaults.MIN_EFFECT, "Relative change below which a significant change is no phase.")
+    min_effect: float = opt(defaults.MIN_EFFECT, "Relative change below which a significant change is no phase.",
+                         min=0)
     # --- data knobs of --dataset synthetic (the extensions' sections come from the registry: see below) ---
     synthetic: SyntheticOptions = opt(factory=SyntheticOptions, cli=False)
     # --- extensions turned on by name (--extension NAME), built-in or installed; recorded when any ---
@@ -392,7 +397,7 @@ class RunConfig:
             raise ConfigError(f"layers must be a non-empty list of module names such as ['features.3'], or unset; "
                               f"got {self.layers!r}.")
         ridges = self.relative_ridge if isinstance(self.relative_ridge, (list, tuple)) else [self.relative_ridge]
-        if not ridges or any(r != "auto" and not (isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0)
+        if not ridges or any(r != "auto" and not (isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < math.inf)
                              for r in ridges):
             raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto' (or a non-empty list of them); "
                               f"got {self.relative_ridge!r}.")

@@ -237,6 +237,12 @@ class PhaseTracker:
                              + (f" and num_classes={num_classes}" if num_classes is not None else "")
                              + "; the tracker needs one logit per class.")
         self.num_classes = int(num_classes) if num_classes is not None else k
+        if not isinstance(schedule, int):  # an empty or odd schedule would silently never measure
+            items = list(schedule)
+            if not items or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in items):
+                raise ValueError(f"schedule must be a non-empty list of iterations (integers >= 0), or the last "
+                                 f"iteration as an int (log-spaced checkpoints); got {str(items)[:80]}.")
+            schedule = [int(i) for i in items]
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
         for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples)):
             check_field(RunConfig, name, value)
@@ -728,6 +734,9 @@ class PhaseTracker:
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict` of a tracker with the same layers, fit and test sample
         counts and schedule; raises ValueError listing every difference (nothing is loaded then)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict needs the dict returned by PhaseTracker.state_dict(); got "
+                            f"{type(state).__name__}.")
         diffs = self._differences(state)
         if diffs:
             raise ValueError("This tracker cannot continue from that state: it was saved by a tracker with other "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import uuid
 from contextlib import ExitStack
@@ -231,10 +232,12 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, backend: str = "
         raise SweepError(f"--backend {backend!r}: choose ray or local.")
     if resume and overwrite:
         raise SweepError("--resume and --overwrite contradict each other: choose one.")
-    if cpus_per_run is not None and cpus_per_run <= 0:
-        raise SweepError(f"--cpus-per-run must be positive; got {cpus_per_run}.")
-    if gpus_per_run < 0:
-        raise SweepError(f"--gpus-per-run must be >= 0; got {gpus_per_run}.")
+    if cpus_per_run is not None and not 0 < cpus_per_run < math.inf:  # written so that NaN is refused too
+        raise SweepError(f"--cpus-per-run must be a positive number; got {cpus_per_run}.")
+    if not 0 <= gpus_per_run < math.inf:
+        raise SweepError(f"--gpus-per-run must be a number >= 0; got {gpus_per_run}.")
+    if num_cpus is not None and num_cpus < 1:
+        raise SweepError(f"--num-cpus must be at least 1; got {num_cpus}. Leave it out to use all cores.")
     if retries < 0:
         raise SweepError(f"--retries must be >= 0; got {retries}.")
     if not connect_timeout > 0:

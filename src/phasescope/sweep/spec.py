@@ -502,6 +502,10 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
         for k in axes:
             if k in keys:
                 raise SweepError(f"{src}: {short(k)} is both a key of {where} and a grid axis; keep one.")
+            if k in overrides:  # --set would give every run of the axis the same value (and the same name)
+                raise SweepError(f"--set {cut(k, 40)}={cut(overrides[k], 40)}: {cut(k, 40)} is a grid axis of {src}, so "
+                                 "every run of that axis would get the same value. Drop the --set, or edit the "
+                                 "axis in the file.")
         for combo in itertools.product(*axes.values()) if axes else [()]:
             values = dict(zip(axes, combo))
             preset = values.get("preset", entry.get("preset", base_preset))

@@ -48,6 +48,10 @@ class DataModel:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}.")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2; got {self.num_classes}.")
+        for name in ("prototype_strength", "noise", "atypical_fraction", "imbalance"):
+            v = getattr(self, name)  # NaN passes every comparison below, so it is refused by name here
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number; got {v!r}.")
         if self.prototype_strength <= 0:
             raise ValueError(f"prototype_strength must be positive; got {self.prototype_strength}.")
         if self.noise < 0:
