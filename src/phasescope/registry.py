@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .analyze.extension import CheckpointAnalysis
 from .config import RunConfig
 from .data import Splits
 from .extension import Extension
@@ -20,7 +21,8 @@ from .transfer import TransferProbes, from_config as transfer_from_config, keepe
 from .transfer import validate_options as validate_transfer_options
 
 EXTENSIONS: tuple[type[Extension], ...] = (TransferProbes, SampleDynamics, Reconstructions, InfoPlane,
-                                            BestFeaturesKeeper, RidgeSweep)  # RidgeSweep: the tracker adds it
+                                            BestFeaturesKeeper, RidgeSweep,  # RidgeSweep: the tracker adds it
+                                            CheckpointAnalysis)  # phasescope analyze: its summary, its warnings
 
 
 def run_extensions(cfg: RunConfig, data: Splits, given: Sequence = ()) -> tuple[Splits, list]:

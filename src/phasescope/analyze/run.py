@@ -1,0 +1,328 @@
+"""``analyze``: measure saved checkpoints into a run folder, as ``phasescope run`` writes it.
+
+Discover the checkpoints -> claim the run folder -> prepare data, extensions and the model
+(as ``run`` does) -> the integrity guard reads every checkpoint once (``--strict``: refuse on
+any finding) -> one job per checkpoint not yet measured, locally or as Ray tasks -> after each,
+analyze.pt (every checkpoint's measurement), metrics.csv and errors.npz are rewritten ->
+when all are in: phases, figures, extensions' files, report.html and phases.json.
+
+Running it again into the same folder measures only the checkpoints it has not measured
+(new ones, or ones whose weights changed); measurements of checkpoints deleted since (a
+trainer that keeps the last k) are kept.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from ..config import ConfigError, RunConfig
+from ..runs import RunFolder, RunFolderError, atomic_write, read_json, write_json
+from .discover import Discovery, discover
+from .guard import Finding, Scan, findings, measurable, reference_of, scan, file_stamp
+from .load import CheckpointError, Source, build_model_for, tied_groups
+from .measure import make_tracker, measure_checkpoint, merge_states, prepare
+
+STATE_FILE = "analyze.pt"
+BACKENDS = ("local", "ray")
+# Options of training, not of measurement: they do not change what a checkpoint measures.
+TRAINING_KEYS = ("iterations", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "points_per_octave",
+                 "save_checkpoints", "device")
+
+
+class AnalyzeError(ValueError):
+    """Bad input to ``analyze`` (no checkpoints, a folder that holds something else, ...)."""
+
+
+class IntegrityRefused(AnalyzeError):
+    """``strict``: the guard found something; nothing was measured."""
+
+    def __init__(self, found: list[Finding]):
+        self.findings = found
+        lines = "\n".join(f"  {f.warning()}" for f in found)
+        super().__init__(f"--strict: the integrity guard found {len(found)} problem(s); nothing was measured:\n{lines}")
+
+
+class NothingMeasured(AnalyzeError):
+    """No checkpoint could be measured."""
+
+
+@dataclass
+class AnalyzeResult:
+    out: Path
+    config: RunConfig
+    metrics: pd.DataFrame
+    payload: dict
+    status: str = "complete"
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    outcomes: dict[int, dict] = field(default_factory=dict)  # step -> outcome of this call's jobs
+    skipped: list[str] = field(default_factory=list)  # measured by an earlier call
+
+
+def measurement_dict(cfg: RunConfig) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in TRAINING_KEYS}
+
+
+def read_saved(out: Path) -> dict | None:
+    path = Path(out) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise RunFolderError(f"{path} is unreadable ({type(e).__name__}: {e}); run again with --overwrite "
+                             "to measure every checkpoint anew.") from None
+
+
+def _save(out: Path, doc: dict) -> None:
+    atomic_write(out / STATE_FILE, lambda p: torch.save(doc, p))
+
+
+def _check_saved(saved: dict, out: Path, ckpt_dir: Path, cfg: RunConfig, source: Source, adjusted: dict) -> None:
+    from ..experiment import config_differences
+
+    if Path(saved["source"]).resolve() != ckpt_dir.resolve():
+        raise AnalyzeError(f"{out} holds the analysis of {saved['source']}, not of {ckpt_dir}. Give that folder, "
+                           "another --out, or --overwrite.")
+    diffs = config_differences(measurement_dict(RunConfig.from_dict(saved["config"])), measurement_dict(cfg), adjusted)
+    if saved.get("model_source") != source.to_dict():
+        diffs.append(("model", saved.get("model_source"), source.to_dict()))
+    if diffs:
+        lines = "; ".join(f"{name}: saved {a!r}, given {b!r}" for name, a, b in diffs[:6])
+        raise ConfigError(f"{out} holds an analysis with other options ({lines}). Give the same options to add new "
+                          "checkpoints to it, another --out, or --overwrite to measure every checkpoint anew.")
+
+
+def _reference_model(source: Source, cfg: RunConfig, data, checkpoints: list[dict]) -> torch.nn.Module:
+    """The model the checkpoints are compared with: built by name (no weights needed), or from the
+    first checkpoint that loads (Hugging Face, Lightning: their structure comes from the files)."""
+    if source.kind == "model":
+        from ..models import build_model
+
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+    problems = []
+    for c in checkpoints:
+        try:
+            return build_model_for(source, cfg, data, c)
+        except CheckpointError as e:
+            if "loads" in str(e):  # a format --hf/--lightning cannot read at all
+                raise AnalyzeError(str(e)) from None
+            problems.append(str(e))
+        except Exception as e:  # noqa: BLE001 - corrupt files: the guard names them; try the next one
+            problems.append(f"{c['name']}: {type(e).__name__}: {e}")
+    raise NothingMeasured("no checkpoint could be loaded: " + "; ".join(problems[:3]))
+
+
+def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None, *, source: Source | None = None,
+            backend: str = "local", address: str | None = None, cpus_per_run: float | None = None,
+            gpus_per_run: float = 0.0, num_cpus: int | None = None, retries: int = 3, steps_from: str | None = None,
+            strict: bool = False, overwrite: bool = False, progress: bool = True, guard: Any = None,
+            console: Any = None, on_scan: Callable[[Scan], None] | None = None) -> AnalyzeResult:
+    """Measure every checkpoint in ``ckpt_dir`` with ``cfg``'s data and measurement options into
+    the run folder ``out`` (see the module docstring).
+
+    ``source``: how the model is built (:class:`~phasescope.analyze.load.Source`; default
+    ``cfg.model`` by name). ``backend``: ``local`` (one checkpoint after another here;
+    ``cpus_per_run`` sets torch's threads) or ``ray`` (one task per checkpoint with
+    ``cpus_per_run`` [1] CPUs and ``gpus_per_run`` GPUs, on an embedded local Ray of
+    ``num_cpus`` or the cluster at ``address``; a task whose worker dies is retried
+    ``retries`` times). ``strict``: refuse (:class:`IntegrityRefused`) on any finding of the
+    guard. Raises :class:`AnalyzeError` / :class:`~phasescope.config.ConfigError` /
+    :class:`~phasescope.runs.RunFolderError` before anything is measured."""
+    from ..runs import InterruptGuard
+
+    cfg.validate()
+    source = source or Source()
+    if backend not in BACKENDS:
+        raise AnalyzeError(f"--backend {backend!r}: choose local or ray.")
+    if cpus_per_run is not None and cpus_per_run <= 0:
+        raise AnalyzeError(f"--cpus-per-run must be positive; got {cpus_per_run}.")
+    if gpus_per_run < 0 or retries < 0:
+        raise AnalyzeError("--gpus-per-run and --retries must be >= 0.")
+    if cfg.transfer.keep_best or cfg.transfer.stop_on_increase:
+        raise AnalyzeError("--keep-best and --stop-on-increase act during training; phasescope analyze reads "
+                           "checkpoints that exist (the one at the reconstruction minimum is in phases.json).")
+    if backend == "ray":
+        from ..sweep.backends import import_ray
+
+        import_ray()  # before the folder is touched: say how to install it
+    ckpt_dir = Path(ckpt_dir).expanduser()
+    found = discover(ckpt_dir, steps_from=steps_from)
+    if not found.checkpoints:
+        why = "; ".join(f"{s.name}: {s.reason}" for s in found.skipped[:4])
+        raise AnalyzeError(f"no checkpoints found in {ckpt_dir}" + (f" ({why})" if why else " (the folder is empty)")
+                           + ". Run with --dry-run to see what is read and why.")
+    if out is not None:
+        o = Path(out)
+        if (o / "config.json").exists() and not (o / STATE_FILE).exists() and not overwrite:
+            raise RunFolderError(f"{o} holds a run that is not an analysis (phasescope run's?). Choose another --out "
+                                 "(or --overwrite to replace it).")
+    existing = out is not None and (Path(out) / STATE_FILE).exists() and not overwrite
+    name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
+    with RunFolder.claim(out, name, overwrite=overwrite or existing) as folder:
+        if guard is not None:
+            return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
+                            num_cpus, retries, strict, progress, guard, console, on_scan)
+        with InterruptGuard() as own:
+            return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
+                            num_cpus, retries, strict, progress, own, console, on_scan)
+
+
+def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool, source: Source, backend: str,
+             address, cpus_per_run, gpus_per_run, num_cpus, retries, strict, progress, guard, console,
+             on_scan) -> AnalyzeResult:
+    from ..experiment import versions, write_checkpoint
+
+    t0 = time.perf_counter()
+    out, ckpt_dir = folder.path, Path(found.folder)
+    notes = list(folder.notes)
+    saved = read_saved(out) if existing else None
+    checkpoints = [c.to_dict() for c in found.checkpoints]
+    cfg = cfg.replace(iterations=max(1, max(c["step"] for c in checkpoints),
+                                     *((int(s) for s in saved["states"]) if saved else ())))
+    cfg, data, extensions, adjusted = prepare(cfg)
+    if saved is not None:
+        _check_saved(saved, out, ckpt_dir, cfg, source, (read_json(out / "config.json") if (out / "config.json").exists()
+                                                          else {}).get("adjusted") or {})
+    notes += [c["why"] for c in adjusted.values()]
+    model = _reference_model(source, cfg, data, checkpoints)
+    reference, tied = reference_of(model), tied_groups(model)
+
+    # ---- the guard: every checkpoint read once (unchanged files: the scan of the last call)
+    cached = (saved or {}).get("scans", {})
+    scans = []
+    for c in checkpoints:
+        old = cached.get(c["name"])
+        s = Scan(**old) if old and old.get("stamp") == file_stamp(c["path"]) and old.get("step") == c["step"] else \
+            scan(c, reference, tied, allow_pickle=source.allow_pickle)
+        scans.append(s)
+        if on_scan is not None:
+            on_scan(s)
+    found_problems = findings(scans, checkpoints)
+    if strict and found_problems:
+        raise IntegrityRefused(found_problems)
+    to_measure = measurable(scans, found_problems)
+    by_name = {c["name"]: c for c in checkpoints}
+    states: dict[int, dict] = dict((saved or {}).get("states", {}))
+    records: dict[int, dict] = dict((saved or {}).get("records", {}))
+    jobs, skipped = [], []
+    for s in to_measure:
+        rec = records.get(s.step)
+        if s.step in states and rec and rec.get("sha256") == s.sha256:
+            skipped.append(s.name)
+            continue
+        if s.step in states:
+            notes.append(f"step {s.step} ({s.name}) has other weights than when it was measured: measured again")
+            states.pop(s.step)
+        jobs.append(by_name[s.name])
+    gone = sorted(set(states) - {s.step for s in to_measure})
+    if gone:
+        notes.append(f"steps {', '.join(map(str, gone))} were measured earlier and are no longer in {ckpt_dir}: "
+                     "their measurements are kept")
+    if not jobs and not states:
+        raise NothingMeasured(f"none of the {len(checkpoints)} checkpoints in {ckpt_dir} can be measured: "
+                              + "; ".join(f.warning() for f in found_problems[:3]))
+
+    steps = sorted(set(states) | {c["step"] for c in jobs})
+    tracker = make_tracker(cfg, model, data, extensions, steps)
+    notes += [n for n in tracker.notes]
+    # Everything is validated: only now may an overwritten folder's files go.
+    if existing:
+        folder.prepared = True  # adding to the folder's analysis: nothing is deleted
+    else:
+        folder.prepare()
+    analysis = {"source": str(ckpt_dir.resolve()), "model_source": source.to_dict(), "discovered": checkpoints,
+                "skipped_entries": [s.to_dict() for s in found.skipped]}
+    write_json(out / "config.json", {
+        "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
+        "model": {"name": cfg.model if source.kind == "model" else f"{source.kind}:{type(model).__name__}",
+                  "parameters": sum(p.numel() for p in model.parameters()), "device": str(tracker.device)},
+        "versions": versions(), "analyze": analysis,
+        **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
+    })
+    doc = {"version": 1, "source": analysis["source"], "model_source": source.to_dict(), "config": cfg.to_dict(),
+           "states": states, "records": records, "scans": {s.name: s.to_dict() for s in scans}}
+    outcomes: dict[int, dict] = {}
+    failures: dict[int, str] = {}
+
+    def on_done(o: dict) -> None:
+        outcomes[o["step"]] = o
+        rec = {k: o.get(k) for k in ("name", "status", "message", "seconds", "pid", "host", "node")}
+        if o["status"] == "measured":
+            states[o["step"]] = o["state"]
+            rec["sha256"] = next(s.sha256 for s in to_measure if s.step == o["step"])
+        else:
+            failures[o["step"]] = o["message"]
+        records[o["step"]] = rec
+        with guard.protect():  # a Ctrl-C waits until this checkpoint's files are written
+            _save(out, doc)
+            if o["status"] == "measured":
+                tracker.load_state_dict(merge_states(states))
+                write_checkpoint(out, tracker)
+
+    job_args = [{"config": cfg.to_dict(), "source": source.to_dict(), "checkpoint": c,
+                 "threads": int(cpus_per_run) if cpus_per_run and cpus_per_run >= 1 else (1 if backend == "ray" else None)}
+                for c in jobs]
+    if progress and skipped:
+        print(f"{len(skipped)} of {len(to_measure)} checkpoints already measured in {out}: skipped", flush=True)
+    status = "complete"
+    from .backends import run_jobs
+
+    try:
+        interrupted = run_jobs(job_args, backend=backend, on_done=on_done, address=address, cpus_per_run=cpus_per_run,
+                               gpus_per_run=gpus_per_run, num_cpus=num_cpus, retries=retries, progress=progress,
+                               console=console)
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        status = "interrupted"
+        guard.interrupted = True
+    if not states:
+        status = "failed"
+    measure_seconds = sum(o["seconds"].get("measure", 0.0) for o in outcomes.values() if o.get("seconds"))
+    seconds = {"total": time.perf_counter() - t0, "measurement": measure_seconds}
+    with guard.closing():
+        payload, df = _final_write(out, tracker, states, cfg, source, found, scans, found_problems, records, failures,
+                                   status, seconds, outcomes)
+    if status == "failed":
+        raise NothingMeasured("no checkpoint could be measured: " + "; ".join(
+            f"step {k}: {v}" for k, v in sorted(failures.items())[:3]))
+    return AnalyzeResult(out, cfg, df, payload, status, seconds, notes, found_problems, outcomes, skipped)
+
+
+def _final_write(out, tracker, states, cfg, source, found, scans, found_problems, records, failures, status,
+                 seconds, outcomes):
+    from ..diagnostics import run_warnings
+    from ..experiment import write_outputs
+    from ..html import write_report_quietly
+
+    tracker.load_state_dict(merge_states(states))
+    df = tracker.results()
+    problems = [f.warning() for f in found_problems]
+    problems += [f"checkpoint measurement failed at step {k} ({records[k]['name']}): {v}" for k, v in sorted(failures.items())]
+    summary = {
+        "source": str(Path(found.folder).resolve()),
+        "model_source": source.to_dict(),
+        "checkpoints": [{"step": s.step, "name": s.name, "sha256": s.sha256,
+                         "status": "measured" if s.step in states and records.get(s.step, {}).get("name") == s.name
+                         else ("failed" if s.step in failures else "skipped")} for s in scans],
+        "measured": sorted(int(k) for k in states),
+        "measured_now": sorted(int(k) for k, o in outcomes.items() if o["status"] == "measured"),
+        "skipped_entries": [s.to_dict() for s in found.skipped],
+        "findings": [f.to_dict() for f in found_problems],
+        "failed": {int(k): v for k, v in failures.items()},
+        "warnings": problems,
+    }
+    title = f"{cfg.model if source.kind == 'model' else source.kind} on {cfg.dataset}: checkpoints of {Path(found.folder).name}"
+    warnings = run_warnings(df, tracker.num_classes) + problems
+    extra = {"status": status, "seconds": seconds, "analyze": summary, "warnings": warnings}
+    _, _, payload = write_outputs(out, tracker, figure=len(df) > 0, title=title, extra=extra)
+    write_report_quietly(out, status=status)
+    return payload, df
