@@ -563,6 +563,10 @@ from .sweep.cli import register as _register_sweep  # noqa: E402
 
 _register_sweep(app, lambda: _ENTRY_POINT)  # phasescope sweep
 
+from .analyze.cli import register as _register_analyze  # noqa: E402
+
+_register_analyze(app, lambda: _ENTRY_POINT)  # phasescope analyze
+
 
 _ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)
 

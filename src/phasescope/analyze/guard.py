@@ -160,7 +160,7 @@ def _span(scans: list[Scan], n: int = 6) -> str:
     return f"step{'s' if len(steps) > 1 else ''} {shown}"
 
 
-def findings(scans: list[Scan], checkpoints: list[dict]) -> list[Finding]:
+def findings(scans: list[Scan], checkpoints: list[dict], against: str = "the model") -> list[Finding]:
     """Every finding of the guard over ``scans`` (one per checkpoint, in the order of
     ``checkpoints``: by step, then name). Repeated steps are reported here; which entries are
     measured is :func:`measurable`'s decision."""
@@ -202,19 +202,19 @@ def findings(scans: list[Scan], checkpoints: list[dict]) -> list[Finding]:
                 f"records {b.recorded_step}: the recorded steps do not increase with the steps (restarted or "
                 "overwritten saves?).")
     for kind, attr, say in (
-        ("shape", "shapes", lambda s: f"{s.name}: {len(s.shapes)} tensor(s) have another shape than the model's "
+        ("shape", "shapes", lambda s: f"{s.name}: {len(s.shapes)} tensor(s) have another shape than in {against} "
                                       f"({_keys([f'{k} {tuple(a)} vs {tuple(b)}' for k, a, b in s.shapes], 3)}); the "
-                                      "weights do not fit the model: skipped."),
+                                      "weights do not fit: skipped."),
         ("non-finite", "nonfinite", lambda s: f"{s.name}: NaN or inf in {len(s.nonfinite)} tensor(s) "
                                               f"({_keys(s.nonfinite)}): training had diverged; skipped."),
     ):
         for s in firsts:
             if getattr(s, attr):
                 add(kind, [s], say(s))
-    for kind, attr, what in (("missing-keys", "missing", "lack {n} tensor(s) the model has ({keys}): those keep the "
+    for kind, attr, what in (("missing-keys", "missing", "lack {n} tensor(s) {against} has ({keys}): those keep the "
                                                          "model's initial values when measured"),
-                             ("extra-keys", "extra", "hold {n} tensor(s) the model lacks ({keys}): ignored"),
-                             ("dtype", "dtypes", "store {n} tensor(s) in another dtype than the model's ({keys}): "
+                             ("extra-keys", "extra", "hold {n} tensor(s) {against} lacks ({keys}): ignored"),
+                             ("dtype", "dtypes", "store {n} tensor(s) in another dtype than {against} ({keys}): "
                                                  "converted on loading")):
         groups: dict[str, list[Scan]] = {}
         for s in firsts:
@@ -224,7 +224,7 @@ def findings(scans: list[Scan], checkpoints: list[dict]) -> list[Finding]:
                 groups.setdefault(f"{len(values)}\0{label}", []).append(s)
         for key, group in groups.items():
             n, label = key.split("\0", 1)
-            add(kind, group, f"{_span(group)} " + what.format(n=n, keys=label) + ".")
+            add(kind, group, f"{_span(group)} " + what.format(n=n, keys=label, against=against) + ".")
     return out
 
 

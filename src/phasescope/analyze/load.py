@@ -164,7 +164,10 @@ def tied_groups(model: nn.Module) -> list[set[str]]:
 
 
 # ---------------------------------------------------------------------- building the model
-def _hf_model(folder: Path):
+def hf_model(folder: Path, *, loading_info: bool = False):
+    """``from_pretrained`` of a local folder (an image classifier, else the bare model); with
+    ``loading_info``, also transformers' own report of missing, unexpected and misshapen keys
+    (its files may use older key names that it converts while loading)."""
     try:
         from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
     except ImportError:
@@ -172,7 +175,8 @@ def _hf_model(folder: Path):
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     for auto in (AutoModelForImageClassification, AutoModel):
         try:
-            return auto.from_pretrained(folder, local_files_only=True, config=config)
+            model, info = auto.from_pretrained(folder, local_files_only=True, config=config, output_loading_info=True)
+            return (model, info) if loading_info else model
         except ValueError as e:  # this Auto class does not know the configuration: the next one
             if "Unrecognized configuration class" not in str(e):
                 raise
@@ -210,7 +214,7 @@ def build_model_for(source: Source, cfg, data, ckpt) -> nn.Module:
         if ckpt["format"] != "hf":
             raise CheckpointError(f"{ckpt['name']}: --hf loads Hugging Face folders (config.json and weights); this "
                                   f"is a {ckpt['format']} file. Use --model for it.")
-        return _hf_model(path)
+        return hf_model(path)
     if source.kind == "lightning":
         if ckpt["format"] != "lightning":
             raise CheckpointError(f"{ckpt['name']}: --lightning loads Lightning .ckpt files; this is a "

@@ -99,18 +99,43 @@ def _check_saved(saved: dict, out: Path, ckpt_dir: Path, cfg: RunConfig, source:
                           "checkpoints to it, another --out, or --overwrite to measure every checkpoint anew.")
 
 
-def _reference_model(source: Source, cfg: RunConfig, data, checkpoints: list[dict]) -> torch.nn.Module:
-    """The model the checkpoints are compared with: built by name (no weights needed), or from the
-    first checkpoint that loads (Hugging Face, Lightning: their structure comes from the files)."""
+def _reference_model(source: Source, cfg: RunConfig, data, checkpoints: list[dict]):
+    """(model, reference {key: (shape, dtype)}, tied key groups, what the keys are compared with,
+    findings of the loading itself). The model is built by name (no weights needed), or from the
+    first checkpoint that loads (Hugging Face, Lightning: their structure comes from the files).
+    Hugging Face files may use older key names that transformers converts while loading: the
+    checkpoints are compared with the first one's file, and transformers' own loading report
+    of that one says what it lacks or has besides the model."""
+    from .load import hf_model, read_weights
+
     if source.kind == "model":
         from ..models import build_model
 
         torch.manual_seed(cfg.seed)
-        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+        return model, reference_of(model), tied_groups(model), "the model", []
     problems = []
     for c in checkpoints:
         try:
-            return build_model_for(source, cfg, data, c)
+            if source.kind == "lightning":
+                model = build_model_for(source, cfg, data, c)
+                return model, reference_of(model), tied_groups(model), "the model", []
+            if c["format"] != "hf":
+                raise AnalyzeError(f"{c['name']}: --hf loads Hugging Face folders (config.json and weights); this is "
+                                   f"a {c['format']} file. Use --model for it.")
+            model, info = hf_model(Path(c["path"]), loading_info=True)
+            sd, _ = read_weights(c["path"], "hf", weights=c["weights"])
+            reference = {k: (list(v.shape), str(v.dtype)) for k, v in sd.items()}
+            del sd
+            found = [Finding(kind, [c["step"]], [c["name"]], f"{c['name']}: transformers reports {len(keys)} {what} "
+                             f"({', '.join(sorted(keys)[:4])}{' ...' if len(keys) > 4 else ''}).")
+                     for kind, keys, what in (("missing-keys", info.get("missing_keys") or (), "tensor(s) of the model "
+                                               "missing in the folder (initialised at random when loaded)"),
+                                              ("extra-keys", info.get("unexpected_keys") or (), "tensor(s) in the folder "
+                                               "that the model does not use")) if keys]
+            return model, reference, [], f"{c['name']} (the first checkpoint)", found
+        except AnalyzeError:
+            raise
         except CheckpointError as e:
             if "loads" in str(e):  # a format --hf/--lightning cannot read at all
                 raise AnalyzeError(str(e)) from None
@@ -192,8 +217,7 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
         _check_saved(saved, out, ckpt_dir, cfg, source, (read_json(out / "config.json") if (out / "config.json").exists()
                                                           else {}).get("adjusted") or {})
     notes += [c["why"] for c in adjusted.values()]
-    model = _reference_model(source, cfg, data, checkpoints)
-    reference, tied = reference_of(model), tied_groups(model)
+    model, reference, tied, against, load_findings = _reference_model(source, cfg, data, checkpoints)
 
     # ---- the guard: every checkpoint read once (unchanged files: the scan of the last call)
     cached = (saved or {}).get("scans", {})
@@ -205,7 +229,7 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
         scans.append(s)
         if on_scan is not None:
             on_scan(s)
-    found_problems = findings(scans, checkpoints)
+    found_problems = load_findings + findings(scans, checkpoints, against)
     if strict and found_problems:
         raise IntegrityRefused(found_problems)
     to_measure = measurable(scans, found_problems)
