@@ -97,7 +97,11 @@ def torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
 
 def _read_file(path: Path, fmt: str, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], Any]:
     if fmt == "safetensors" or path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CheckpointError(f"{path.name}: reading .safetensors needs the safetensors package: "
+                                  "pip install 'phasescope[safetensors]'.") from None
 
         return dict(load_file(str(path), device="cpu")), None
     obj = torch_load(path, allow_pickle=allow_pickle)
