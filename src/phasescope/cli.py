@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -565,7 +566,7 @@ _register_sweep(app, lambda: _ENTRY_POINT)  # phasescope sweep
 
 from .analyze.cli import register as _register_analyze  # noqa: E402
 
-_register_analyze(app, lambda: _ENTRY_POINT)  # phasescope analyze
+_register_analyze(app, lambda: _ENTRY_POINT, sys.modules[__name__])  # phasescope analyze: run's options
 
 
 _ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)

@@ -20,13 +20,16 @@ RUN_OPTIONS = ("preset", "dataset", "data_dir", "download", "train_size", "num_c
                "bootstrap", "confidence", "min_effect", "synthetic", "samples", "samples_max", "reconstructions",
                "transfer", "info_plane", "out", "overwrite", "quiet", "threads")
 _entry_point = lambda: False  # noqa: E731 - replaced by register()
+_cli: Any = None  # phasescope.cli, handed over by register(): its options, parsers and printers are run's
 
 
-def register(app: typer.Typer, entry_point=None) -> None:
-    """Mount ``phasescope analyze`` on ``app``."""
-    global _entry_point
-    if entry_point is not None:
-        _entry_point = entry_point
+def register(app: typer.Typer, entry_point, cli: Any) -> None:
+    """Mount ``phasescope analyze`` on ``app``. ``cli`` is the module phasescope.cli (given, not
+    imported: it imports this one); ``entry_point()`` says whether the process is the command itself."""
+    global _entry_point, _cli
+    _entry_point, _cli = entry_point, cli
+    analyze_command.__signature__ = inspect.Signature(parameters())
+    analyze_command.__annotations__ = {p.name: p.annotation for p in analyze_command.__signature__.parameters.values()}
     app.command("analyze")(analyze_command)
 
 
@@ -35,9 +38,7 @@ def _opt(name: str, annotation: Any, option: Any) -> inspect.Parameter:
 
 
 def parameters() -> list[inspect.Parameter]:
-    from ..cli import run_parameters
-
-    run = {p.name: p for p in run_parameters()}
+    run = {p.name: p for p in _cli.run_parameters()}
     return [
         inspect.Parameter("ckpt_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                           default=typer.Argument(..., help="Folder of saved checkpoints: files (step-1000.pt, "
@@ -71,16 +72,13 @@ def parameters() -> list[inspect.Parameter]:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    from ..cli import err
-
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    _cli.err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
 def _options(kw: dict) -> tuple[dict, Any]:
     """The RunConfig options given on the command line (None: not given), parsed as `run` parses them."""
-    from ..cli import CLI_PARSERS, _parse_knobs, transfer_options
-
+    CLI_PARSERS, _parse_knobs, transfer_options = _cli.CLI_PARSERS, _cli._parse_knobs, _cli.transfer_options
     fields = [n for n in RUN_OPTIONS if n not in ("preset", "synthetic", "samples", "samples_max", "reconstructions",
                                                   "transfer", "info_plane", "out", "overwrite", "quiet", "threads")]
     opts = {k: (CLI_PARSERS[k](kw[k]) if k in CLI_PARSERS and kw[k] is not None else kw[k]) for k in fields}
@@ -125,8 +123,7 @@ def _config(kw: dict, out: Path | None):
 def _dry_run(found) -> None:
     from rich.table import Table
 
-    from ..cli import console
-
+    console = _cli.console
     t = Table(title=f"{len(found.checkpoints)} checkpoint(s) in {found.folder}", title_justify="left")
     for col in ("step", "entry", "format", "step from", "recorded step"):
         t.add_column(col)
@@ -157,7 +154,7 @@ def analyze_command(**kw: Any) -> None:
     writes. Running it again into the same --out measures only checkpoints that are new.
     Exit code: 0 measured; 1 no checkpoint could be measured; 2 bad input or --strict refused;
     130 interrupted (run it again to continue)."""
-    from ..cli import err, print_notes, print_summary
+    err, print_notes, print_summary = _cli.err, _cli.print_notes, _cli.print_summary
     from ..config import ConfigError
     from ..data import DataError
     from ..models import ModelError
@@ -212,6 +209,3 @@ def analyze_command(**kw: Any) -> None:
                   f"(with --out {result.out}) to measure the others.")
         raise typer.Exit(EXIT_INTERRUPTED)
 
-
-analyze_command.__signature__ = inspect.Signature(parameters())
-analyze_command.__annotations__ = {p.name: p.annotation for p in analyze_command.__signature__.parameters.values()}
