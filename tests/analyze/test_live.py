@@ -84,3 +84,29 @@ def test_overwrite_deletes_the_saved_checkpoints_and_refuses_foreign_files(tmp_p
     res = runner.invoke(app, [*args, "--out", str(out), "--overwrite"])
     assert res.exit_code == 0, res.output
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("extras", [["--ridge", "0.1,1", "--info-plane", "binning"], ["--transfer", "class-split"]],
+                         ids=["ridge-list-and-info-plane", "transfer"])
+def test_the_other_extensions_agree_too(tmp_path, extras):
+    """A ridge list (errors_ridge.npz), the information plane and transfer probes (on a class split
+    of the data, with a 5-class model) measured from the saved weights agree with the live run."""
+    data = ["--dataset", "digits", "--width", "0.5", "--fit-samples", "200", "--test-samples", "100", "--bootstrap",
+            "50", "--no-samples", "--no-reconstructions", *extras]
+    res = runner.invoke(app, ["run", *data, "--iterations", "4", "--batch-size", "32", "--lr", "0.05",
+                              "--save-checkpoints", "--quiet", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["analyze", str(tmp_path / "run" / "checkpoints"), *data, "--quiet",
+                              "--out", str(tmp_path / "an")])
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "an" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "run" / "metrics.csv"), rtol=1e-5)
+    for name in ("errors_ridge.npz", "transfer.npz"):
+        if (tmp_path / "run" / name).exists():
+            with np.load(tmp_path / "run" / name) as a, np.load(tmp_path / "an" / name) as b:
+                assert sorted(a.files) == sorted(b.files)
+                for k in a.files:
+                    np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
+    live_p, an_p = (json.loads((tmp_path / d / "phases.json").read_text()) for d in ("run", "an"))
+    for key in ("ridge_sweep", "transfer", "infoplane"):
+        assert rounded(an_p.get(key)) == rounded(live_p.get(key))

@@ -64,3 +64,12 @@ def test_a_run_folder_of_phasescope_run_is_not_written_over(tmp_path):
     res = runner.invoke(app, ["analyze", str(ckpts), *TINY_ARGS, "--out", str(out)])
     assert res.exit_code == 2 and "not an analysis" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_out_must_not_hold_the_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    save_steps(run / "checkpoints", [0, 1])
+    for out in (run, run / "checkpoints"):
+        res = runner.invoke(app, ["analyze", str(run / "checkpoints"), *TINY_ARGS, "--out", str(out), "--overwrite"])
+        assert res.exit_code == 2 and "holds the checkpoints" in res.output
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0.pt", "step-1.pt"]

@@ -174,8 +174,10 @@ def hf_model(folder: Path, *, loading_info: bool = False):
     (its files may use older key names that it converts while loading)."""
     try:
         from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+        from transformers.utils import logging as hf_logging
     except ImportError:
         raise CheckpointError("--hf needs transformers: pip install 'phasescope[transformers]'.") from None
+    hf_logging.disable_progress_bar()  # one bar per checkpoint in a worker's log says nothing
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     for auto in (AutoModelForImageClassification, AutoModel):
         try:

@@ -46,6 +46,10 @@ def load_data(cfg):
     return _DATA_CACHE[key]
 
 
+def forget_data() -> None:
+    _DATA_CACHE.clear()
+
+
 def prepare(cfg):
     """(cfg with the sizes the data allow, data to measure on, fresh extensions, what was adjusted):
     the steps of ``experiment._run`` before the model is built, in the same order."""

@@ -179,6 +179,9 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
 
         import_ray()  # before the folder is touched: say how to install it
     ckpt_dir = Path(ckpt_dir).expanduser()
+    if out is not None and ckpt_dir.resolve().is_relative_to(Path(out).expanduser().resolve()):
+        raise AnalyzeError(f"--out {out} holds the checkpoints ({ckpt_dir}); the run folder is written (and with "
+                           "--overwrite cleared) there. Choose another --out, e.g. a sibling folder.")
     found = discover(ckpt_dir, steps_from=steps_from)
     if not found.checkpoints:
         why = "; ".join(f"{s.name}: {s.reason}" for s in found.skipped[:4])
@@ -191,13 +194,18 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
                                  "(or --overwrite to replace it).")
     existing = out is not None and (Path(out) / STATE_FILE).exists() and not overwrite
     name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
-    with RunFolder.claim(out, name, overwrite=overwrite or existing) as folder:
-        if guard is not None:
-            return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
-                            num_cpus, retries, strict, progress, guard, console, on_scan)
-        with InterruptGuard() as own:
-            return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
-                            num_cpus, retries, strict, progress, own, console, on_scan)
+    from .measure import forget_data
+
+    try:
+        with RunFolder.claim(out, name, overwrite=overwrite or existing) as folder:
+            if guard is not None:
+                return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
+                                num_cpus, retries, strict, progress, guard, console, on_scan)
+            with InterruptGuard() as own:
+                return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
+                                num_cpus, retries, strict, progress, own, console, on_scan)
+    finally:
+        forget_data()  # the local backend's dataset is not kept once the analysis is done
 
 
 def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool, source: Source, backend: str,
