@@ -190,7 +190,7 @@ def analyze_command(**kw: Any) -> None:
             result = analyze(ckpt_dir, cfg, out, source=source, backend=kw["backend"], address=kw["address"],
                              cpus_per_run=kw["cpus_per_run"], gpus_per_run=kw["gpus_per_run"], num_cpus=kw["num_cpus"],
                              retries=kw["retries"], steps_from=kw["steps_from"], strict=kw["strict"],
-                             overwrite=kw["overwrite"], progress=not kw["quiet"], guard=guard)
+                             overwrite=kw["overwrite"], progress=not kw["quiet"], guard=guard, console=_cli.console)
     except NothingMeasured as e:
         fail(str(e), EXIT_FAILED)
     except (AnalyzeError, DiscoveryError, ConfigError, DataError, ModelError, RunFolderError, RunFileError,

@@ -227,37 +227,14 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
     notes += [c["why"] for c in adjusted.values()]
     model, reference, tied, against, load_findings = _reference_model(source, cfg, data, checkpoints)
 
-    # ---- the guard: every checkpoint read once (unchanged files: the scan of the last call)
-    cached = (saved or {}).get("scans", {})
-    scans = []
-    for c in checkpoints:
-        old = cached.get(c["name"])
-        s = Scan(**old) if old and old.get("stamp") == file_stamp(c["path"]) and old.get("step") == c["step"] else \
-            scan(c, reference, tied, allow_pickle=source.allow_pickle)
-        scans.append(s)
-        if on_scan is not None:
-            on_scan(s)
+    scans = _scan_all(checkpoints, (saved or {}).get("scans", {}), reference, tied, source, on_scan)
     found_problems = load_findings + findings(scans, checkpoints, against)
     if strict and found_problems:
         raise IntegrityRefused(found_problems)
     to_measure = measurable(scans, found_problems)
-    by_name = {c["name"]: c for c in checkpoints}
     states: dict[int, dict] = dict((saved or {}).get("states", {}))
     records: dict[int, dict] = dict((saved or {}).get("records", {}))
-    jobs, skipped = [], []
-    for s in to_measure:
-        rec = records.get(s.step)
-        if s.step in states and rec and rec.get("sha256") == s.sha256:
-            skipped.append(s.name)
-            continue
-        if s.step in states:
-            notes.append(f"step {s.step} ({s.name}) has other weights than when it was measured: measured again")
-            states.pop(s.step)
-        jobs.append(by_name[s.name])
-    gone = sorted(set(states) - {s.step for s in to_measure})
-    if gone:
-        notes.append(f"steps {', '.join(map(str, gone))} were measured earlier and are no longer in {ckpt_dir}: "
-                     "their measurements are kept")
+    jobs, skipped = _plan(to_measure, checkpoints, states, records, notes, ckpt_dir)
     if not jobs and not states:
         raise NothingMeasured(f"none of the {len(checkpoints)} checkpoints in {ckpt_dir} can be measured: "
                               + "; ".join(f.warning() for f in found_problems[:3]))
@@ -327,6 +304,42 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
         raise NothingMeasured("no checkpoint could be measured: " + "; ".join(
             f"step {k}: {v}" for k, v in sorted(failures.items())[:3]))
     return AnalyzeResult(out, cfg, df, payload, status, seconds, notes, found_problems, outcomes, skipped)
+
+
+def _scan_all(checkpoints: list[dict], cached: dict, reference, tied, source: Source, on_scan) -> list[Scan]:
+    """The guard's read of every checkpoint; a file unchanged since the last call (same size and
+    mtime) keeps that call's scan instead of being read again."""
+    scans = []
+    for c in checkpoints:
+        old = cached.get(c["name"])
+        fresh = not (old and old.get("stamp") == file_stamp(c["path"]) and old.get("step") == c["step"])
+        s = scan(c, reference, tied, allow_pickle=source.allow_pickle) if fresh else Scan(**old)
+        scans.append(s)
+        if on_scan is not None:
+            on_scan(s)
+    return scans
+
+
+def _plan(to_measure: list[Scan], checkpoints: list[dict], states: dict, records: dict, notes: list[str],
+          ckpt_dir: Path) -> tuple[list[dict], list[str]]:
+    """(jobs, names skipped): checkpoints measured by an earlier call with the same weights (same
+    hash) are skipped; one whose weights changed is measured again (its old state dropped)."""
+    by_name = {c["name"]: c for c in checkpoints}
+    jobs, skipped = [], []
+    for s in to_measure:
+        rec = records.get(s.step)
+        if s.step in states and rec and rec.get("sha256") == s.sha256:
+            skipped.append(s.name)
+            continue
+        if s.step in states:
+            notes.append(f"step {s.step} ({s.name}) has other weights than when it was measured: measured again")
+            states.pop(s.step)
+        jobs.append(by_name[s.name])
+    gone = sorted(set(states) - {s.step for s in to_measure})
+    if gone:
+        notes.append(f"steps {', '.join(map(str, gone))} were measured earlier and are no longer in {ckpt_dir}: "
+                     "their measurements are kept")
+    return jobs, skipped
 
 
 def _final_write(out, tracker, states, cfg, source, found, scans, found_problems, records, failures, status,
