@@ -98,3 +98,19 @@ def test_hugging_face_folders_with_trainer_state(tmp_path):
     assert doc["measurement"]["layers"]  # a layer of the ViT, found as for any model
     df = pd.read_csv(tmp_path / "out" / "metrics.csv")
     assert df.value.notna().all() and set(df.iteration) == {0, 4, 8}
+
+
+def test_allow_pickle_is_never_implied_by_an_earlier_call(tmp_path):
+    (tmp_path / "c").mkdir()
+    torch.save(state(0), tmp_path / "c" / "step-0.pt")
+    torch.save(model(1), tmp_path / "c" / "step-1.pt")  # a pickled module
+    out = str(tmp_path / "out")
+    res = runner.invoke(app, ["analyze", str(tmp_path / "c"), *TINY_ARGS, "--out", out])
+    assert res.exit_code == 0 and "(corrupt)" in res.output and "--allow-pickle" in res.output
+    res = runner.invoke(app, ["analyze", str(tmp_path / "c"), "--out", out, "--allow-pickle"])
+    assert res.exit_code == 0, res.output
+    assert "1 in this call, 1 earlier" in res.output  # the refused file is read again, now allowed
+    torch.save(model(2), tmp_path / "c" / "step-2.pt")
+    res = runner.invoke(app, ["analyze", str(tmp_path / "c"), "--out", out])
+    assert res.exit_code == 0 and "step-2.pt" in res.output and "(corrupt)" in res.output
+    assert json.loads((tmp_path / "out" / "phases.json").read_text())["checkpoints"] == [0, 1]

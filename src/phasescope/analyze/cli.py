@@ -183,7 +183,7 @@ def analyze_command(**kw: Any) -> None:
         elif kw["lightning"]:
             source = Source("lightning", kw["lightning"], kw["allow_pickle"])
         elif saved_source and not kw["model"]:
-            source = Source.from_dict({**saved_source, "allow_pickle": kw["allow_pickle"] or saved_source["allow_pickle"]})
+            source = Source.from_dict({**saved_source, "allow_pickle": kw["allow_pickle"]})  # never implied
         else:
             source = Source("model", None, kw["allow_pickle"])
         with InterruptGuard(ignore_after=_entry_point()) as guard:

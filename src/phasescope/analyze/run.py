@@ -91,8 +91,9 @@ def _check_saved(saved: dict, out: Path, ckpt_dir: Path, cfg: RunConfig, source:
         raise AnalyzeError(f"{out} holds the analysis of {saved['source']}, not of {ckpt_dir}. Give that folder, "
                            "another --out, or --overwrite.")
     diffs = config_differences(measurement_dict(RunConfig.from_dict(saved["config"])), measurement_dict(cfg), adjusted)
-    if saved.get("model_source") != source.to_dict():
-        diffs.append(("model", saved.get("model_source"), source.to_dict()))
+    how = lambda d: {k: d.get(k) for k in ("kind", "spec")}  # noqa: E731 - allow_pickle is no option of the result
+    if how(saved.get("model_source") or {}) != how(source.to_dict()):
+        diffs.append(("--model/--hf/--lightning", how(saved.get("model_source") or {}), how(source.to_dict())))
     if diffs:
         lines = "; ".join(f"{name}: saved {a!r}, given {b!r}" for name, a, b in diffs[:6])
         raise ConfigError(f"{out} holds an analysis with other options ({lines}). Give the same options to add new "
@@ -312,7 +313,8 @@ def _scan_all(checkpoints: list[dict], cached: dict, reference, tied, source: So
     scans = []
     for c in checkpoints:
         old = cached.get(c["name"])
-        fresh = not (old and old.get("stamp") == file_stamp(c["path"]) and old.get("step") == c["step"])
+        fresh = not (old and not old.get("error") and old.get("stamp") == file_stamp(c["path"])
+                     and old.get("step") == c["step"])  # a failed read is tried again (--allow-pickle now?)
         s = scan(c, reference, tied, allow_pickle=source.allow_pickle) if fresh else Scan(**old)
         scans.append(s)
         if on_scan is not None:
