@@ -187,12 +187,13 @@ def resume_config(out: str | Path, given: dict, *, seeds: bool = False) -> RunCo
 def save_weights(out: Path, iteration: int, model: torch.nn.Module) -> Path:
     """``checkpoints/step-N.pt``: the model's state_dict at checkpoint N (``--save-checkpoints``), on
     the CPU, written atomically, so that ``phasescope analyze`` can measure the run again from files."""
-    from .runs import CHECKPOINTS
+    from .runs import CHECKPOINTS, write_bytes_to
 
     folder = Path(out) / CHECKPOINTS
     folder.mkdir(exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_write(folder / f"step-{int(iteration)}.pt", lambda p: torch.save(state, p))
+    # through a file handle, as state.pt: a full disk surfaces as OSError naming the file
+    return atomic_write(folder / f"step-{int(iteration)}.pt", write_bytes_to(lambda f: torch.save(state, f)))
 
 
 def _status_of(folder: Path) -> str | None:

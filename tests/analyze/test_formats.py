@@ -44,7 +44,7 @@ def test_safetensors(tmp_path, plain):
     for i, s in enumerate(STEPS):
         save_file(state(i), str(tmp_path / "c" / f"step{s}.safetensors"))
     result = analyze(tmp_path / "c", tiny_cfg(), tmp_path / "out", progress=False)
-    assert [c["name"] for c in json.loads((tmp_path / "out" / "config.json").read_text())["analyze"]["discovered"]] \
+    assert [c["name"] for c in json.loads((tmp_path / "out" / "config.json").read_text())["integration"]["discovered"]] \
         == ["step0.safetensors", "step3.safetensors", "step10.safetensors"] and not result.findings
     same_metrics(tmp_path / "out", plain)
 
@@ -59,7 +59,7 @@ def test_lightning_layout_with_global_step(tmp_path, plain):
         torch.save(ckpt, tmp_path / "c" / ("last.ckpt" if s == 10 else f"epoch=0-step={s}.ckpt"))
     result = analyze(tmp_path / "c", tiny_cfg(), tmp_path / "out", progress=False)
     assert not result.findings
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["analyze"]["discovered"][-1]["step_from"] \
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["integration"]["discovered"][-1]["step_from"] \
         == "global_step"
     same_metrics(tmp_path / "out", plain)
 

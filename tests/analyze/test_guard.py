@@ -107,3 +107,18 @@ def test_nothing_measurable_is_exit_1_with_the_reason(tmp_path):
     res = runner.invoke(app, ["analyze", str(ckpts), *TINY_ARGS, "--out", str(tmp_path / "out")])
     assert res.exit_code == 1, res.output
     assert "--allow-pickle" in res.output and "step-0.pt" in res.output
+
+
+def test_a_checkpoint_whose_measurement_fails_is_recorded_and_the_others_measured(tmp_path):
+    """Finite weights so large that the activations overflow pass the guard and fail in the
+    measurement: that checkpoint is named in the warnings; the phases use the others."""
+    ckpts = save_steps(tmp_path / "ckpts", [0, 1, 2, 4])
+    sd = state(1)
+    sd["head.1.weight"] = torch.full_like(sd["head.1.weight"], 3e38)  # finite; logits overflow to inf
+    torch.save(sd, ckpts / "step-1.pt")
+    result = analyze(ckpts, tiny_cfg(), tmp_path / "out", progress=False)
+    assert result.outcomes[1]["status"] == "failed" and not result.findings
+    payload = json.loads((tmp_path / "out" / "phases.json").read_text())
+    assert payload["checkpoints"] == [0, 2, 4] and payload["status"] == "complete"
+    assert any("measurement failed at step 1" in w for w in payload["warnings"])
+    assert payload["analyze"]["failed"] == {"1": result.outcomes[1]["message"]}

@@ -117,7 +117,7 @@ def _config(kw: dict, out: Path | None):
         raise ConfigError(f"{out} holds an analysis with other options:\n{lines}\nDrop these options (the saved ones "
                           "are used) to add new checkpoints to it, or choose another --out (or --overwrite).")
     return RunConfig.from_dict({**doc["config"], **{k: v for k, v in opts.items() if k in TRAINING_KEYS and v is not None}}), \
-        (doc.get("analyze") or {}).get("model_source")
+        (doc.get("integration") or {}).get("model_source")
 
 
 def _dry_run(found) -> None:
@@ -158,7 +158,7 @@ def analyze_command(**kw: Any) -> None:
     from ..config import ConfigError
     from ..data import DataError
     from ..models import ModelError
-    from ..runs import InterruptGuard, RunFileError, RunFolderError
+    from ..runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
     from ..sweep.backends import RayMissing
     from .discover import DiscoveryError, discover
     from .load import Source
@@ -193,6 +193,8 @@ def analyze_command(**kw: Any) -> None:
                              overwrite=kw["overwrite"], progress=not kw["quiet"], guard=guard, console=_cli.console)
     except NothingMeasured as e:
         fail(str(e), EXIT_FAILED)
+    except RunWriteError as e:  # a full disk: every checkpoint measured before it is in analyze.pt
+        _cli.write_failed(e, "run the same command again: it measures only the checkpoints not yet in analyze.pt")
     except (AnalyzeError, DiscoveryError, ConfigError, DataError, ModelError, RunFolderError, RunFileError,
             RayMissing, FileNotFoundError) as e:
         fail(str(e))

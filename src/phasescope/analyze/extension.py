@@ -25,6 +25,17 @@ class CheckpointAnalysis(Extension):
     name = "analyze"
     files = ("analyze.pt",)
 
+    def __init__(self, summary: dict | None = None):
+        self.summary = summary  # set by the analysis before the run folder's end is written
+
+    def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
+        """Hook of write_outputs: the ``analyze`` section, and the guard's lines added to ``warnings``."""
+        if self.summary is None:
+            return {}
+        warnings = list(payload.get("warnings") or [])
+        return {"analyze": self.summary,
+                "warnings": warnings + [w for w in self.summary.get("warnings") or [] if w not in warnings]}
+
     @classmethod
     def summary_lines(cls, payload: dict) -> list[str]:
         a = payload.get("analyze")

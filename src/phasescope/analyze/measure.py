@@ -148,4 +148,9 @@ def merge_states(states: dict[int, dict]) -> dict:
     merged: dict | None = None
     for step in sorted(states):
         merged = states[step] if merged is None else _merge(merged, states[step])
-    return merged or {"rows": [], "errors": {}, "timings": {}, "decisions": {}, "extensions": {}}
+    if merged is None:
+        return {"rows": [], "errors": {}, "timings": {}, "decisions": {}, "extensions": {}}
+    last = states[max(states)].get("settings")
+    if last is not None:  # the settings of a tracker that measured exactly these checkpoints
+        merged["settings"] = {**last, "schedule": sorted(int(s) for s in states)}
+    return merged

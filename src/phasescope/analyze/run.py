@@ -12,7 +12,6 @@ trainer that keeps the last k) are kept.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,13 +20,16 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError, RunConfig
-from ..runs import RunFolder, RunFolderError, atomic_write, read_json, write_json
+from ..runfolder import RunWriter, config_document
+from ..runs import RunFolderError, Wording, atomic_write, read_json, write_bytes_to
 from .discover import Discovery, discover
 from .guard import Finding, Scan, findings, measurable, reference_of, scan, file_stamp
 from .load import CheckpointError, Source, build_model_for, tied_groups
-from .measure import make_tracker, measure_checkpoint, merge_states, prepare
+from .measure import make_tracker, merge_states, prepare
 
 STATE_FILE = "analyze.pt"
+WRITER = "analyze"  # config.json's integration.source: who wrote the run folder
+WORDING = Wording(out="--out", overwrite="--overwrite", resume=None)  # a re-run needs no option
 BACKENDS = ("local", "ray")
 # Options of training, not of measurement: they do not change what a checkpoint measures.
 TRAINING_KEYS = ("iterations", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "points_per_octave",
@@ -81,7 +83,7 @@ def read_saved(out: Path) -> dict | None:
 
 
 def _save(out: Path, doc: dict) -> None:
-    atomic_write(out / STATE_FILE, lambda p: torch.save(doc, p))
+    atomic_write(out / STATE_FILE, write_bytes_to(lambda f: torch.save(doc, f)))  # a full disk names the file
 
 
 def _check_saved(saved: dict, out: Path, ckpt_dir: Path, cfg: RunConfig, source: Source, adjusted: dict) -> None:
@@ -198,7 +200,8 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     from .measure import forget_data
 
     try:
-        with RunFolder.claim(out, name, overwrite=overwrite or existing) as folder:
+        with RunWriter.claim(out, name, resume=existing, overwrite=overwrite, writer=WRITER,
+                             wording=WORDING) as folder:
             if guard is not None:
                 return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
                                 num_cpus, retries, strict, progress, guard, console, on_scan)
@@ -209,12 +212,11 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
         forget_data()  # the local backend's dataset is not kept once the analysis is done
 
 
-def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool, source: Source, backend: str,
+def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool, source: Source, backend: str,
              address, cpus_per_run, gpus_per_run, num_cpus, retries, strict, progress, guard, console,
              on_scan) -> AnalyzeResult:
-    from ..experiment import versions, write_checkpoint
+    from .extension import CheckpointAnalysis
 
-    t0 = time.perf_counter()
     out, ckpt_dir = folder.path, Path(found.folder)
     notes = list(folder.notes)
     saved = read_saved(out) if existing else None
@@ -243,21 +245,19 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
     steps = sorted(set(states) | {c["step"] for c in jobs})
     tracker = make_tracker(cfg, model, data, extensions, steps)
     notes += [n for n in tracker.notes]
-    # Everything is validated: only now may an overwritten folder's files go.
-    if existing:
-        folder.prepared = True  # adding to the folder's analysis: nothing is deleted
-    else:
-        folder.prepare()
-    analysis = {"source": str(ckpt_dir.resolve()), "model_source": source.to_dict(), "discovered": checkpoints,
-                "skipped_entries": [s.to_dict() for s in found.skipped]}
-    write_json(out / "config.json", {
-        "config": cfg.to_dict(), "data": data.describe(), "measurement": tracker.describe(),
-        "model": {"name": cfg.model if source.kind == "model" else f"{source.kind}:{type(model).__name__}",
-                  "parameters": sum(p.numel() for p in model.parameters()), "device": str(tracker.device)},
-        "versions": versions(), "analyze": analysis,
-        **({"adjusted": adjusted, "notes": [c["why"] for c in adjusted.values()]} if adjusted else {}),
-    })
-    doc = {"version": 1, "source": analysis["source"], "model_source": source.to_dict(), "config": cfg.to_dict(),
+    # Everything is validated: only now may an overwritten folder's files go (a re-run keeps them).
+    analysis = {"source": WRITER, "checkpoints": str(ckpt_dir.resolve()), "model_source": source.to_dict(),
+                "discovered": checkpoints, "skipped_entries": [s.to_dict() for s in found.skipped]}
+    model_name = cfg.model if source.kind == "model" else f"{source.kind}:{type(model).__name__}"
+    folder.start(config_document(
+        cfg.to_dict(), data=data.describe(), measurement=tracker.describe(),
+        model={"name": model_name, "parameters": sum(p.numel() for p in model.parameters()),
+               "device": str(tracker.device)},
+        adjusted=adjusted or None, integration=analysis),
+        title=f"{model_name} on {cfg.dataset}: checkpoints of {ckpt_dir.name}")
+    summary = CheckpointAnalysis()
+    tracker.extensions.append(summary)  # its phases.json section and the guard's warnings
+    doc = {"version": 1, "source": analysis["checkpoints"], "model_source": source.to_dict(), "config": cfg.to_dict(),
            "states": states, "records": records, "scans": {s.name: s.to_dict() for s in scans}}
     outcomes: dict[int, dict] = {}
     failures: dict[int, str] = {}
@@ -274,8 +274,8 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
         with guard.protect():  # a Ctrl-C waits until this checkpoint's files are written
             _save(out, doc)
             if o["status"] == "measured":
-                tracker.load_state_dict(merge_states(states))
-                write_checkpoint(out, tracker)
+                _load(tracker, states)
+                folder.checkpoint(tracker)
 
     job_args = [{"config": cfg.to_dict(), "source": source.to_dict(), "checkpoint": c,
                  "threads": int(cpus_per_run) if cpus_per_run and cpus_per_run >= 1 else (1 if backend == "ray" else None)}
@@ -296,15 +296,22 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunFolder, existing: bool
         guard.interrupted = True
     if not states:
         status = "failed"
-    measure_seconds = sum(o["seconds"].get("measure", 0.0) for o in outcomes.values() if o.get("seconds"))
-    seconds = {"total": time.perf_counter() - t0, "measurement": measure_seconds}
+    _load(tracker, states)
+    summary.summary = _summary(found, source, scans, found_problems, states, records, failures, outcomes)
     with guard.closing():
-        payload, df = _final_write(out, tracker, states, cfg, source, found, scans, found_problems, records, failures,
-                                   status, seconds, outcomes)
+        df, _, payload = folder.finish(tracker, status, figure=bool(states))
     if status == "failed":
         raise NothingMeasured("no checkpoint could be measured: " + "; ".join(
             f"step {k}: {v}" for k, v in sorted(failures.items())[:3]))
-    return AnalyzeResult(out, cfg, df, payload, status, seconds, notes, found_problems, outcomes, skipped)
+    return AnalyzeResult(out, cfg, df, payload, status, payload.get("seconds", {}), notes, found_problems, outcomes,
+                         skipped)
+
+
+def _load(tracker, states: dict[int, dict]) -> None:
+    """The driver's tracker holds the checkpoints measured so far (its schedule: exactly those,
+    so that a checkpoint whose measurement failed leaves no gap the tracker would refuse)."""
+    tracker.schedule = sorted(int(s) for s in states)
+    tracker.load_state_dict(merge_states(states))
 
 
 def _scan_all(checkpoints: list[dict], cached: dict, reference, tied, source: Source, on_scan) -> list[Scan]:
@@ -344,17 +351,14 @@ def _plan(to_measure: list[Scan], checkpoints: list[dict], states: dict, records
     return jobs, skipped
 
 
-def _final_write(out, tracker, states, cfg, source, found, scans, found_problems, records, failures, status,
-                 seconds, outcomes):
-    from ..diagnostics import run_warnings
-    from ..experiment import write_outputs
-    from ..html import write_report_quietly
-
-    tracker.load_state_dict(merge_states(states))
-    df = tracker.results()
+def _summary(found: Discovery, source: Source, scans: list[Scan], found_problems: list[Finding], states: dict,
+             records: dict, failures: dict, outcomes: dict) -> dict:
+    """phases.json's ``analyze`` section: where the checkpoints came from, what became of each,
+    the guard's findings and the lines they add to ``warnings``."""
     problems = [f.warning() for f in found_problems]
-    problems += [f"checkpoint measurement failed at step {k} ({records[k]['name']}): {v}" for k, v in sorted(failures.items())]
-    summary = {
+    problems += [f"checkpoint measurement failed at step {k} ({records[k]['name']}): {v}"
+                 for k, v in sorted(failures.items())]
+    return {
         "source": str(Path(found.folder).resolve()),
         "model_source": source.to_dict(),
         "checkpoints": [{"step": s.step, "name": s.name, "sha256": s.sha256,
@@ -367,9 +371,3 @@ def _final_write(out, tracker, states, cfg, source, found, scans, found_problems
         "failed": {int(k): v for k, v in failures.items()},
         "warnings": problems,
     }
-    title = f"{cfg.model if source.kind == 'model' else source.kind} on {cfg.dataset}: checkpoints of {Path(found.folder).name}"
-    warnings = run_warnings(df, tracker.num_classes) + problems
-    extra = {"status": status, "seconds": seconds, "analyze": summary, "warnings": warnings}
-    _, _, payload = write_outputs(out, tracker, figure=len(df) > 0, title=title, extra=extra)
-    write_report_quietly(out, status=status)
-    return payload, df
