@@ -488,7 +488,7 @@ def run_writer(folder: Path) -> str | None:
 
 
 def _writer_name(writer: str | None) -> str:
-    if writer in ("run", "theory"):
+    if writer in ("run", "theory", "analyze"):
         return f"`phasescope {writer}`"
     return f"the {writer} callback"
 

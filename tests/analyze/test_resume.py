@@ -73,3 +73,12 @@ def test_out_must_not_hold_the_checkpoints(tmp_path):
         res = runner.invoke(app, ["analyze", str(run / "checkpoints"), *TINY_ARGS, "--out", str(out), "--overwrite"])
         assert res.exit_code == 2 and "holds the checkpoints" in res.output
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0.pt", "step-1.pt"]
+
+
+def test_phasescope_run_does_not_write_over_an_analysis(tmp_path):
+    ckpts = save_steps(tmp_path / "ckpts", [0, 1])
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["analyze", str(ckpts), *TINY_ARGS, "--out", str(out)]).exit_code == 0
+    res = runner.invoke(app, ["run", "--dataset", "digits", "--iterations", "2", "--quiet", "--out", str(out)])
+    assert res.exit_code == 2 and "holds a finished run of `phasescope analyze`" in res.output
+    assert (out / "analyze.pt").exists()
