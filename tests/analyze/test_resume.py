@@ -62,7 +62,7 @@ def test_a_run_folder_of_phasescope_run_is_not_written_over(tmp_path):
     out.mkdir()
     (out / "config.json").write_text("{}")
     res = runner.invoke(app, ["analyze", str(ckpts), *TINY_ARGS, "--out", str(out)])
-    assert res.exit_code == 2 and "not an analysis" in res.output
+    assert res.exit_code == 2 and "already exists and holds a run" in res.output and "--overwrite" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
@@ -82,3 +82,14 @@ def test_phasescope_run_does_not_write_over_an_analysis(tmp_path):
     res = runner.invoke(app, ["run", "--dataset", "digits", "--iterations", "2", "--quiet", "--out", str(out)])
     assert res.exit_code == 2 and "holds a finished run of `phasescope analyze`" in res.output
     assert (out / "analyze.pt").exists()
+
+
+def test_an_analysis_killed_before_its_first_checkpoint_is_continued(tmp_path):
+    ckpts = save_steps(tmp_path / "ckpts", [0, 1])
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["analyze", str(ckpts), *TINY_ARGS, "--out", str(out)]).exit_code == 0
+    for name in ("analyze.pt", "phases.json", "metrics.csv", "errors.npz"):  # as if killed after config.json
+        (out / name).unlink()
+    res = runner.invoke(app, ["analyze", str(ckpts), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "2 in this call, 0 earlier" in res.output

@@ -100,13 +100,13 @@ def _config(kw: dict, out: Path | None):
     from ..experiment import config_differences
     from ..presets import PRESETS, preset_config
     from ..config import ConfigError
-    from ..runs import read_json
+    from ..runs import read_json, run_writer
     from ..config import RunConfig
-    from .run import STATE_FILE, TRAINING_KEYS
+    from .run import TRAINING_KEYS, WRITER
 
     opts, preset = _options(kw)
     cfg = preset_config(preset, opts)
-    if out is None or kw["overwrite"] or not (out / STATE_FILE).exists() or not (out / "config.json").exists():
+    if out is None or kw["overwrite"] or run_writer(out) != WRITER:
         return cfg, None
     doc = read_json(out / "config.json")
     given = {**(PRESETS[preset]["config"] if preset else {}), **{k: v for k, v in opts.items() if v is not None}}

@@ -21,7 +21,7 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from ..runfolder import RunWriter, config_document
-from ..runs import RunFolderError, Wording, atomic_write, read_json, write_bytes_to
+from ..runs import RunFolderError, Wording, atomic_write, read_json, run_writer, write_bytes_to
 from .discover import Discovery, discover
 from .guard import Finding, Scan, findings, measurable, reference_of, scan, file_stamp
 from .load import CheckpointError, Source, build_model_for, tied_groups
@@ -31,7 +31,7 @@ STATE_FILE = "analyze.pt"
 WRITER = "analyze"  # config.json's integration.source: who wrote the run folder
 WORDING = Wording(out="--out", overwrite="--overwrite", resume=None)  # a re-run needs no option
 BACKENDS = ("local", "ray")
-# Options of training, not of measurement: they do not change what a checkpoint measures.
+# Options that do not change what a checkpoint measures (training's, and the device): a re-run may differ in them.
 TRAINING_KEYS = ("iterations", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "points_per_octave",
                  "save_checkpoints", "device")
 
@@ -190,12 +190,9 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
         why = "; ".join(f"{s.name}: {s.reason}" for s in found.skipped[:4])
         raise AnalyzeError(f"no checkpoints found in {ckpt_dir}" + (f" ({why})" if why else " (the folder is empty)")
                            + ". Run with --dry-run to see what is read and why.")
-    if out is not None:
-        o = Path(out)
-        if (o / "config.json").exists() and not (o / STATE_FILE).exists() and not overwrite:
-            raise RunFolderError(f"{o} holds a run that is not an analysis (phasescope run's?). Choose another --out "
-                                 "(or --overwrite to replace it).")
-    existing = out is not None and (Path(out) / STATE_FILE).exists() and not overwrite
+    # a folder an earlier analysis wrote is added to (its analyze.pt says what is measured); the
+    # writer refuses any other run's folder unless overwrite
+    existing = out is not None and not overwrite and run_writer(Path(out)) == WRITER
     name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
     from .measure import forget_data
 
