@@ -99,9 +99,8 @@ def _config(kw: dict, out: Path | None):
     configuration, after checking that the options given agree with it (so a re-run needs none)."""
     from ..experiment import config_differences
     from ..presets import PRESETS, preset_config
-    from ..config import ConfigError
+    from ..config import ConfigError, RunConfig
     from ..runs import read_json, run_writer
-    from ..config import RunConfig
     from .run import TRAINING_KEYS, WRITER
 
     opts, preset = _options(kw)
