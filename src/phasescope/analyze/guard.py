@@ -36,7 +36,7 @@ import torch
 from .load import CheckpointError, align, read_weights
 from .discover import recorded_step
 
-SKIPPING = ("corrupt", "shape", "non-finite", "repeated-step")  # kinds whose checkpoint is not measured
+SKIPPING = ("corrupt", "shape", "non-finite")  # kinds whose checkpoint is not measured (and a repeated step's others)
 KINDS = ("corrupt", "shape", "non-finite", "repeated-step", "identical", "step-mismatch", "order", "missing-keys",
          "extra-keys", "dtype")
 
@@ -230,7 +230,7 @@ def findings(scans: list[Scan], checkpoints: list[dict], against: str = "the mod
 
 def measurable(scans: list[Scan], found: list[Finding]) -> list[Scan]:
     """The scans to measure: not corrupt, fitting, finite, and the first entry of each step."""
-    skip = {(name) for f in found if f.kind in ("corrupt", "shape", "non-finite") for name in f.names}
+    skip = {name for f in found if f.kind in SKIPPING for name in f.names}
     seen: set[int] = set()
     out = []
     for s in scans:

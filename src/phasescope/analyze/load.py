@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
-KINDS = ("model", "hf", "lightning")
 
 
 class CheckpointError(ValueError):
@@ -45,9 +44,6 @@ class Source:
     def from_dict(cls, d: dict) -> "Source":
         return cls(**d)
 
-    def describe(self, cfg) -> str:
-        return {"model": f"--model {cfg.model}", "hf": "--hf (from_pretrained)",
-                "lightning": f"--lightning {self.spec}"}[self.kind]
 
 
 # ---------------------------------------------------------------------- reading weights
