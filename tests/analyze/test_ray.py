@@ -81,3 +81,17 @@ def test_a_killed_worker_is_retried(tmp_path, local, monkeypatch):
     assert all(o["status"] == "measured" for o in result.outcomes.values())
     assert killed[0] not in {o["pid"] for o in result.outcomes.values()}  # its checkpoint ran again elsewhere
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "metrics.csv"), expected, rtol=1e-5)
+
+
+def test_an_unreachable_cluster_is_exit_2_and_leaves_nothing(tmp_path, local):
+    from typer.testing import CliRunner
+
+    from phasescope.cli import app
+
+    from .helpers import TINY_ARGS
+
+    ckpts, _ = local
+    res = CliRunner().invoke(app, ["analyze", str(ckpts), *TINY_ARGS, "--backend", "ray", "--address",
+                                   "127.0.0.1:9", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "127.0.0.1:9" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()

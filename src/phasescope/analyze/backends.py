@@ -40,50 +40,44 @@ def _slots(ray, cpus: float, gpus: float) -> int:
         return 1
 
 
-def run_ray(jobs: list[dict], on_done: Callable[[dict], None], view: AnalyzeView, *, address: str | None,
-            cpus_per_run: float, gpus_per_run: float, num_cpus: int | None, retries: int) -> bool:
-    """One task per job; outcomes handed to ``on_done`` as they finish. True when interrupted."""
-    from ..sweep.backends import start_ray
-
-    ray, started = start_ray(address, num_cpus)
+def run_ray(jobs: list[dict], on_done: Callable[[dict], None], view: AnalyzeView, *, ray: Any,
+            cpus_per_run: float, gpus_per_run: float, retries: int) -> bool:
+    """One task per job on ``ray`` (connected by the caller: ``phasescope sweep``'s start_ray);
+    outcomes handed to ``on_done`` as they finish. True when interrupted."""
+    view.slots = _slots(ray, cpus_per_run, gpus_per_run)
+    task = ray.remote(measure_checkpoint).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run or 0,
+                                                  max_retries=retries, retry_exceptions=False,
+                                                  scheduling_strategy="SPREAD")
+    pending = {task.remote(job): job for job in jobs}
     try:
-        view.slots = _slots(ray, cpus_per_run, gpus_per_run)
-        task = ray.remote(measure_checkpoint).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run or 0,
-                                                      max_retries=retries, retry_exceptions=False,
-                                                      scheduling_strategy="SPREAD")
-        pending = {task.remote(job): job for job in jobs}
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    job = pending.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except Exception as e:  # noqa: BLE001 - the worker died more often than Ray retries
-                        first = str(e).splitlines()[0] if str(e) else ""
-                        outcome = {"step": job["checkpoint"]["step"], "name": job["checkpoint"]["name"],
-                                   "status": "failed", "state": None, "seconds": {},
-                                   "message": f"{type(e).__name__}: its worker failed {retries + 1} time(s): {first}"}
-                    view.done(outcome)
-                    on_done(outcome)
-        except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref)
-            return True
-        return False
-    finally:
-        if started:
-            ray.shutdown()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - the worker died more often than Ray retries
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    outcome = {"step": job["checkpoint"]["step"], "name": job["checkpoint"]["name"],
+                               "status": "failed", "state": None, "seconds": {},
+                               "message": f"{type(e).__name__}: its worker failed {retries + 1} time(s): {first}"}
+                view.done(outcome)
+                on_done(outcome)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        return True
+    return False
 
 
-def run_jobs(jobs: list[dict], *, backend: str, on_done: Callable[[dict], None], address: str | None = None,
-             cpus_per_run: float | None = None, gpus_per_run: float = 0.0, num_cpus: int | None = None,
-             retries: int = 3, progress: bool = True, console: Any = None) -> bool:
+def run_jobs(jobs: list[dict], *, backend: str, on_done: Callable[[dict], None], ray: Any = None,
+             cpus_per_run: float | None = None, gpus_per_run: float = 0.0, retries: int = 3, progress: bool = True,
+             console: Any = None) -> bool:
     """Measure every job on ``backend`` with a live view; True when interrupted (Ctrl-C)."""
     with AnalyzeView(len(jobs), enabled=progress, console=console) as view:
         if not jobs:
             return False
         if backend == "local":
             return run_local(jobs, on_done, view)
-        return run_ray(jobs, on_done, view, address=address, cpus_per_run=cpus_per_run or 1.0,
-                       gpus_per_run=gpus_per_run, num_cpus=num_cpus, retries=retries)
+        return run_ray(jobs, on_done, view, ray=ray, cpus_per_run=cpus_per_run or 1.0, gpus_per_run=gpus_per_run,
+                       retries=retries)

@@ -158,7 +158,7 @@ def analyze_command(**kw: Any) -> None:
     from ..data import DataError
     from ..models import ModelError
     from ..runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
-    from ..sweep.backends import RayMissing
+    from ..sweep.backends import ClusterUnreachable, RayMissing
     from .discover import DiscoveryError, discover
     from .load import Source
     from .run import AnalyzeError, NothingMeasured, analyze
@@ -190,6 +190,12 @@ def analyze_command(**kw: Any) -> None:
                              cpus_per_run=kw["cpus_per_run"], gpus_per_run=kw["gpus_per_run"], num_cpus=kw["num_cpus"],
                              retries=kw["retries"], steps_from=kw["steps_from"], strict=kw["strict"],
                              overwrite=kw["overwrite"], progress=not kw["quiet"], guard=guard, console=_cli.console)
+    except ClusterUnreachable as e:  # before the folder was touched
+        if getattr(e, "stuck", False) and _entry_point():
+            from ..sweep.cli import _exit_now
+
+            _exit_now(str(e))  # Ray's connection thread could hang Python's exit
+        fail(str(e))
     except NothingMeasured as e:
         fail(str(e), EXIT_FAILED)
     except RunWriteError as e:  # a full disk: every checkpoint measured before it is in analyze.pt
@@ -199,6 +205,9 @@ def analyze_command(**kw: Any) -> None:
         fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted before any checkpoint was measured; run the same command again.", EXIT_INTERRUPTED)
+    except ConnectionError as e:  # an OSError, but the network's (the Ray cluster), not the disk's
+        fail(f"lost the connection to the Ray cluster: {e}. Check it (`ray status`), then run the same command "
+             "again: checkpoints measured so far are kept.", EXIT_FAILED)
     except OSError as e:
         fail(f"could not read or write a file: {e}. Check the disk space and permissions of --out.")
     except ValueError as e:

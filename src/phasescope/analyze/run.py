@@ -177,10 +177,6 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     if cfg.transfer.keep_best or cfg.transfer.stop_on_increase:
         raise AnalyzeError("--keep-best and --stop-on-increase act during training; phasescope analyze reads "
                            "checkpoints that exist (the one at the reconstruction minimum is in phases.json).")
-    if backend == "ray":
-        from ..sweep.backends import import_ray
-
-        import_ray()  # before the folder is touched: say how to install it
     ckpt_dir = Path(ckpt_dir).expanduser()
     if out is not None and ckpt_dir.resolve().is_relative_to(Path(out).expanduser().resolve()):
         raise AnalyzeError(f"--out {out} holds the checkpoints ({ckpt_dir}); the run folder is written (and with "
@@ -196,22 +192,28 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
     from .measure import forget_data
 
+    ray, started = (None, False)
+    if backend == "ray":  # joined before the folder is touched: an unreachable cluster leaves nothing behind
+        from ..sweep.backends import start_ray
+
+        ray, started = start_ray(address, num_cpus)
     try:
         with RunWriter.claim(out, name, resume=existing, overwrite=overwrite, writer=WRITER,
                              wording=WORDING) as folder:
             if guard is not None:
-                return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
-                                num_cpus, retries, strict, progress, guard, console, on_scan)
+                return _analyze(found, cfg, folder, existing, source, backend, ray, cpus_per_run, gpus_per_run,
+                                retries, strict, progress, guard, console, on_scan)
             with InterruptGuard() as own:
-                return _analyze(found, cfg, folder, existing, source, backend, address, cpus_per_run, gpus_per_run,
-                                num_cpus, retries, strict, progress, own, console, on_scan)
+                return _analyze(found, cfg, folder, existing, source, backend, ray, cpus_per_run, gpus_per_run,
+                                retries, strict, progress, own, console, on_scan)
     finally:
         forget_data()  # the local backend's dataset is not kept once the analysis is done
+        if started:
+            ray.shutdown()
 
 
 def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool, source: Source, backend: str,
-             address, cpus_per_run, gpus_per_run, num_cpus, retries, strict, progress, guard, console,
-             on_scan) -> AnalyzeResult:
+             ray, cpus_per_run, gpus_per_run, retries, strict, progress, guard, console, on_scan) -> AnalyzeResult:
     from .extension import CheckpointAnalysis
 
     out, ckpt_dir = folder.path, Path(found.folder)
@@ -283,9 +285,8 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
     from .backends import run_jobs
 
     try:
-        interrupted = run_jobs(job_args, backend=backend, on_done=on_done, address=address, cpus_per_run=cpus_per_run,
-                               gpus_per_run=gpus_per_run, num_cpus=num_cpus, retries=retries, progress=progress,
-                               console=console)
+        interrupted = run_jobs(job_args, backend=backend, on_done=on_done, ray=ray, cpus_per_run=cpus_per_run,
+                               gpus_per_run=gpus_per_run, retries=retries, progress=progress, console=console)
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:
