@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -638,6 +639,10 @@ app.command("theory", help="Simulate the single-layer theory of the learning pha
 from .sweep.cli import register as _register_sweep  # noqa: E402
 
 _register_sweep(app, lambda: _ENTRY_POINT)  # phasescope sweep
+
+from .analyze.cli import register as _register_analyze  # noqa: E402
+
+_register_analyze(app, lambda: _ENTRY_POINT, sys.modules[__name__])  # phasescope analyze: run's options
 
 
 _ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)

@@ -262,6 +262,8 @@ class RunConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N or auto.")
     # --- checkpoint schedule ---
     points_per_octave: int = opt(1, "Checkpoints per doubling of the iteration (1: 0, 1, 2, 4, ...).", positive=True)
+    save_checkpoints: bool = opt(False, "Also keep the weights at every checkpoint, as checkpoints/step-N.pt in the "
+                                        "run folder (for `phasescope analyze`).")
     # --- measurement ---
     fit_samples: int | None = opt(4000, "Training samples the decoder and probe are fitted on.", positive=True)
     test_samples: int | None = opt(2000, "Held-out samples they are scored on.", positive=True)

@@ -207,6 +207,18 @@ def resume_config(out: str | Path, given: dict, *, seeds: bool = False) -> RunCo
     return RunConfig.from_dict(saved)
 
 
+def save_weights(out: Path, iteration: int, model: torch.nn.Module) -> Path:
+    """``checkpoints/step-N.pt``: the model's state_dict at checkpoint N (``--save-checkpoints``), on
+    the CPU, written atomically, so that ``phasescope analyze`` can measure the run again from files."""
+    from .runs import CHECKPOINTS, write_bytes_to
+
+    folder = Path(out) / CHECKPOINTS
+    folder.mkdir(exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # through a file handle, as state.pt: a full disk surfaces as OSError naming the file
+    return atomic_write(folder / f"step-{int(iteration)}.pt", write_bytes_to(lambda f: torch.save(state, f)))
+
+
 def _status_of(folder: Path) -> str | None:
     try:
         return read_json(folder / "phases.json").get("status")
@@ -306,6 +318,8 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
         if tracker.maybe_measure(m, t) is None:
             return
         with guard.protect():  # a Ctrl-C waits until this checkpoint's files are all written
+            if cfg.save_checkpoints:  # before the state: a resumed run never lacks a measured checkpoint's weights
+                save_weights(out, t, m)
             # what is new (summaries when the run ends) and the state to resume from
             folder.checkpoint(tracker, {"iteration": t, "model": m.state_dict(), "optimizer": optimizer.state_dict(),
                                         "stream": stream.state_dict(), "tracker": tracker.state_dict(),

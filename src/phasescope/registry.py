@@ -43,6 +43,7 @@ BUILTIN = (
     "phasescope.extensions.infoplane:InfoPlane",
     "phasescope.extensions.stopping:BestFeaturesKeeper",
     "phasescope.extensions.ridge_sweep:RidgeSweep",
+    "phasescope.analyze.extension:CheckpointAnalysis",  # phasescope analyze: its summary, its warnings
 )
 
 

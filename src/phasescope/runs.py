@@ -9,6 +9,8 @@
                      interrupted, diverged, failed), like the extensions' tables and the
                      figures; metrics.csv, errors.npz and state.pt after every checkpoint
     curves.png       the figure
+    checkpoints/     with --save-checkpoints: the weights at every checkpoint, step-N.pt
+    analyze.pt       `phasescope analyze`: each checkpoint's measurement (for re-runs that add checkpoints)
     state.pt         training + tracker state at the last checkpoint (for --resume)
     state.prev.pt    the state of the checkpoint before (used when state.pt is unusable)
     .lock            held (flock) by the process writing the folder
@@ -99,6 +101,7 @@ CORE_FILES = frozenset({
     # a multi-seed folder (--seeds): its summary files; its seed-N sub-folders are run folders
     "seeds.csv", "agreement.csv", "aggregate.csv", "seeds.png",
     "sweep.csv", "sweep.png",  # phasescope theory --sweep
+    "analyze.pt",  # `phasescope analyze`: the measurements of each checkpoint so far
 })
 
 
@@ -114,6 +117,10 @@ def __getattr__(name: str) -> Any:
     if name == "RUN_FILES":  # computed: the registry's extensions are loaded on first use
         return run_files()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+CHECKPOINTS = "checkpoints"  # --save-checkpoints: the weights at every checkpoint, as step-N.pt files
+_CHECKPOINT_FILE = re.compile(r"^step-\d+\.pt$")
 _TMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # atomic_write's temporary files
 _SEED_DIR = re.compile(r"^seed-\d+$")
 STATE, PREV_STATE, LOCK = "state.pt", "state.prev.pt", ".lock"
@@ -131,6 +138,9 @@ def foreign_entries(folder: Path) -> list[str]:
         if p.is_dir() and not p.is_symlink():
             if _SEED_DIR.match(p.name):
                 out += [f"{p.name}/{n}" for n in foreign_entries(p)]
+            elif p.name == CHECKPOINTS:
+                out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir())
+                        if not (q.is_file() and (_CHECKPOINT_FILE.match(q.name) or _TMP.match(q.name)))]
             else:
                 out.append(p.name + "/")
         elif not (p.name in run_files() or is_temporary(p.name)):
@@ -490,7 +500,7 @@ def run_writer(folder: Path) -> str | None:
 
 
 def _writer_name(writer: str | None) -> str:
-    if writer in ("run", "theory"):
+    if writer in ("run", "theory", "analyze"):
         return f"`phasescope {writer}`"
     return f"the {writer} callback"
 
@@ -722,6 +732,15 @@ def clear_run_files(folder: Path) -> list[str]:
         if p.is_dir() and not p.is_symlink() and _SEED_DIR.match(p.name):
             removed += [f"{p.name}/{n}" for n in clear_run_files(p)]
             (p / LOCK).unlink(missing_ok=True)
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        elif p.is_dir() and not p.is_symlink() and p.name == CHECKPOINTS:
+            for q in sorted(p.iterdir()):
+                if q.is_file() and (_CHECKPOINT_FILE.match(q.name) or _TMP.match(q.name)):
+                    q.unlink()
+                    removed.append(f"{p.name}/{q.name}")
             try:
                 p.rmdir()
             except OSError:
