@@ -71,7 +71,7 @@ def run_rows(setting: str, run: Path) -> tuple[list[dict], pd.DataFrame]:
         rec = df[(df.layer == layer) & (df.split == "test") & (df.metric == "reconstruction_mse")].set_index("iteration")
         rows.append({
             "setting": setting, "labels": labels_of(cfg), "seed": c["seed"], "layer": layer,
-            "iterations": c["iterations"], "run": str(run),
+            "iterations": c["iterations"], "run": run.name,
             "phases": "+".join(p["name"] for p in r["phases"]),
             "decrease_significant": r["decrease_significant"], "increase_significant": r["increase_significant"],
             "relative_decrease": r["relative_decrease"]["value"],
@@ -210,6 +210,19 @@ def theory_rows(folder: Path) -> pd.DataFrame:
     return df
 
 
+def theory_summary(t: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for v, g in t.groupby("value", sort=True):
+        n = len(g)
+        out.append({g.parameter.iloc[0]: v, "seeds": n,
+                    "decrease": f"{int(g.decrease_significant.astype(bool).sum())}/{n}",
+                    "increase": f"{int(g.increase_significant.astype(bool).sum())}/{n}",
+                    "decrease %": _ms(g.relative_decrease), "increase %": _ms(g.relative_increase),
+                    "min at": ", ".join(str(int(m)) for m in g.min_iteration),
+                    "phases": "; ".join(g.phases)})
+    return pd.DataFrame(out)
+
+
 # ---------------------------------------------------------------------------------------- figure
 def plot(curves_rec: pd.DataFrame, mem: pd.DataFrame, align: pd.DataFrame, theory: Path | None, path: Path) -> None:
     from matplotlib.figure import Figure
@@ -244,19 +257,24 @@ def plot(curves_rec: pd.DataFrame, mem: pd.DataFrame, align: pd.DataFrame, theor
         t = pd.read_csv(Path(theory) / "metrics.csv")
         t = t[(t.split == "test") & (t.metric == "reconstruction_mse") & (t.layer == "logits")]
         key = "atypical_fraction" if "atypical_fraction" in t else None
+        fr = sorted(t[key].unique())
+        others = iter(["C1", "C3", "C4", "C5", "C6"])
+        tcol = {f: "C0" if f == 0 else next(others) for f in fr}
+        tlab = {f: "f = 0 (clean)" if f == 0 else (f"f = {f:g} (= random labels, K = {int(round(1 / (1 - f)))})"
+                                                  if abs(f - round(1 - 1 / round(1 / (1 - f)), 6)) < 1e-9 and f >= 0.5
+                                                  else f"f = {f:g} mislabelled") for f in fr}
         for (f, seed), h in t.groupby([key, "seed"]):
             h = h.sort_values("iteration")
-            axes[0, -1].plot(h.iteration, h.value / h.value.iloc[0], "-" if f > 0 else "--", lw=1,
-                             color="C3" if f > 0 else "C0",
-                             label=(f"f = {f:g} (all labels random)" if f > 0 else "f = 0 (clean)") if seed == 0 else None)
+            axes[0, -1].plot(h.iteration, h.value / h.value.iloc[0], "-" if f > 0 else "--", lw=1, color=tcol[f],
+                             label=tlab[f] if seed == t.seed.min() else None)
         axes[0, -1].set_title("single-layer theory, atypical-kind other\ntest reconstruction / value at 0", fontsize=9)
         tm = pd.read_csv(Path(theory) / "metrics.csv")
         tm = tm[(tm.metric == "accuracy") & (tm.split == "train")]
         for (f, seed), h in tm.groupby([key, "seed"]):
             h = h.sort_values("iteration")
-            axes[1, -1].plot(h.iteration, h.value, "-" if f > 0 else "--", lw=1, color="C3" if f > 0 else "C0",
-                             label=(f"f = {f:g}" if f > 0 else "f = 0") if seed == 0 else None)
-        axes[1, -1].set_title("single-layer theory: training accuracy", fontsize=9)
+            axes[1, -1].plot(h.iteration, h.value, "-" if f > 0 else "--", lw=1, color=tcol[f],
+                             label=tlab[f] if seed == tm.seed.min() else None)
+        axes[1, -1].set_title("single-layer theory: training accuracy (on the labels trained on)", fontsize=9)
     for ax in axes.ravel():
         ax.set_xscale("symlog", linthresh=1, linscale=0.5)
         ax.set_xlim(left=0)
@@ -265,7 +283,7 @@ def plot(curves_rec: pd.DataFrame, mem: pd.DataFrame, align: pd.DataFrame, theor
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -316,7 +334,8 @@ def main() -> None:
               + markdown(agg) + "\n")
     if args.theory:
         t = theory_rows(args.theory)
-        print("## Theory\n\n" + markdown(t) + "\n")
+        t.to_csv(args.out / "theory.csv", index=False)
+        print("## Theory\n\n" + markdown(theory_summary(t)) + "\n")
     if args.figure:
         plot(recs, curves, pd.DataFrame(align), args.theory, args.figure)
         print(f"figure: {args.figure}")
