@@ -31,8 +31,8 @@ PRESETS: dict[str, dict] = {
     },
     "fashion-vgg11": {
         "about": "VGG-11 at quarter width on Fashion-MNIST (10,000 training images), lr 0.002; reads Debian's "
-                 "files without --data-dir (apt-get install dataset-fashion-mnist). CPU: about 4 min, "
-                 "estimated from 40 ms/step (not run end to end).",
+                 "files without --data-dir (apt-get install dataset-fashion-mnist). CPU, one thread: 3.5-5.5 min "
+                 "at 2,048 iterations on a busy 2-core machine (docs/results.md), so about 7-11 min as set.",
         "config": {"dataset": "fashion-mnist", "model": "vgg11", "width": 0.25, "lr": 0.002, "train_size": 10000,
                    "iterations": 4096, "fit_samples": 4000, "test_samples": 2000},
     },
