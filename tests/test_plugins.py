@@ -235,3 +235,41 @@ def test_sweep_files_take_extension_names_with_options_and_every_section(tmp_pat
     path.write_text('dataset = "digits"\nextensions = ["infoplain"]\n[grid]\nseed = [0]\n')
     with pytest.raises(SweepError, match="Did you mean 'infoplane'"):
         load_spec(path)
+
+
+def test_a_module_in_the_extensions_package_is_a_builtin_without_any_other_change(tmp_path, monkeypatch):
+    """A new built-in extension is one module of phasescope.extensions: the registry finds it there
+    (after the listed ones, which keep their order); helpers and imported classes are not extensions."""
+    import phasescope.extensions as package
+
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "zz_mean_out.py").write_text(textwrap.dedent("""\
+        from phasescope.extension import Extension
+        from phasescope.extensions.infoplane import InfoPlane  # imported, not defined here: not listed twice
+
+        class Helper:  # not an Extension
+            pass
+
+        class MeanOut(Extension):
+            name = "zz_mean_out"
+
+            def measure(self, ctx):
+                return [ctx.row(l, "test", "zz_mean_out", ctx.test_features[l].mean(1)) for l in ctx.layers]
+        """))
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(folder)])
+    registry.clear_cache()
+    try:
+        found = registry.discovered()
+        assert found[-1] == "phasescope.extensions.zz_mean_out:MeanOut"
+        assert not [t for t in found if t.startswith("phasescope.extensions.zz_mean_out") and not t.endswith(":MeanOut")]
+        names = [cls.name for cls in registry.extensions()]
+        assert names[:2] == ["transfer", "samples"] and names[-1] == "zz_mean_out"
+        assert registry.origin(registry.get("zz_mean_out")) == "built-in"
+        out = tmp_path / "run"
+        res = runner.invoke(app, ["run", *TINY, "--extension", "zz_mean_out", "--no-samples", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert len(pd.read_csv(out / "metrics.csv").query("metric == 'zz_mean_out'")) == 4
+    finally:
+        registry.clear_cache()
+        sys.modules.pop("phasescope.extensions.zz_mean_out", None)

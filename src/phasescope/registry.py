@@ -1,7 +1,10 @@
 """Which extensions exist: the built-in ones and those installed as plug-ins.
 
-The built-in extensions are listed as import strings and loaded with importlib on first use;
-installed ones come from the ``phasescope.extensions`` entry-point group of any distribution::
+The built-in extensions are the modules of the :mod:`phasescope.extensions` package, loaded with
+importlib on first use: those whose order matters are listed as import strings (:data:`BUILTIN`),
+every other module of the package is found there (:func:`discovered`), so that a new built-in is
+one module and nothing else; installed ones come from the ``phasescope.extensions`` entry-point
+group of any distribution::
 
     [project.entry-points."phasescope.extensions"]
     mean_activation = "mypkg.meanact:MeanActivation"
@@ -24,6 +27,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import pkgutil
 import threading
 import warnings
 from dataclasses import dataclass
@@ -45,6 +49,7 @@ BUILTIN = (
     "phasescope.extensions.ridge_sweep:RidgeSweep",
     "phasescope.analyze.extension:CheckpointAnalysis",  # phasescope analyze: its summary, its warnings
 )
+PACKAGE = "phasescope.extensions"  # the built-ins' package: its modules not in BUILTIN are found there
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,25 @@ def _load(target: str) -> Any:
     for part in filter(None, attr.split(".")):
         obj = getattr(obj, part)
     return obj
+
+
+def discovered() -> list[str]:
+    """Import strings (``module:Class``) of the built-in extensions that :data:`BUILTIN` does not
+    list: every Extension subclass defined, with a ``name`` of its own, in a top-level module or
+    package of :data:`PACKAGE` that no :data:`BUILTIN` entry lives in (and whose name does not start
+    with ``_``), by module name, then in the order the module defines them. They come after the
+    listed ones in registry order. A module that fails to import raises: it is phasescope's own."""
+    package = importlib.import_module(PACKAGE)
+    listed = {target.partition(":")[0][len(PACKAGE) + 1:].split(".")[0] for target in BUILTIN}
+    out = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name in listed or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        out += [f"{module.__name__}:{attr}" for attr, obj in vars(module).items()
+                if isinstance(obj, type) and issubclass(obj, Extension) and obj.__module__ == module.__name__
+                and "name" in vars(obj)]
+    return out
 
 
 def _installed() -> list[Entry]:
@@ -108,8 +132,10 @@ def _entries() -> tuple[Entry, ...]:
 
 def _load_entries() -> tuple[Entry, ...]:
     entries: dict[str, Entry] = {}
-    for target in BUILTIN:
+    for target in (*BUILTIN, *discovered()):
         cls = _load(target)
+        if cls.name in entries:
+            raise RuntimeError(f"built-in extensions {entries[cls.name].source} and {target} share the name {cls.name!r}.")
         entries[cls.name] = Entry(cls, "built-in", target)
     sections = {c.options.section: c for e in entries.values() if (c := e.cls).options is not None}
     for e in _installed():
