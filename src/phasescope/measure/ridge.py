@@ -355,9 +355,16 @@ class StreamingRidge:
 
     def predict(self, H: torch.Tensor, name: str) -> torch.Tensor:
         """Predictions of target ``name`` for features ``H``; a span target's are its (m, D) inputs."""
-        out = self._predict(H, name)
         span = self.spans.get(name)
-        return out if span is None else span.lift(out)
+        if span is None:
+            return self._predict(H, name)
+        self._check(name)
+        W, b = self.coef_[name], self.intercept_[name]
+        if len(H) <= W.shape[0]:  # few rows: lift their predictions (m x n x D)
+            return span.lift(self._predict(H, name))
+        # many rows: lift the coefficients once (p x n x D), then one (m, p) x (p, D) product
+        Wf, bf = span.lift(W.cpu(), mean=False).to(H.device), span.lift(b.cpu()[None]).to(H.device)[0]
+        return torch.addmm(bf, H.float(), Wf)
 
     def _predict(self, H: torch.Tensor, name: str) -> torch.Tensor:
         """Predictions in the fitted coordinates (a span target's: (m, r))."""
