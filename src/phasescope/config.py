@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import defaults
-from .defaults import BN_MODES, DECODERS, OPTIMIZERS, PROBES, TOKENS
+from .defaults import BN_MODES, DECODERS, INPUT_SPANS, OPTIMIZERS, PROBES, TOKENS
 from .errors import ConfigError  # noqa: F401  (defined with the other exceptions; imported from here too)
 from .registry import parse_value  # noqa: F401  (the value syntax of --extension NAME:KEY=VALUE)
 
@@ -294,6 +294,9 @@ class RunConfig:
     confidence: float = opt(defaults.CONFIDENCE, "Confidence level of the intervals.", between=(0, 1))
     min_effect: float = opt(defaults.MIN_EFFECT, "Relative change below which a significant change is no phase.",
                          min=0)
+    input_span: str = opt("auto", "Linear decoder of inputs with more values than fit samples (e.g. 224x224 images): "
+                                  "auto decodes them exactly through the span of the fit inputs (same errors, "
+                                  "far less time and memory); off decodes every input value.", choices=INPUT_SPANS)
     # --- data knobs of --dataset synthetic (the extensions' sections come from the registry: see below) ---
     synthetic: SyntheticOptions = opt(factory=SyntheticOptions, cli=False)
     # --- extensions turned on by name (--extension NAME), built-in or installed; recorded when any ---

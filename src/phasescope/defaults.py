@@ -8,6 +8,7 @@ OPTIMIZERS = ("sgd", "adam")
 BN_MODES = ("recalibrate", "running", "batch")
 DECODERS = ("linear", "conv")
 PROBES = ("ridge", "logistic")
+INPUT_SPANS = ("auto", "off")  # decode inputs of more dimensions than fit samples through their span
 TOKENS = ("mean", "cls", "pool")  # (B, tokens, D) layer outputs: mean token, class token, all tokens pooled
 
 # Relative ridge of the linear decoder and probe: lambda = RELATIVE_RIDGE x the mean

@@ -93,7 +93,7 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
-        seed=cfg.seed, tokens=cfg.tokens,
+        seed=cfg.seed, tokens=cfg.tokens, input_span=cfg.input_span,
         distributed=False,  # the run trains its own model in this process: it measures it here too
     )
 

@@ -53,6 +53,7 @@ from .measure.inputs import as_tensors as _as_tensors
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
 from .measure.ridge import StreamingRidge, all_reduce_statistics, one_hot
+from .measure.span import InputSpan, Projected
 from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
@@ -169,6 +170,12 @@ class PhaseTracker:
     others before raising :class:`~phasescope.errors.RankFailed`. A model wrapped in
     DistributedDataParallel is measured as its ``.module`` (layer names are the module's); FSDP
     models are refused.
+
+    ``input_span``: ``"auto"`` (default) fits the linear decoder of inputs with more values than
+    fit samples (D > n, e.g. 224 x 224 x 3 images) to the inputs' coordinates in the span of the
+    centred fit inputs (r <= n of them, computed once per tracker; see
+    :mod:`phasescope.measure.span`): the same per-sample errors, training error and
+    reconstructions, without (p, D) products; ``"off"`` decodes all D values.
     """
 
     def __init__(
@@ -199,6 +206,7 @@ class PhaseTracker:
         ridge: float | None = None,  # deprecated name of relative_ridge
         distributed: Any = "auto",
         distributed_timeout: float = DEFAULT_TIMEOUT,
+        input_span: str = "auto",
     ):
         if ridge is not None:
             warnings.warn("PhaseTracker(ridge=...) is deprecated; use relative_ridge=...", DeprecationWarning,
@@ -244,8 +252,10 @@ class PhaseTracker:
                                  f"iteration as an int (log-spaced checkpoints); got {str(items)[:80]}.")
             schedule = [int(i) for i in items]
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
-        for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples)):
+        for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples),
+                            ("input_span", input_span)):
             check_field(RunConfig, name, value)
+        self.input_span, self._span = input_span, None  # the span: computed at the first checkpoint that needs it
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode
         self.relative_ridge, self.max_features, self.batch_size = relative_ridge, max_features, batch_size
         self.bootstrap, self.confidence, self.min_effect = bootstrap, confidence, min_effect
@@ -331,7 +341,7 @@ class PhaseTracker:
             "decoder_options": self.decoder_options, "probe": self.probe, "bn_mode": self.bn_mode,
             "bn_samples": None if self.bn_x is None else int(len(self.bn_x)),
             "relative_ridge": self.relative_ridge, "max_features": self.max_features,
-            "measure_batch_size": self.batch_size,
+            "measure_batch_size": self.batch_size, "input_span": self.input_span,
             "fit_samples": int(len(self.fit_x)), "test_samples": int(len(self.test_x)),
             "bootstrap": self.bootstrap, "confidence": self.confidence, "min_effect": self.min_effect,
             "schedule": self.schedule,
@@ -438,6 +448,17 @@ class PhaseTracker:
     def _keep_fit_features(self) -> bool:
         return sum(self._feature_dim(n) for n in self.layers) * len(self.fit_x) * 4 <= CACHE_BYTES
 
+    def _input_span(self) -> tuple[InputSpan, Projected] | None:
+        """The span of the fit inputs and the test inputs' projection onto it, computed once, when
+        the linear decoder's inputs have more values than there are fit samples (input_span="auto").
+        Every rank of a sharded tracker computes the same (it holds all the inputs)."""
+        if self.input_span == "off" or self.decoder != "linear" or self.fit_x[0].numel() <= len(self.fit_x):
+            return None
+        if self._span is None:
+            span = InputSpan(self.fit_x)
+            self._span = (span, span.project(self.test_x))
+        return self._span
+
     def _share(self, n: int) -> slice:
         """This process's rows of ``n`` samples: all of them, or its share when sharded."""
         return slice(0, n) if self._shard is None else self._shard.share(n)
@@ -451,19 +472,22 @@ class PhaseTracker:
         share = self._share(n_all)
         fit_x, fit_y = self.fit_x[share], self.fit_y[share]
         n = len(fit_x)
-        solvers = {name: StreamingRidge(self.relative_ridge) for name in self.layers}
+        span = self._input_span()
+        spans = {"x": span[0]} if span else None
+        solvers = {name: StreamingRidge(self.relative_ridge, spans=spans) for name in self.layers}
+        fit_t = span[0].coords[share].float() if span else fit_x  # the decoder's targets: span coordinates
         keep = self._keep_fit_features()
         feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers} if keep else None
         raw: dict[str, list] = {name: [] for name in self.layers}
         logits = torch.empty(n, self.num_classes)
         Y = one_hot(fit_y, self.num_classes)
-        dims = {"x": self.fit_x[0].numel(), "y": self.num_classes}
+        dims = {"x": span[0].rank if span else self.fit_x[0].numel(), "y": self.num_classes}
 
         def forward_batch(rows: slice, lg: torch.Tensor, outs: dict) -> list[tuple]:
             """Checks and keeps one batch's outputs; returns what its ridge statistics are made of."""
             finite.add("the logits", lg)
             logits[rows] = lg.float().cpu()
-            targets = {"x": fit_x[rows].reshape(len(lg), -1).to(self.device), "y": Y[rows].to(self.device)}
+            targets = {"x": fit_t[rows].reshape(len(lg), -1).to(self.device), "y": Y[rows].to(self.device)}
             stats = []
             for name in self.layers:
                 h = flatten_features(outs[name], self.feature_maps[name])
@@ -589,7 +613,8 @@ class PhaseTracker:
             else:
                 train_scores = self._streamed_train_scores(frozen, probes, fit.rows)
             test_x, test_y = self.test_x[test.rows], self.test_y[test.rows]
-            X_test = test_x.flatten(1).to(self.device)
+            span = self._input_span()
+            X_test = span[1][test.rows].to(self.device) if span else test_x.flatten(1).to(self.device)
             for n in self.layers:
                 if self.decoder == "conv":  # sharded: the raw outputs of every sample, fitted on every rank
                     errs[n], train_mse[n], extra[n], decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])

@@ -89,6 +89,7 @@ class RidgeSolution:
     train_mse: float  # exact, over the fit samples and target dimensions
     gcv: dict = field(default_factory=dict)  # "auto": the GCV curve searched
     rank: int = 0  # eigen-directions used (ridge 0: those above rcond x the largest eigenvalue)
+    span: Any = None  # a target fitted in span coordinates: its InputSpan (coef is then (p, r))
 
 
 class StreamingRidge:
@@ -98,12 +99,19 @@ class StreamingRidge:
     (p, D), ``intercept_[name]`` (D,) and ``train_mse_[name]`` (mean over samples and
     target dimensions, exact). ``predict(H, name)`` and ``per_sample_mse(H, T, name)``
     use the solution.
+
+    ``spans``: targets fitted in the coordinates of an :class:`~phasescope.measure.span.InputSpan`
+    ({name: span}): their ``partial_fit`` batches are rows of ``span.coords`` (n, r), not the
+    (n, D) inputs, and the solution is of the coordinates (``coef_`` (p, r)); yet ``train_mse_``,
+    :meth:`per_sample_mse` (given ``span.project(T)``, or T itself) and :meth:`predict` are those
+    of the (n, D) inputs, exactly (see :mod:`phasescope.measure.span`).
     """
 
     def __init__(self, ridge: float | str = DEFAULT_RIDGE, *, dtype: torch.dtype = torch.float32,
-                 rcond: float = RCOND):
+                 rcond: float = RCOND, spans: dict | None = None):
         _check_ridge(ridge)
         self.ridge = ridge
+        self.spans = dict(spans or {})
         self.dtype = dtype  # of the per-batch products (float64: exact work such as the theory's decoder)
         self.rcond = rcond  # ridge 0: eigen-directions below rcond x the largest are dropped
         self.n = 0
@@ -248,10 +256,20 @@ class StreamingRidge:
         cross = self._cross(k)
         b = (self._shift_t[k].double() + m_t) - (self._shift_h.double() + m_h) @ W
         # exact training SSE: tr(Tc^T Tc) - 2 tr(W^T cross) + tr(W^T C W)
-        tt = (self._s_tt[k] - n * m_t * m_t).sum()
+        tt = (self._s_tt[k] - n * m_t * m_t).sum() + self._fit_residual(k)
         wcw = (W * (self._C @ W)).sum() if lam is None else (W * cross).sum() - lam * (W * W).sum()
         sse = tt - 2 * (W * cross).sum() + wcw
-        return b, float(max(sse, 0.0)) / (n * cross.shape[1])
+        return b, float(max(sse, 0.0)) / (n * self._width(k, cross.shape[1]))
+
+    def _fit_residual(self, k: str) -> float:
+        """A span target's fit inputs' squared distance to the span (0 for plain targets)."""
+        span = self.spans.get(k)
+        return float(span.fit_residual) if span is not None else 0.0
+
+    def _width(self, k: str, width: int) -> int:
+        """Target dimensions the MSE averages over: the inputs' D for a span target."""
+        span = self.spans.get(k)
+        return span.dim if span is not None else width
 
     def eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eigenvalues (clamped at 0) and eigenvectors of the centred Gram matrix, computed once
@@ -293,8 +311,9 @@ class StreamingRidge:
         b = (self._shift_t[name].double() + m_t) - (self._shift_h.double() + m_h) @ W
         # exact training SSE in the eigenbasis: tt - 2 sum inv b2 + sum s inv^2 b2 (O(p), no product with C)
         sse = tt - float((b2 * inv * (2.0 - s * inv)).sum())
-        train_mse = max(sse, 0.0) / (n * B.shape[1])
-        return RidgeSolution(ridge, float(lam), float((s * inv).sum()), W, b, train_mse, gcv, int((inv > 0).sum()))
+        train_mse = max(sse, 0.0) / (n * self._width(name, B.shape[1]))
+        return RidgeSolution(ridge, float(lam), float((s * inv).sum()), W, b, train_mse, gcv, int((inv > 0).sum()),
+                             self.spans.get(name))
 
     def _eigen_cross(self, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
         """V^T Hc^T Tc (p, D), its squared row norms (p,) and the centred sum of squares of target
@@ -304,12 +323,14 @@ class StreamingRidge:
             _, V = self.eigen()
             B = V.T @ self._cross(name)
             m_t = self._s_t[name] / self.n
-            cache[name] = (B, B.pow(2).sum(1), float((self._s_tt[name] - self.n * m_t * m_t).sum()))
+            tt = float((self._s_tt[name] - self.n * m_t * m_t).sum()) + self._fit_residual(name)
+            cache[name] = (B, B.pow(2).sum(1), tt)
         return cache[name]
 
     def predict_with(self, H: torch.Tensor, sol: "RidgeSolution") -> torch.Tensor:
-        """Predictions of a :meth:`solution` for features ``H``."""
-        return H.float() @ sol.coef.to(H.device, torch.float32) + sol.intercept.to(H.device, torch.float32)
+        """Predictions of a :meth:`solution` for features ``H`` (a span target's: the (m, D) inputs)."""
+        out = H.float() @ sol.coef.to(H.device, torch.float32) + sol.intercept.to(H.device, torch.float32)
+        return out if sol.span is None else sol.span.lift(out)
 
     @staticmethod
     def _cholesky_solver(C: torch.Tensor, lam: float):
@@ -333,14 +354,37 @@ class StreamingRidge:
             raise KeyError(f"No target {name!r}; fitted targets: {list(self.coef_)}.")
 
     def predict(self, H: torch.Tensor, name: str) -> torch.Tensor:
+        """Predictions of target ``name`` for features ``H``; a span target's are its (m, D) inputs."""
+        span = self.spans.get(name)
+        if span is None:
+            return self._predict(H, name)
+        self._check(name)
+        W, b = self.coef_[name], self.intercept_[name]
+        if len(H) <= W.shape[0]:  # few rows: lift their predictions (m x n x D)
+            return span.lift(self._predict(H, name))
+        # many rows: lift the coefficients once (p x n x D), then one (m, p) x (p, D) product
+        Wf, bf = span.lift(W.cpu(), mean=False).to(H.device), span.lift(b.cpu()[None]).to(H.device)[0]
+        return torch.addmm(bf, H.float(), Wf)
+
+    def _predict(self, H: torch.Tensor, name: str) -> torch.Tensor:
+        """Predictions in the fitted coordinates (a span target's: (m, r))."""
         self._check(name)
         W = self.coef_[name].to(H.device, torch.float32)
         return torch.addmm(self.intercept_[name].to(H.device, torch.float32), H.float(), W)
 
-    def per_sample_mse(self, H: torch.Tensor, T: torch.Tensor, name: str) -> torch.Tensor:
-        """Mean squared error over target dimensions, one value per sample (float64)."""
-        residual = self.predict(H, name).sub_(T.float().reshape(len(T), -1)).square_()  # one (n, D) buffer
-        return residual.sum(1, dtype=torch.float64) / residual.shape[1]
+    def per_sample_mse(self, H: torch.Tensor, T: Any, name: str) -> torch.Tensor:
+        """Mean squared error over target dimensions, one value per sample (float64). A span
+        target's ``T``: the inputs (m, D), or better their ``span.project(T)`` (computed once for
+        inputs scored again and again); the error is the inputs', through the exact split."""
+        span = self.spans.get(name)
+        if span is None:
+            residual = self.predict(H, name).sub_(T.float().reshape(len(T), -1)).square_()  # one (n, D) buffer
+            return residual.sum(1, dtype=torch.float64) / residual.shape[1]
+        from .span import Projected
+
+        P = T if isinstance(T, Projected) else span.project(T)
+        inside = self._predict(H, name).sub_(P.coords.to(H.device, torch.float32)).square_()
+        return (inside.sum(1, dtype=torch.float64) + P.residual.to(H.device)) / span.dim
 
 
 def all_reduce_statistics(solvers: list[StreamingRidge], shard: Any) -> None:

@@ -1,0 +1,217 @@
+"""Time and peak memory of the linear decoder on 224 x 224 x 3 inputs (D = 150,528): phasescope
+with the input-span reduction, phasescope without it, and forward hooks + scikit-learn Ridge.
+
+Run: python benchmarks/bench_large_inputs.py [--fit 2000] [--test 1000] [--threads 2] [--no-full]
+
+A ResNet-18-style network built here (ImageNet stem: 7x7/2 conv and 3x3/2 max-pool, four stages
+of two BasicBlocks, widths 16-32-64-128 so that its forward passes stay cheap on a CPU), untrained,
+on the CIFAR-10 subset (../shared/data/cifar10_subset.npz; else random images) upsampled to
+224 x 224 with F.interpolate. Layers ``layer3`` and ``layer4``, average-pooled to at most 1,024
+features (``max_features=1024``), one checkpoint measured twice (iterations 0 and 1: the first
+includes the span's one-time set-up). scikit-learn: the same pooled features through forward
+hooks, ``Ridge(alpha)`` with phasescope's absolute lambda per layer, fitted to the flattened
+inputs and scored per sample. Each method runs in turn in this process; its peak memory is the rise
+of the process's resident set (VmHWM after resetting it, minus VmRSS at the start).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUBSET = Path("shared") / "data" / "cifar10_subset.npz"
+CIFAR = next((p / SUBSET for p in Path(__file__).resolve().parents[1:] if (p / SUBSET).exists()), None)
+LAYERS = ["layer3", "layer4"]
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.skip(x))
+
+
+class ResNet18ish(nn.Module):
+    def __init__(self, widths=(16, 32, 64, 128), num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        cin, stages = widths[0], []
+        for i, w in enumerate(widths):
+            stages.append(nn.Sequential(Block(cin, w, 1 if i == 0 else 2), Block(w, w, 1)))
+            cin = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def load(n_fit: int, n_test: int):
+    if CIFAR is not None:
+        d = np.load(CIFAR)
+        x = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(255)
+        xs = [x(d["x_train"][:n_fit]), x(d["x_test"][:n_test])]
+        ys = [torch.from_numpy(d["y_train"][:n_fit]), torch.from_numpy(d["y_test"][:n_test])]
+        source = "CIFAR-10 subset"
+    else:
+        g = torch.Generator().manual_seed(0)
+        xs = [torch.rand(n, 3, 32, 32, generator=g) for n in (n_fit, n_test)]
+        ys = [torch.randint(0, 10, (n,), generator=g) for n in (n_fit, n_test)]
+        source = "random images"
+    mean = xs[0].mean((0, 2, 3), keepdim=True)
+    std = xs[0].std((0, 2, 3), keepdim=True)
+    up = [F.interpolate((x - mean) / std, size=(224, 224), mode="bilinear", align_corners=False) for x in xs]
+    return source, (up[0], ys[0]), (up[1], ys[1])
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def isolated(fn, *args):
+    """fn(*args): (seconds, peak rise of the resident set in bytes, result). The peak (VmHWM) is reset
+    first (/proc/self/clear_refs), so each method's peak is its own (one process: forked children
+    of a process that already ran threaded torch code can deadlock)."""
+    import gc
+
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    start = _rss("VmRSS")
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, _rss("VmHWM") - start, out
+
+
+def phasescope_run(model, fit, test, input_span):
+    import warnings
+
+    from phasescope import PhaseTracker
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = PhaseTracker(model, LAYERS, fit, test, [0, 1], max_features=1024, input_span=input_span, bn_mode="running",
+                         bootstrap=200)
+        for it in (0, 1):
+            t.measure(model, it)
+    errs = {n: t.errors[n][1] for n in LAYERS}
+    lams = {}
+    return [t.timings[0], t.timings[1]], errs, lams
+
+
+def sklearn_run(model, fit, test, lams):
+    """Forward hooks give the same pooled features; scikit-learn Ridge decodes the inputs."""
+    from sklearn.linear_model import Ridge
+
+    from phasescope.measure.capture import feature_map
+
+    feats = {}
+    hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: feats.setdefault(n, []).append(o))
+             for n in LAYERS]
+    model.eval()
+
+    def features(x):
+        feats.clear()
+        with torch.no_grad():
+            for i in range(0, len(x), 500):
+                model(x[i:i + 500])
+        out = {}
+        for n in LAYERS:
+            o = torch.cat(feats[n])
+            g = feature_map(list(o.shape[1:]), 1024).grid
+            out[n] = (F.adaptive_avg_pool2d(o, g) if g else o).flatten(1).numpy()
+        return out
+
+    Hf, Ht = features(fit[0]), features(test[0])
+    for h in hooks:
+        h.remove()
+    Xf, Xt = fit[0].flatten(1).numpy(), test[0].flatten(1).numpy()
+    errs = {}
+    for n in LAYERS:
+        r = Ridge(alpha=lams[n]).fit(Hf[n], Xf)
+        errs[n] = ((r.predict(Ht[n]) - Xt) ** 2).mean(1)
+    return errs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fit", type=int, default=2000)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-full", action="store_true", help="skip phasescope without the reduction (memory)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    source, fit, test = load(args.fit, args.test)
+    torch.manual_seed(0)
+    model = ResNet18ish()
+    print(f"{source}: {args.fit} fit / {args.test} test images at 224x224x3 (D = {fit[0][0].numel():,}), "
+          f"layers {LAYERS} (max_features 1024), {args.threads} threads")
+
+    # phasescope's lambdas, for scikit-learn's alpha: the decoder of the span run at iteration 1
+    from phasescope import PhaseTracker
+
+    results = {}
+    t, peak, (times, errs, _) = isolated(phasescope_run, model, fit, test, "auto")
+    results["phasescope, input span"] = (times, peak, errs)
+    if not args.no_full:
+        t, peak, (times, errs_full, _) = isolated(phasescope_run, model, fit, test, "off")
+        results["phasescope, all D values"] = (times, peak, errs_full)
+        for n in LAYERS:
+            rel = np.abs(errs[n] - errs_full[n]).max() / np.abs(errs_full[n]).max()
+            print(f"  {n}: per-sample errors, span vs all D values: max relative difference {rel:.1e}")
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = PhaseTracker(model, LAYERS, (fit[0][:2], fit[1][:2]), (test[0][:2], test[1][:2]), [0],
+                             max_features=1024, bn_mode="running")
+    lams = _lambdas(probe, model, fit)
+    t, peak, errs_sk = isolated(sklearn_run, model, fit, test, lams)
+    results["hooks + scikit-learn Ridge"] = ([t, float("nan")], peak, errs_sk)
+    for n in LAYERS:
+        rel = np.abs(errs[n] - errs_sk[n]).max() / np.abs(errs_sk[n]).max()
+        print(f"  {n}: per-sample errors, span vs scikit-learn: max relative difference {rel:.1e}")
+
+    base_t, base_m = results["phasescope, input span"][0][1], results["phasescope, input span"][1]
+    print(f"\n{'method':28s} {'1st checkpoint':>15s} {'2nd':>9s} {'peak memory':>12s} {'time / span':>12s} "
+          f"{'memory / span':>14s}")
+    for name, (times, peak, _) in results.items():
+        print(f"{name:28s} {times[0]:13.1f} s {times[1]:7.1f} s {peak / 2**30:9.2f} GiB "
+              f"{times[0] / base_t:11.1f}x {peak / base_m:13.1f}x")
+    print("(time / span: each method's first checkpoint over the span's second; scikit-learn's time "
+          "includes its forward passes; phasescope's include the probes and intervals; BatchNorm in running mode for both)")
+
+
+def _lambdas(probe, model, fit) -> dict[str, float]:
+    """phasescope's absolute ridge per layer (0.1 x the mean feature variance) on the fit set."""
+    frozen = model.eval()
+    with torch.no_grad():
+        _, H = probe.features(frozen, fit[0])
+    out = {}
+    for n in LAYERS:
+        Hc = H[n].double() - H[n].double().mean(0)
+        out[n] = 0.1 * float((Hc * Hc).sum()) / Hc.shape[1]
+    return out
+
+
+if __name__ == "__main__":
+    main()

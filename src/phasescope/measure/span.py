@@ -1,0 +1,105 @@
+"""The span of the fit inputs: an exact way to decode large inputs without (p, D) products.
+
+With n fit samples the centred fit inputs Xc (n, D) span at most r <= n dimensions. Write
+Xc = Z V^T with V (D, r) orthonormal. The ridge decoder's cross products Hc^T Xc = Hc^T Z V^T,
+so its coefficients are W = W_z V^T with W_z (p, r) the ridge decoder of the coordinates Z, and
+every sample's squared error splits exactly into
+
+    ||x - mean - W^T(h - m_h)||^2 = ||V^T(x - mean) - W_z^T(h - m_h)||^2 + ||(I - V V^T)(x - mean)||^2
+
+whose second term depends on neither the layer nor the checkpoint. So D (150,528 for
+224 x 224 x 3 images) is replaced by r <= n, with the same per-sample errors.
+
+V is never formed: from the eigendecomposition of the (n, n) Gram matrix Xc Xc^T = U S^2 U^T
+(float64), V = Xc^T U S^-1, the fit coordinates are Z = U S, a test input's coordinates are
+S^-1 U^T Xc (x - mean), and a coordinate vector maps back to pixels through Xc^T U S^-1 z: the
+only (., D) array is the fit inputs themselves, which the caller already holds. Directions below
+``RCOND`` of the largest Gram eigenvalue are left out of V (their tiny share of the inputs goes
+to the residual term): float64 rounding leaves their eigenvectors unresolved.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+RCOND = 1e-10  # Gram eigenvalues below this fraction of the largest: not part of V
+CHUNK = 8192  # input dimensions per float64 block (n x CHUNK x 8 bytes at a time)
+
+
+@dataclass
+class Projected:
+    """Inputs in span coordinates: ``coords`` (m, r) = V^T (x - mean) and ``residual`` (m,) =
+    ||(I - V V^T)(x - mean)||^2, both float64. Sliced like the inputs (``p[rows]``)."""
+
+    coords: torch.Tensor
+    residual: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, rows) -> "Projected":
+        return Projected(self.coords[rows], self.residual[rows])
+
+    def to(self, device) -> "Projected":
+        return Projected(self.coords.to(device), self.residual.to(device))
+
+
+class InputSpan:
+    """The span of fit inputs ``X`` (n, ...) (flattened to (n, D)); see the module docstring.
+
+    ``coords`` (n, r): the fit inputs' coordinates Z (float64, mean zero); ``fit_residual``: the
+    fit inputs' summed squared distance to the span (0 up to the directions dropped by ``rcond``);
+    ``dim``: D. :meth:`project` other inputs, :meth:`lift` coordinates back to inputs."""
+
+    def __init__(self, X: torch.Tensor, *, rcond: float = RCOND, chunk: int = CHUNK):
+        X = X.detach().reshape(len(X), -1)
+        if not X.is_floating_point():
+            X = X.float()
+        self.X, self.chunk = X, chunk  # a view of the caller's inputs: never copied whole
+        self.n, self.dim = X.shape
+        self.mean = X.mean(0, dtype=torch.float64)
+        G = torch.zeros(self.n, self.n, dtype=torch.float64)
+        for Xc in self._centred_blocks(X):
+            G.addmm_(Xc, Xc.T)
+        total = float(torch.trace(G))
+        s, U = torch.linalg.eigh(G)
+        top = float(s.max()) if len(s) else 0.0
+        keep = s > rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
+        s, U = s[keep].flip(0), U[:, keep].flip(1)  # largest first
+        self.sigma = s.sqrt()
+        self.U = U
+        self.coords = U * self.sigma  # Z = Xc V = U S
+        self.fit_residual = max(total - float(s.sum()), 0.0)
+
+    @property
+    def rank(self) -> int:
+        return len(self.sigma)
+
+    def _centred_blocks(self, X: torch.Tensor):
+        for a in range(0, self.dim, self.chunk):
+            yield X[:, a:a + self.chunk].double() - self.mean[a:a + self.chunk]
+
+    def project(self, X: torch.Tensor) -> Projected:
+        """Coordinates and residuals of inputs ``X`` (m, ...) (float64; one pass over the fit inputs)."""
+        X = X.detach().reshape(len(X), -1)
+        if X.shape[1] != self.dim:
+            raise ValueError(f"inputs of {X.shape[1]} values per sample; the span is of {self.dim}.")
+        K = torch.zeros(len(X), self.n, dtype=torch.float64)  # (x - mean) . Xc rows
+        sq = torch.zeros(len(X), dtype=torch.float64)
+        for a, Xc in zip(range(0, self.dim, self.chunk), self._centred_blocks(self.X)):
+            Y = X[:, a:a + self.chunk].double() - self.mean[a:a + self.chunk]
+            K.addmm_(Y, Xc.T)
+            sq += Y.square().sum(1)
+        coords = (K @ self.U) / self.sigma
+        return Projected(coords, (sq - coords.square().sum(1)).clamp_min(0.0))
+
+    def lift(self, Z: torch.Tensor, *, mean: bool = True) -> torch.Tensor:
+        """V z (+ the mean) for coordinate rows ``Z`` (m, r): (m, D) float32 on Z's device."""
+        M = ((Z.double().cpu() / self.sigma) @ self.U.T).float()  # (m, n): V z = Xc^T U S^-1 z
+        out = torch.empty(len(Z), self.dim, dtype=torch.float32)
+        for a in range(0, self.dim, self.chunk):
+            m = self.mean[a:a + self.chunk].float()
+            block = M @ (self.X[:, a:a + self.chunk].float() - m)
+            out[:, a:a + self.chunk] = block + m if mean else block
+        return out.to(Z.device)

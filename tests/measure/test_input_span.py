@@ -1,0 +1,163 @@
+"""The input-span reduction: decoding inputs of D > n dimensions through their span's r <= n
+coordinates gives the full-D decoder's per-sample errors, training error and reconstructions."""
+import pytest
+import torch
+
+from phasescope.measure.ridge import StreamingRidge
+from phasescope.measure.span import InputSpan
+
+
+def _data(n=50, m=40, D=300, p=10, rank=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if rank is None:
+        X = torch.randn(n + m, D, generator=g, dtype=torch.float64)
+    else:  # every input in a rank-dimensional affine subspace (fit inputs rank-deficient)
+        X = torch.randn(n + m, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, D, generator=g,
+                                                                                     dtype=torch.float64) + 0.3
+    A = torch.randn(D, p, generator=g, dtype=torch.float64) / D ** 0.5
+    H = torch.tanh(X @ A) + 0.1 * torch.randn(n + m, p, generator=g, dtype=torch.float64)
+    return X[:n], H[:n], X[n:], H[n:]
+
+
+def _fit(ridge, H, targets, dtype, spans=None, batch=16):
+    s = StreamingRidge(ridge, dtype=dtype, spans=spans)
+    for i in range(0, len(H), batch):
+        s.partial_fit(H[i:i + batch], {k: T[i:i + batch] for k, T in targets.items()})
+    return s.solve()
+
+
+@pytest.mark.parametrize("rank", [None, 7], ids=["full-rank", "rank-deficient"])
+@pytest.mark.parametrize("ridge", [0.1, 1e-3, "auto"])
+def test_span_decoder_equals_the_full_decoder_in_float64(ridge, rank):
+    Xf, Hf, Xt, Ht = _data(rank=rank)
+    full = _fit(ridge, Hf, {"x": Xf}, torch.float64)
+    span = InputSpan(Xf)
+    assert span.rank == (49 if rank is None else rank)  # centred: one direction fewer than samples
+    red = _fit(ridge, Hf, {"x": span.coords}, torch.float64, spans={"x": span})
+    want = full.per_sample_mse(Ht, Xt, "x")
+    torch.testing.assert_close(red.per_sample_mse(Ht, span.project(Xt), "x"), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(red.per_sample_mse(Ht, Xt, "x"), want, rtol=1e-6, atol=0)  # projected inside
+    assert red.train_mse_["x"] == pytest.approx(full.train_mse_["x"], rel=1e-6)
+    assert red.lams_["x"] == pytest.approx(full.lams_["x"], rel=1e-9)  # "auto": GCV chose the same ridge
+    torch.testing.assert_close(red.predict(Ht, "x").double(), full.predict(Ht, "x").double(), rtol=0, atol=1e-5)
+    for r in (0.0, 10.0, "auto"):  # further ridges from the same statistics (the ridge sweep's path)
+        a, b = full.solution("x", r), red.solution("x", r)
+        assert b.train_mse == pytest.approx(a.train_mse, rel=1e-6, abs=1e-12)
+        torch.testing.assert_close(red.predict_with(Ht, b).double(), full.predict_with(Ht, a).double(),
+                                   rtol=0, atol=1e-4)
+
+
+def test_span_decoder_in_float32_products_within_1e_4():
+    """The tracker's path: float32 per-batch products (as the full decoder's); they agree to 1e-4
+    relative (both sides carry float32 rounding of the products)."""
+    Xf, Hf, Xt, Ht = (t.float() for t in _data(n=200, m=60, D=900, p=20))
+    full = _fit(0.1, Hf, {"x": Xf}, torch.float32, batch=64)
+    span = InputSpan(Xf)
+    red = _fit(0.1, Hf, {"x": span.coords.float()}, torch.float32, spans={"x": span}, batch=64)
+    torch.testing.assert_close(red.per_sample_mse(Ht, span.project(Xt), "x"), full.per_sample_mse(Ht, Xt, "x"),
+                               rtol=1e-4, atol=0)
+    assert red.train_mse_["x"] == pytest.approx(full.train_mse_["x"], rel=1e-4)
+    torch.testing.assert_close(red.predict(Ht, "x"), full.predict(Ht, "x"), rtol=0, atol=1e-4)
+
+
+def test_projection_splits_every_input_exactly():
+    Xf, _, Xt, _ = _data(n=30, D=120)
+    span = InputSpan(Xf, chunk=50)  # several blocks
+    P = span.project(Xt)
+    back = span.lift(P.coords, mean=True).double()  # the part of x in the span, plus the mean
+    torch.testing.assert_close((Xt - back).square().sum(1), P.residual, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(span.project(Xf).residual, torch.zeros(30, dtype=torch.float64), rtol=0, atol=1e-9)
+
+
+def test_predict_lifts_rows_or_coefficients_alike():
+    Xf, Hf, Xt, Ht = _data(n=50, m=40, D=300, p=10)
+    full = _fit(0.1, Hf, {"x": Xf}, torch.float64)
+    span = InputSpan(Xf)
+    red = _fit(0.1, Hf, {"x": span.coords}, torch.float64, spans={"x": span})
+    for rows in (slice(0, 5), slice(None)):  # 5 <= p rows: predictions lifted; 40 > p: coefficients lifted
+        torch.testing.assert_close(red.predict(Ht[rows], "x").double(), full.predict(Ht[rows], "x").double(),
+                                   rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- the tracker
+def _images(n_fit=120, n_test=60, seed=0):
+    """Digits upsampled to 16 x 16 (D = 256 > 120 fit samples): the span is used."""
+    from phasescope.data import load_dataset
+
+    d = load_dataset("digits")
+    up = lambda x: torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    return (up(d.x_train[:n_fit]), d.y_train[:n_fit]), (up(d.x_test[:n_test]), d.y_test[:n_test])
+
+
+def _model():
+    from phasescope.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("cnn", (1, 16, 16), 10, width=0.5)
+
+
+def _track(input_span, distributed=False, **kw):
+    import warnings
+
+    from phasescope import PhaseTracker
+    from phasescope.extensions.reconstructions import Reconstructions
+
+    fit, test = _images()
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # more features than fit samples: noted, not the point here
+        t = PhaseTracker(model, ["features.2", "features.3"], fit, test, [0, 1], batch_size=50, bootstrap=50,
+                         input_span=input_span, distributed=distributed, extensions=[Reconstructions()],
+                         max_features=64, **kw)
+        for it in (0, 1):
+            t.measure(model, it)
+    return t
+
+
+def _same(a, b, rtol):
+    import numpy as np
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.results(), b.results(), check_exact=False, rtol=rtol, atol=1e-9)
+    for n in a.layers:
+        for it in a.errors[n]:
+            np.testing.assert_allclose(a.errors[n][it], b.errors[n][it], rtol=rtol)
+    ra, rb = (next(e for e in t.extensions if e.name == "reconstructions") for t in (a, b))
+    assert len(ra.images) == 2 and len(ra.protos) == 2
+    for x, y in zip(ra.images + ra.protos, rb.images + rb.protos):  # uint8 pixels: at most one level apart
+        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("ridge", [0.1, "auto"])
+def test_tracker_with_the_span_measures_what_it_measures_without(ridge):
+    """float32 products on both sides: rows and per-sample errors agree to 1e-4 relative."""
+    on = _track("auto", relative_ridge=ridge)
+    assert on._span is not None and on._span[0].rank <= 119
+    off = _track("off", relative_ridge=ridge)
+    assert off._span is None
+    _same(on, off, rtol=1e-4)
+
+
+def test_input_span_setting_is_checked():
+    from phasescope.config import ConfigError, RunConfig
+
+    with pytest.raises((ConfigError, ValueError), match="input_span"):
+        _track("sometimes")
+    assert RunConfig().input_span == "auto"
+    with pytest.raises(ConfigError, match="input_span"):
+        RunConfig(input_span="never").validate()
+
+
+def test_two_ranks_with_the_span_measure_what_one_process_measures(tmp_path):
+    from tests.test_distributed import ok, run_ranks
+
+    one = _track("auto")
+    for results, errors in ok(run_ranks(lambda rank: (lambda t: (t.results(), t.errors))(_track("auto", "auto")),
+                                        tmp_path)):
+        import numpy as np
+        import pandas as pd
+
+        pd.testing.assert_frame_equal(one.results(), results, check_exact=False, rtol=1e-5, atol=0)
+        for n in one.layers:
+            for it in one.errors[n]:
+                np.testing.assert_allclose(errors[n][it], one.errors[n][it], rtol=1e-5)
