@@ -43,3 +43,13 @@ def test_hf_trainer(tmp_path):
     out = run("hf_trainer.py", "--steps", "4", "--out", "hf", cwd=tmp_path)
     assert "vit.layers.1" in out
     assert (tmp_path / "hf" / "phases" / "phases.json").exists()
+
+
+def test_posthoc_plain_loop(tmp_path):
+    """The README's post-hoc study: a plain loop's checkpoints, analysed, agree with the live tracker."""
+    out = run("posthoc_plain_loop.py", "--iterations", "16", "--every", "4", "--out", "ph", cwd=tmp_path)
+    assert "final weights of the two loops identical: True" in out
+    rel = float(out.split("largest relative difference at the 4 shared steps: ")[1].split()[0])  # 0, 4, 8, 16
+    assert rel < 1e-4
+    assert (tmp_path / "ph" / "posthoc.png").stat().st_size > 10_000
+    assert (tmp_path / "ph" / "analyzed" / "phases.json").exists()
