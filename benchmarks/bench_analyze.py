@@ -15,7 +15,7 @@ Prints
   returning the results;
 * whether the analysis agrees with the run's own metrics.csv (rtol 1e-5) in both modes.
 
-    python benchmarks/bench_analyze.py [--iterations 128] [--data /work/shared/data/cifar10_subset.npz]
+    python benchmarks/bench_analyze.py [--iterations 128] [--points-per-octave 1] [--data /work/shared/data/cifar10_subset.npz]
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ SUBSET = Path("/work/shared/data/cifar10_subset.npz")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=128, help="training steps (checkpoints: 0, 1, 2, 4, ...)")
+    ap.add_argument("--points-per-octave", type=int, default=1,
+                    help="checkpoints per doubling of the step (more checkpoints from the same short run)")
     ap.add_argument("--data", type=Path, default=SUBSET)
     ap.add_argument("--parallel", type=int, default=2, help="checkpoints at a time on Ray (CPUs of the local Ray)")
     ap.add_argument("--out", type=Path, default=None)
@@ -56,7 +58,8 @@ def main() -> None:
     else:
         base = {}
         what = "default CNN on the embedded MNIST digits (no CIFAR-10 subset)"
-    cfg = RunConfig.from_dict({**base, "iterations": args.iterations, "save_checkpoints": True})
+    cfg = RunConfig.from_dict({**base, "iterations": args.iterations, "save_checkpoints": True,
+                               "points_per_octave": args.points_per_octave})
     print(f"{what}; {os.cpu_count()} CPUs here, load average {os.getloadavg()[0]:.1f} (a shared machine)", flush=True)
     t0 = time.perf_counter()
     run = run_experiment(cfg, out / "run", progress=False)
@@ -87,6 +90,10 @@ def main() -> None:
     eff = t_seq / (args.parallel * t_par)
     eff_no_init = t_seq / (args.parallel * max(t_par - t_init, 1e-9))
     print(f"parallel efficiency: {eff:.2f} ({eff_no_init:.2f} without Ray's start-up); speed-up {t_seq / t_par:.2f}x")
+    print(f"steady state (the checkpoints' own work, no start-up or driver): sequential {inside_seq:.1f} s of work "
+          f"against {inside:.1f} s in {args.parallel} workers: efficiency {inside_seq / inside:.2f}")
+    print(f"fixed costs: driver (guard, data, final files and figures) {t_seq - inside_seq:.1f} s in both; "
+          f"Ray start-up {t_init:.1f} s")
     print(f"Ray overhead per checkpoint: {(args.parallel * t_par - inside) / k:.2f} s "
           f"((2 x {t_par:.1f} s - {inside:.1f} s) / {k})")
     live = pd.read_csv(out / "run" / "metrics.csv")
