@@ -282,6 +282,7 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
                                                       num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
     data = apply_atypical(data, cfg.atypical, cfg.seed)  # --atypical: training split only, seeded
     changes: dict = {}
+    source, given = data, list(extensions)  # what the extensions are made from (again, for --budget's sizes)
     for stage in ("data", "pre-training data"):  # sizes the data allow; a class-split transfer task splits it
         cfg, more = clamp_to_data(cfg, data)
         changes.update(more)
@@ -291,6 +292,17 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
     notes += [c["why"] for c in changes.values()]
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
+    budget = None
+    if cfg.budget is not None:  # --budget: sizes from a short calibration; checkpoints thinned as the run goes
+        from .budget import plan_budget
+
+        budget, cfg, more = plan_budget(cfg, model, data, device, build_tracker, source=source,
+                                        resume=folder.mode == "resume")
+        if more:  # the extensions, made for the sample counts chosen
+            extensions = run_extensions(cfg, source, given)[1]
+        adjusted = {**adjusted, **more}
+        notes += [c["why"] for c in more.values()] + budget.budget.warnings
+        extensions = [*extensions, budget]
     tracker = build_tracker(cfg, model, data, device, extensions)
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
@@ -329,6 +341,8 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
         if tracker.stop is not None:  # an extension (--stop-on-increase) decided to stop
             raise StopTraining(tracker.stop)
 
+    if budget is not None:  # skips the checkpoints the budget leaves out; keeps its training clock
+        checkpoint = budget.wrap(checkpoint)
     status, diverged = "complete", None
     try:
         bar = _progress(progress, cfg.iterations, start)
