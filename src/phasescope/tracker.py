@@ -640,16 +640,16 @@ class PhaseTracker:
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
                 raise NonFiniteActivations(it, f"the reconstructions from layer {n!r}")
             errors[n] = err.numpy()
-            rows += [self._row(it, n, "train", k, v) for k, v in extra[n].items()]
-            rows.append(self._row(it, n, "test", "reconstruction_mse", err))
-            rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse[n]))
+            rows += [(it, n, "train", k, v) for k, v in extra[n].items()]
+            rows.append((it, n, "test", "reconstruction_mse", err))
+            rows.append((it, n, "train", "reconstruction_mse", train_mse[n]))
             for split, (correct, loss) in (("train", train_scores[n]), ("test", test_scores[n])):
-                rows.append(self._row(it, n, split, "probe_accuracy", correct))
-                rows.append(self._row(it, n, split, "probe_loss", loss))
+                rows.append((it, n, split, "probe_accuracy", correct))
+                rows.append((it, n, split, "probe_loss", loss))
         for split, lg, y in (("train", fit.logits, self.fit_y), ("test", test.logits, self.test_y)):
-            rows.append(self._row(it, "model", split, "accuracy", (lg.argmax(1) == y).double()))
-            rows.append(self._row(it, "model", split, "loss", F.cross_entropy(lg, y, reduction="none").double()))
-        return rows, errors
+            rows.append((it, "model", split, "accuracy", (lg.argmax(1) == y).double()))
+            rows.append((it, "model", split, "loss", F.cross_entropy(lg, y, reduction="none").double()))
+        return self._rows(rows), errors
 
     def _streamed_train_scores(self, frozen: nn.Module, probes: dict[str, LinearProbe],
                                share: slice = slice(None)) -> dict[str, tuple]:
@@ -678,6 +678,16 @@ class PhaseTracker:
         err = dec.per_sample_error(raw_test, self.test_x).double().cpu()
         return err, float(dec.train_mse_), {"decoder_converged": float(dec.converged_),
                                             "decoder_epochs": float(dec.epochs_run_)}, dec
+
+    def _rows(self, specs: list[tuple]) -> list[dict]:
+        """:meth:`_row` of each (it, layer, split, metric, values), the per-sample vectors' intervals
+        from one bootstrap product per sample size (:meth:`~phasescope.stats.Bootstrap.estimate_all`)."""
+        vectors = [i for i, spec in enumerate(specs) if not isinstance(spec[4], float)]
+        estimates = dict(zip(vectors, self._bootstrap.estimate_all([specs[i][4] for i in vectors])))
+        return [{"iteration": it, "layer": layer, "split": split, "metric": metric,
+                 **dict(zip(("value", "ci_low", "ci_high"),
+                            estimates.get(i) or (float(values), float("nan"), float("nan"))))}
+                for i, (it, layer, split, metric, values) in enumerate(specs)]
 
     def _row(self, it: int, layer: str, split: str, metric: str, values: Any) -> dict:
         v, lo, hi = (float(values), float("nan"), float("nan")) if isinstance(values, float) else self.estimate(values)
