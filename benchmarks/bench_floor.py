@@ -17,7 +17,8 @@ that rotates from round to round so that a drift of the machine's speed hits all
 forward pass, the products, a phasescope checkpoint with BatchNorm recalibrated (the default),
 one with the BatchNorm statistics the model has, and forward hooks + scikit-learn ``Ridge``
 (decoder) and ``RidgeClassifier`` (probe) at phasescope's absolute ridge on the same features,
-with per-sample test errors. Medians over rounds of each time and of each per-round ratio are
+with per-sample test errors, on the features as hooks give them (float32: scikit-learn then
+solves in float32) and converted to float64 (what ``np.asarray(..., float)`` pipelines do). Medians over rounds of each time and of each per-round ratio are
 printed, in wall and CPU seconds (one thread: CPU time is what an idle core would take; on a
 shared machine wall time also holds other jobs' time), with the load average.
 
@@ -99,10 +100,11 @@ def products(H: torch.Tensor, X: torch.Tensor, Ht: torch.Tensor, W: torch.Tensor
     Ht @ W
 
 
-def sklearn_checkpoint(model, fit, test, ridge: float) -> tuple[np.ndarray, float, float]:
+def sklearn_checkpoint(model, fit, test, ridge: float, dtype=np.float32) -> tuple[np.ndarray, float, float]:
     """Forward hooks on the layer, then scikit-learn Ridge (decoder) and RidgeClassifier (probe) at the
-    absolute lambda phasescope uses (relative ridge x the mean eigenvalue of the centred Gram matrix).
-    Returns per-sample test errors, test probe accuracy, and the lambda."""
+    absolute lambda phasescope uses (relative ridge x the mean eigenvalue of the centred Gram matrix),
+    on the features and inputs as ``dtype`` (float32: as hooks give them; scikit-learn then works in
+    float32). Returns per-sample test errors, test probe accuracy, and the lambda."""
     from sklearn.linear_model import Ridge, RidgeClassifier
 
     from phasescope.measure.capture import prepare
@@ -117,11 +119,12 @@ def sklearn_checkpoint(model, fit, test, ridge: float) -> tuple[np.ndarray, floa
         with torch.no_grad():
             for i in range(0, len(x), 500):
                 frozen(x[i:i + 500])
-        return torch.cat(store).numpy()
+        return torch.cat(store).numpy().astype(dtype, copy=False)
 
     H, Ht = features(fit[0]), features(test[0])
     handle.remove()
-    X, Xt = fit[0].reshape(len(H), -1).numpy(), test[0].reshape(len(Ht), -1).numpy()
+    X = fit[0].reshape(len(H), -1).numpy().astype(dtype, copy=False)
+    Xt = test[0].reshape(len(Ht), -1).numpy().astype(dtype, copy=False)
     Hc = H - H.mean(0)
     lam = ridge * float(np.einsum("ij,ij->", Hc, Hc, dtype=np.float64)) / H.shape[1]
     dec = Ridge(alpha=lam).fit(H, X)
@@ -215,7 +218,7 @@ def main() -> None:
     sklearn_checkpoint(model, fit, test, RELATIVE_RIDGE)
     it += 1
 
-    runs = {k: [] for k in ("forward", "products", "recalibrate", "running", "sklearn")}
+    runs = {k: [] for k in ("forward", "products", "recalibrate", "running", "sklearn", "sklearn64")}
     same = []
     for r in range(args.rounds):
         nudge(model, r)
@@ -225,6 +228,7 @@ def main() -> None:
             "recalibrate": lambda: trackers["recalibrate"].measure(model, it),
             "running": lambda: trackers["running"].measure(model, it),
             "sklearn": lambda: sklearn_checkpoint(model, fit, test, RELATIVE_RIDGE),
+            "sklearn64": lambda: sklearn_checkpoint(model, fit, test, RELATIVE_RIDGE, np.float64),
         }
         order = list(jobs)
         order = order[r % len(order):] + order[: r % len(order)]  # rotate: drift hits every method alike
@@ -234,12 +238,13 @@ def main() -> None:
                 out[k] = jobs[k]()
             runs[k].append((c.wall, c.cpu))
         err_sk, acc_sk, _ = out["sklearn"]
+        err_64, acc_64, _ = out["sklearn64"]
         tr = trackers["running"]
         err_ps = tr.errors[LAYER][it]
         acc_ps = tr.results().query(f"iteration == {it} and layer == '{LAYER}' and split == 'test' and "
                                     "metric == 'probe_accuracy'").value.item()
-        same.append((float(err_ps.mean()), float(err_sk.mean()), float(np.abs(err_ps - err_sk).max() /
-                     np.abs(err_sk).max()), acc_ps, acc_sk))
+        same.append((float(err_ps.mean()), float(err_sk.mean()), float(np.abs(err_ps - err_64).max() /
+                     np.abs(err_64).max()), acc_ps, acc_sk, float(err_64.mean()), acc_64))
         it += 1
 
     def med(k, i):
@@ -261,18 +266,21 @@ def main() -> None:
     print(f"  floor: {statistics.median(f[0] for f in floors):.3f} / {statistics.median(f[1] for f in floors):.3f} s")
     print(f"{'':<40}{'wall s':>9}{'CPU s':>9}{'floor units':>22}{'forward units':>16}")
     for k, label in (("running", "phasescope, BatchNorm as the model has"), ("recalibrate", "phasescope, BatchNorm recalibrated"),
-                     ("sklearn", "hooks + scikit-learn Ridge/RidgeClass.")):
+                     ("sklearn", "hooks + scikit-learn, float32 features"),
+                     ("sklearn64", "hooks + scikit-learn, float64 features")):
         fu = [statistics.median(runs[k][r][i] / floors[r][i] for r in range(args.rounds)) for i in (0, 1)]
         print(f"{label:<40}{med(k, 0):>9.3f}{med(k, 1):>9.3f}{fu[0]:>11.2f} / {fu[1]:>4.2f}"
               f"{ratio(k, 'forward', 0):>8.2f} / {ratio(k, 'forward', 1):>4.2f}")
-    print(f"hooks + scikit-learn / phasescope (BatchNorm as the model has): {ratio('sklearn', 'running', 0):.2f}x wall, "
-          f"{ratio('sklearn', 'running', 1):.2f}x CPU")
+    for k, what in (("sklearn", "float32"), ("sklearn64", "float64")):
+        print(f"hooks + scikit-learn ({what}) / phasescope (BatchNorm as the model has): "
+              f"{ratio(k, 'running', 0):.2f}x wall, {ratio(k, 'running', 1):.2f}x CPU")
     bn = [ratio("recalibrate", "forward", i) - ratio("running", "forward", i) for i in (0, 1)]
     print(f"BatchNorm recalibration adds {bn[0]:.2f} / {bn[1]:.2f} forward-pass units (wall / CPU)")
-    m_ps, m_sk, dmax, a_ps, a_sk = same[-1]
-    print(f"same features, last round: test MSE phasescope {m_ps:.6f}, scikit-learn {m_sk:.6f} (per-sample errors "
-          f"differ by <= {max(s[2] for s in same):.1e} relative); probe test accuracy {a_ps:.4f} vs {a_sk:.4f}"
-          + ("" if all(s[3] == s[4] for s in same) else "  (ACCURACY DIFFERS in some round)"))
+    m_ps, m_sk, dmax, a_ps, a_sk, m_64, a_64 = same[-1]
+    print(f"same features, last round: test MSE phasescope {m_ps:.6f}, scikit-learn {m_sk:.6f} (float32) / {m_64:.6f} "
+          f"(float64; per-sample errors differ from phasescope's by <= {max(s[2] for s in same):.1e} relative in every "
+          f"round); probe test accuracy {a_ps:.4f} vs {a_sk:.4f} / {a_64:.4f}"
+          + ("" if all(s[3] == s[4] == s[6] for s in same) else "  (ACCURACY DIFFERS in some round)"))
 
     print("\none checkpoint taken apart (CPU seconds; share of the checkpoint; in floor units):")
     fl = statistics.median(f[1] for f in floors)

@@ -197,14 +197,16 @@ class StreamingRidge:
         likewise for the cross products and the targets' sums of squares."""
         n = self.n
         d = self._shift_h.double() - shift_h.double()
-        s_h = self._s_h
-        self._s_hh = self._s_hh + torch.outer(s_h, d) + torch.outer(d, s_h) + n * torch.outer(d, d)
+        s_h, moved = self._s_h, bool(d.any())  # the tracker's ranks share their shifts up front: nothing moves
+        if moved:
+            self._s_hh = self._s_hh + torch.outer(s_h, d) + torch.outer(d, s_h) + n * torch.outer(d, d)
         for k in self._s_t:
             e = self._shift_t[k].double() - shift_t[k].double()
-            s_t = self._s_t[k]
-            self._s_ht[k] = self._s_ht[k] + torch.outer(s_h, e) + torch.outer(d, s_t) + n * torch.outer(d, e)
-            self._s_tt[k] = self._s_tt[k] + 2 * e * s_t + n * e * e
-            self._s_t[k] = s_t + n * e
+            if moved or bool(e.any()):  # (p, D) float64 updates, skipped when both shifts are unchanged
+                s_t = self._s_t[k]
+                self._s_ht[k] = self._s_ht[k] + torch.outer(s_h, e) + torch.outer(d, s_t) + n * torch.outer(d, e)
+                self._s_tt[k] = self._s_tt[k] + 2 * e * s_t + n * e * e
+                self._s_t[k] = s_t + n * e
             self._shift_t[k] = shift_t[k].to(self._shift_t[k].dtype)
         self._s_h = s_h + n * d
         self._shift_h = shift_h.to(self._shift_h.dtype)
