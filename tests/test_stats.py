@@ -125,3 +125,18 @@ def test_mean_ci_and_detect_phases_use_the_same_resampling(values):
     r = detect_phases([0, 1, 2], E, n_boot=150, seed=2)
     boot = E @ _old_weights(values.size, 150, 2).T
     assert (r.min_value.ci_low, r.min_value.ci_high) == _old_interval(boot[1], 0.95)
+
+
+def test_estimate_all_equals_the_one_vector_loop_for_the_same_seed():
+    """The tracker's intervals: one bootstrap product per sample size, the same (mean, lo, hi) as the
+    loop of estimate() it replaced (matrix and vector products may round differently: 1e-12)."""
+    rng = np.random.default_rng(5)
+    vectors = [rng.normal(size=300), (rng.random(300) < 0.4).astype(float), rng.normal(size=120),
+               torch.from_numpy(rng.gamma(2.0, size=300)), rng.normal(size=1), np.zeros(0), list(rng.normal(size=120))]
+    b = Bootstrap(400, 0.95, seed=3)
+    got = b.estimate_all(vectors)
+    assert len(got) == len(vectors)
+    for v, g in zip(vectors, got):
+        want = Bootstrap(400, 0.95, seed=3).estimate(v)
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert b.estimate_all([]) == []

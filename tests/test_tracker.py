@@ -138,3 +138,28 @@ def test_extensions_see_the_decoders_reconstructions(digits):
     tracker = make_tracker(model, digits, extensions=[Peek()])
     tracker.measure(model, 0)
     np.testing.assert_allclose(seen[0], tracker.errors["features.3"][0][:5], rtol=1e-5)
+
+
+def test_sharded_intervals_split_by_sample_size_equal_one_process(digits):
+    """Sharded, each rank bootstraps some sample sizes and one all-reduce shares them: every rank ends
+    with the intervals one process computes (simulated here: each rank's part, then their sum)."""
+    from contextlib import nullcontext
+
+    tracker = make_tracker(fresh(digits), digits)
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=40), rng.random(60), rng.normal(size=40), rng.random(1), rng.normal(size=60)]
+    parts = []
+    for rank in range(2):
+        class FakeShard:  # each rank's contribution, before the sum over ranks
+            world, agree = 2, staticmethod(lambda what: nullcontext())
+
+            def all_reduce(self, tensors, what=""):
+                return tensors
+
+        shard = FakeShard()
+        shard.rank = rank
+        tracker._shard = shard
+        parts.append(np.array(tracker._shared_estimates(values)))
+    tracker._shard = None
+    assert all(np.count_nonzero(np.nan_to_num(p[:, 0], nan=1.0)) < len(values) for p in parts)  # really split
+    np.testing.assert_allclose(parts[0] + parts[1], np.array(tracker._bootstrap.estimate_all(values)), rtol=1e-12, equal_nan=True)

@@ -55,7 +55,8 @@ class Bootstrap:
     """Seeded percentile-bootstrap intervals of means, with the weights cached per sample size.
 
     ``estimate(v)`` -> (mean, lo, hi) of a per-sample vector; ``estimate_many(M)`` -> arrays
-    for every row of M (one matrix product); ``difference(a, b)`` -> the paired interval of
+    for every row of M (one matrix product); ``estimate_all([v, ...])`` -> ``estimate`` of each
+    vector, one matrix product per sample size; ``difference(a, b)`` -> the paired interval of
     ``mean(a) - mean(b)`` over the same samples; ``means``/``means_many`` give the bootstrap
     means themselves, for statistics built on them (see :func:`phasescope.phases.detect_phases`).
     """
@@ -109,6 +110,26 @@ class Bootstrap:
             return mean, np.full(len(M), np.nan), np.full(len(M), np.nan)
         lo, hi = percentile_interval(self.means_many(M), self.confidence, axis=1)
         return mean, lo, hi
+
+    def estimate_all(self, vectors) -> list[tuple[float, float, float]]:
+        """(mean, lo, hi) of each per-sample vector of a list, as :meth:`estimate` gives them, with one
+        matrix product per sample size instead of one pass over the (n_boot, n) weights per vector:
+        the weights are read once per size (at 1,000 x 4,000 they are 32 MB, so that pass is the cost)."""
+        vs = [_as_vector(v) for v in vectors]
+        out: list = [None] * len(vs)
+        sizes: dict[int, list[int]] = {}
+        for i, v in enumerate(vs):
+            sizes.setdefault(v.size, []).append(i)
+        for size, idx in sizes.items():
+            if size < 2:
+                for i in idx:
+                    out[i] = self.estimate(vs[i])
+                continue
+            M = np.stack([vs[i] for i in idx])
+            lo, hi = percentile_interval(self.means_many(M), self.confidence, axis=1)
+            for k, i in enumerate(idx):
+                out[i] = (float(vs[i].mean()), float(lo[k]), float(hi[k]))
+        return out
 
     def difference(self, a, b) -> tuple[float, float, float]:
         """(mean(a) - mean(b), lo, hi): the paired interval over the same samples.

@@ -640,16 +640,16 @@ class PhaseTracker:
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
                 raise NonFiniteActivations(it, f"the reconstructions from layer {n!r}")
             errors[n] = err.numpy()
-            rows += [self._row(it, n, "train", k, v) for k, v in extra[n].items()]
-            rows.append(self._row(it, n, "test", "reconstruction_mse", err))
-            rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse[n]))
+            rows += [(it, n, "train", k, v) for k, v in extra[n].items()]
+            rows.append((it, n, "test", "reconstruction_mse", err))
+            rows.append((it, n, "train", "reconstruction_mse", train_mse[n]))
             for split, (correct, loss) in (("train", train_scores[n]), ("test", test_scores[n])):
-                rows.append(self._row(it, n, split, "probe_accuracy", correct))
-                rows.append(self._row(it, n, split, "probe_loss", loss))
+                rows.append((it, n, split, "probe_accuracy", correct))
+                rows.append((it, n, split, "probe_loss", loss))
         for split, lg, y in (("train", fit.logits, self.fit_y), ("test", test.logits, self.test_y)):
-            rows.append(self._row(it, "model", split, "accuracy", (lg.argmax(1) == y).double()))
-            rows.append(self._row(it, "model", split, "loss", F.cross_entropy(lg, y, reduction="none").double()))
-        return rows, errors
+            rows.append((it, "model", split, "accuracy", (lg.argmax(1) == y).double()))
+            rows.append((it, "model", split, "loss", F.cross_entropy(lg, y, reduction="none").double()))
+        return self._rows(rows), errors
 
     def _streamed_train_scores(self, frozen: nn.Module, probes: dict[str, LinearProbe],
                                share: slice = slice(None)) -> dict[str, tuple]:
@@ -678,6 +678,39 @@ class PhaseTracker:
         err = dec.per_sample_error(raw_test, self.test_x).double().cpu()
         return err, float(dec.train_mse_), {"decoder_converged": float(dec.converged_),
                                             "decoder_epochs": float(dec.epochs_run_)}, dec
+
+    def _rows(self, specs: list[tuple]) -> list[dict]:
+        """:meth:`_row` of each (it, layer, split, metric, values), the per-sample vectors' intervals
+        from one bootstrap product per sample size (:meth:`~phasescope.stats.Bootstrap.estimate_all`)."""
+        vectors = [i for i, spec in enumerate(specs) if not isinstance(spec[4], float)]
+        values = [specs[i][4] for i in vectors]
+        estimates = dict(zip(vectors, self._bootstrap.estimate_all(values) if self._shard is None
+                             else self._shared_estimates(values)))
+        return [{"iteration": it, "layer": layer, "split": split, "metric": metric,
+                 **dict(zip(("value", "ci_low", "ci_high"),
+                            estimates.get(i) or (float(values), float("nan"), float("nan"))))}
+                for i, (it, layer, split, metric, values) in enumerate(specs)]
+
+    def _shared_estimates(self, values: list) -> list[tuple[float, float, float]]:
+        """Sharded: every rank holds every per-sample vector; each estimates the intervals of some sample
+        sizes (whole sizes, the largest first to the least loaded rank: the bootstrap weights are read once
+        per size), and one all-reduce gives every rank all of them (the others' entries are zeros)."""
+        sh = self._shard
+        sizes: dict[int, list[int]] = {}
+        for j, v in enumerate(values):
+            sizes.setdefault(len(v), []).append(j)
+        load, owner = [0] * sh.world, {}
+        for size in sorted(sizes, reverse=True):  # the same sizes, so the same assignment, on every rank
+            r = int(np.argmin(load))
+            load[r] += size * (self.bootstrap + len(sizes[size]))
+            owner.update(dict.fromkeys(sizes[size], r))
+        out = torch.zeros(len(values), 3, dtype=torch.float64)
+        with sh.agree("the bootstrap intervals"):
+            mine = [j for j in range(len(values)) if owner[j] == sh.rank]
+            for j, e in zip(mine, self._bootstrap.estimate_all([values[j] for j in mine])):
+                out[j] = torch.tensor(e, dtype=torch.float64)
+        out = sh.all_reduce([out], "sharing the bootstrap intervals")[0]
+        return [tuple(float(v) for v in row) for row in out.tolist()]
 
     def _row(self, it: int, layer: str, split: str, metric: str, values: Any) -> dict:
         v, lo, hi = (float(values), float("nan"), float("nan")) if isinstance(values, float) else self.estimate(values)

@@ -174,3 +174,20 @@ def test_auto_ridge_is_a_valid_solution_for_every_target():
     torch.testing.assert_close(s.coef_["x"], W, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="auto"):
         StreamingRidge("gcv")
+
+
+def test_inverse_solve_equals_cholesky_solve_and_the_float64_per_sample_errors(monkeypatch):
+    """Well-conditioned systems are solved through (C + lam I)^-1 (one product per target), others by
+    cholesky_solve: the same solution; per-sample errors summed in float32 equal float64 sums."""
+    import phasescope.measure.ridge as ridge
+
+    H, X = data(n=600, p=40, d=50)
+    fast = RidgeDecoder(ridge=0.1).fit(H, X, batch_size=100)
+    monkeypatch.setattr(ridge, "MAX_INVERSE_COND", 0.0)  # every system through cholesky_solve
+    slow = RidgeDecoder(ridge=0.1).fit(H, X, batch_size=100)
+    torch.testing.assert_close(fast.solver_.coef_["x"], slow.solver_.coef_["x"], rtol=1e-10, atol=1e-12)
+    assert fast.train_mse_ == pytest.approx(slow.train_mse_, rel=1e-10)
+    W, b = closed_form(H, X, fast.solver_.lam_)
+    torch.testing.assert_close(fast.solver_.coef_["x"], W, rtol=1e-4, atol=1e-6)
+    want = ((fast.predict(H).double() - X.double()) ** 2).mean(1)
+    torch.testing.assert_close(fast.per_sample_error(H, X), want, rtol=1e-6, atol=0)
