@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import defaults
-from .defaults import BN_MODES, DECODERS, PROBES, TOKENS, check_choice
+from .defaults import BN_MODES, DECODERS, PROBES, TARGETS, TOKENS, check_choice
 from .errors import NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run
@@ -50,7 +50,8 @@ from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map
 from .measure.inputs import as_tensors as _as_tensors
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
-from .measure.ridge import StreamingRidge, one_hot
+from .measure.ridge import StreamingRidge
+from .measure.targets import InputTarget, TokenTarget
 from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
@@ -137,11 +138,19 @@ class PhaseTracker:
 
     Any model: ``layers`` may select a tensor from a module's tuple/dict output
     (``"blocks.3[0]"``, ``"encoder[hidden]"``, see :mod:`phasescope.layers`); ``tokens`` says
-    how (B, tokens, D) outputs become features: ``mean`` token [default], ``cls`` (token 0)
-    or ``pool`` (all tokens, average-pooled along the tokens to ``max_features``);
+    how (B, tokens, D) outputs become features: ``mean`` token, ``cls`` (token 0), ``last``
+    (the last token) or ``pool`` (all tokens, average-pooled along the tokens to
+    ``max_features``); ``auto`` [default]: ``last`` for token inputs, else ``mean``;
     ``forward(model, x)`` calls a model whose forward is not ``model(x) -> logits``, e.g.
     ``forward=lambda m, x: m(pixel_values=x).logits`` (outputs with ``.logits`` or a tuple
     whose first element is the logits are understood without it).
+
+    Language models: ``target="tokens"`` when the inputs are windows of token ids ``(N, T)`` (see
+    :mod:`phasescope.measure.targets`): the decoder reconstructs the one-hot of the last token of
+    each window (``token_window=k``: of the last k tokens) from the features at the last position
+    (``tokens="auto"``), and ``token_recovery`` rows say how often its argmax is that token; the
+    label of a window is its next token, which the probe predicts and the model's logits (at the
+    last position) score. ``vocab_size``: the number of token ids [the number of classes].
     """
 
     def __init__(
@@ -167,8 +176,11 @@ class PhaseTracker:
         decoder_options: dict | None = None,
         seed: int = 0,
         num_classes: int | None = None,
-        tokens: str = "mean",
+        tokens: str = "auto",
         forward: Forward | None = None,
+        target: str = "input",
+        vocab_size: int | None = None,
+        token_window: int = 1,
         ridge: float | None = None,  # deprecated name of relative_ridge
     ):
         if ridge is not None:
@@ -179,15 +191,20 @@ class PhaseTracker:
         relative_ridge = ridges[0]  # the main measurement; further values: a RidgeSweep (below)
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
-        self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
-        self.test_x, self.test_y = _as_tensors(test_data, "test_data")
+        check_choice("target", target, TARGETS)
+        token_ids = target == "tokens"  # inputs are token ids: kept as integers
+        self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data", tokens=token_ids)
+        self.test_x, self.test_y = _as_tensors(test_data, "test_data", tokens=token_ids)
         if self.fit_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
                              f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
+        if tokens == "auto":  # a language model is measured where it predicts: the last position
+            tokens = "last" if token_ids else "mean"
         check_choice("tokens", tokens, TOKENS)
         self.tokens, self.forward = tokens, forward
         # One dry forward: every layer's output shape and the logits' (fails naming the layer or the data shape).
-        shapes, logit_shape = dry_run(model, self.layers, tuple(self.fit_x.shape[1:]), forward)
+        shapes, logit_shape = dry_run(model, self.layers, tuple(self.fit_x.shape[1:]), forward,
+                                      dtype=self.fit_x.dtype if token_ids else None)
         top = int(max(self.fit_y.max(), self.test_y.max()))
         if num_classes is not None and top >= num_classes:
             raise ValueError(f"labels go up to {top} but num_classes={num_classes}; labels must be 0..{num_classes - 1}.")
@@ -199,6 +216,14 @@ class PhaseTracker:
                              + (f" and num_classes={num_classes}" if num_classes is not None else "")
                              + "; the tracker needs one logit per class.")
         self.num_classes = int(num_classes) if num_classes is not None else k
+        # What the decoder reconstructs (measure.targets): the input, or the one-hot of its last token(s).
+        self.target = (TokenTarget(vocab_size if vocab_size is not None else self.num_classes, self.num_classes,
+                                   token_window) if token_ids else InputTarget(self.fit_y, self.num_classes))
+        if token_ids:
+            self.target.check(self.fit_x, "fit_data")
+            self.target.check(self.test_x, "test_data")
+            if decoder != "linear":
+                raise ValueError(f"decoder={decoder!r} reconstructs images; token inputs use decoder='linear'.")
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
         check_choice("decoder", decoder, DECODERS)
         check_choice("probe", probe, PROBES)
@@ -286,6 +311,7 @@ class PhaseTracker:
         return {
             "layers": self.layers, "layer_shapes": self.layer_shapes,
             "pooled_to_grid": {n: g for n, g in self.pooling.items()}, "tokens": self.tokens,
+            **({"target": self.target.describe()} if self.target.kind != "input" else {}),
             "features_from": {n: fm.describe() for n, fm in self.feature_maps.items()},
             **({"forward": getattr(self.forward, "__name__", type(self.forward).__name__)} if self.forward else {}),
             "decoder": self.decoder,
@@ -368,17 +394,16 @@ class PhaseTracker:
         feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers} if keep else None
         raw: dict[str, list] = {name: [] for name in self.layers}
         logits = torch.empty(n, self.num_classes)
-        Y = one_hot(self.fit_y, self.num_classes)
         with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
             for rows, lg, outs in iter_batches(frozen, self.layers, self.fit_x, self.batch_size, self.device,
                                                self.forward):
                 finite.add("the logits", lg)
                 logits[rows] = lg.float().cpu()
-                xb = self.fit_x[rows].reshape(len(lg), -1).to(self.device)
+                targets = self.target.fit_targets(self.fit_x[rows], self.fit_y[rows], rows, self.device)
                 for name in self.layers:
                     h = flatten_features(outs[name], self.feature_maps[name])
                     finite.add(f"activations of layer {name!r}", h)
-                    solvers[name].partial_fit(h, {"x": xb, "y": Y[rows].to(self.device)})
+                    solvers[name].partial_fit(h, targets)
                     if keep:
                         feats[name][rows] = h.cpu()
                     if conv:
@@ -417,14 +442,14 @@ class PhaseTracker:
         probes = {n: self._probe(fit.solvers[n], None if fit.features is None else fit.features[n]) for n in self.layers}
         train_scores = ({n: probes[n].per_sample(fit.features[n], self.fit_y) for n in self.layers}
                         if fit.features is not None else self._streamed_train_scores(frozen, probes))
-        X_test = self.test_x.reshape(len(self.test_x), -1).to(self.device)
         for n in self.layers:
+            extra_test: dict[str, torch.Tensor] = {}
             if self.decoder == "conv":
                 err, train_mse, extra, decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])
                 rows += [self._row(it, n, "train", k, v) for k, v in extra.items()]
             else:
                 solver = decoders[n] = fit.solvers[n]
-                err = solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu()
+                err, extra_test = self.target.score(solver, test.features[n], self.test_x, self.device)
                 train_mse = solver.train_mse_["x"]
                 if self.relative_ridge == "auto":  # what GCV chose at this checkpoint
                     rows.append(self._row(it, n, "train", "decoder_lambda", float(solver.lams_["x"])))
@@ -434,6 +459,7 @@ class PhaseTracker:
             errors[n] = err.numpy()
             rows.append(self._row(it, n, "test", "reconstruction_mse", err))
             rows.append(self._row(it, n, "train", "reconstruction_mse", train_mse))
+            rows += [self._row(it, n, "test", k, v) for k, v in extra_test.items()]  # token_recovery
             for split, (correct, loss) in (("train", train_scores[n]),
                                            ("test", probes[n].per_sample(test.features[n], self.test_y))):
                 rows.append(self._row(it, n, split, "probe_accuracy", correct))

@@ -94,7 +94,8 @@ class RidgeSolution:
 class StreamingRidge:
     """Ridge regression of several targets on the same features, fitted from batches.
 
-    ``partial_fit(H, {"x": X, "y": Y})`` accumulates; ``solve()`` computes ``coef_[name]``
+    ``partial_fit(H, {"x": X, "y": Y})`` accumulates (a target may be a :class:`OneHot` of
+    token indices, accumulated without its dense matrix); ``solve()`` computes ``coef_[name]``
     (p, D), ``intercept_[name]`` (D,) and ``train_mse_[name]`` (mean over samples and
     target dimensions, exact). ``predict(H, name)`` and ``per_sample_mse(H, T, name)``
     use the solution.
@@ -112,7 +113,7 @@ class StreamingRidge:
         with full_precision():  # no TF32 in the Gram products, whatever the caller's loop set
             return self._accumulate(H, targets)
 
-    def _accumulate(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
+    def _accumulate(self, H: torch.Tensor, targets: dict[str, "torch.Tensor | OneHot"]) -> "StreamingRidge":
         H = H.detach().to(self.dtype)
         if self.n == 0:
             self._shift_h = H.mean(0)
@@ -122,6 +123,12 @@ class StreamingRidge:
             self._s_hh = torch.zeros(p, p, dtype=torch.float64, device=dev)
             self._shift_t, self._s_t, self._s_ht, self._s_tt = {}, {}, {}, {}
             for k, T in targets.items():
+                if isinstance(T, OneHot):  # 0/1 values need no shift against cancellation
+                    self._shift_t[k] = torch.zeros(T.dim, dtype=self.dtype, device=dev)
+                    self._s_t[k] = torch.zeros(T.dim, dtype=torch.float64, device=dev)
+                    self._s_ht[k] = torch.zeros(p, T.dim, dtype=torch.float64, device=dev)
+                    self._s_tt[k] = torch.zeros(T.dim, dtype=torch.float64, device=dev)
+                    continue
                 T = T.detach().to(self.dtype).reshape(len(T), -1)
                 self._shift_t[k] = T.mean(0)
                 self._s_t[k] = torch.zeros(T.shape[1], dtype=torch.float64, device=dev)
@@ -131,12 +138,27 @@ class StreamingRidge:
         self._s_h += Hs.sum(0, dtype=torch.float64)
         self._s_hh += (Hs.T @ Hs).double()
         for k, T in targets.items():
+            if isinstance(T, OneHot):
+                self._add_one_hot(k, Hs, T)
+                continue
             Ts = T.detach().to(self.dtype).reshape(len(T), -1) - self._shift_t[k]
             self._s_t[k] += Ts.sum(0, dtype=torch.float64)
             self._s_ht[k] += (Hs.T @ Ts).double()
             self._s_tt[k] += (Ts * Ts).sum(0, dtype=torch.float64)
         self.n += len(H)
         return self
+
+    def _add_one_hot(self, k: str, Hs: torch.Tensor, T: "OneHot") -> None:
+        """The sums of a one-hot target by index-adding: each sample's (shifted) feature row is added
+        into the columns of its tokens, never forming the dense (n, vocab) one-hot. With 0/1 values
+        the sum of T and of T*T are both the column counts."""
+        cols = T.columns().to(Hs.device)  # (n, k) column of each sample's hot entry per position
+        flat = cols.T.reshape(-1)  # position-major: entry j*n + i is sample i's column at position j
+        src = Hs.double().T.repeat(1, cols.shape[1])  # (p, k*n): column j*n + i is sample i's features
+        self._s_ht[k].index_add_(1, flat, src)
+        counts = torch.bincount(flat, minlength=T.dim).double()
+        self._s_t[k] += counts
+        self._s_tt[k] += counts
 
     def _statistics_finite(self) -> bool:
         stats = [self._s_h, self._s_hh, *self._s_t.values(), *self._s_ht.values(), *self._s_tt.values()]
@@ -307,6 +329,39 @@ class RidgeDecoder:
         if not hasattr(self, "solver_"):
             raise NotFittedError("RidgeDecoder is not fitted; call fit(H, X) first.")
         return self.solver_.per_sample_mse(H, X, "x")
+
+
+@dataclass(frozen=True)
+class OneHot:
+    """A one-hot target given by its indices, for :meth:`StreamingRidge.partial_fit`: ``index``
+    (n,) or (n, k) integers in 0..num_classes-1 stand for the (n, k * num_classes) matrix whose
+    row i has a 1 in column ``j * num_classes + index[i, j]`` for each of its k positions (the
+    one-hot of k tokens, side by side). Its statistics are accumulated by index-adding, so a
+    vocabulary of 50,000 tokens costs no dense (n, 50,000) matrix."""
+
+    index: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        idx = self.index if self.index.dim() == 2 else self.index.reshape(-1, 1)
+        object.__setattr__(self, "index", idx.long())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def dim(self) -> int:
+        return self.index.shape[1] * self.num_classes
+
+    def columns(self) -> torch.Tensor:
+        """(n, k) column of each row's hot entry at each of its k positions."""
+        offsets = torch.arange(self.index.shape[1], device=self.index.device) * self.num_classes
+        return self.index + offsets
+
+    def dense(self) -> torch.Tensor:
+        """The (n, k * num_classes) float32 matrix it stands for (tests and small vocabularies)."""
+        out = torch.zeros(len(self.index), self.dim)
+        return out.scatter_(1, self.columns().cpu(), 1.0)
 
 
 def one_hot(y: torch.Tensor, k: int) -> torch.Tensor:

@@ -278,7 +278,9 @@ def sample_extensions(cfg, data, given: Sequence = ()) -> list[SampleDynamics]:
     if not opts.enabled or any(getattr(e, "name", None) == SampleDynamics.name for e in given):
         return []
     fit, _ = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)  # the tracker's fit rows
-    marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else None
+    marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else {}
+    marks.update({k: data.train_meta[k] for k in data.info.get("marks", ()) if k in data.train_meta})  # text
+    marks = marks or None
     return [SampleDynamics(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
                            mean=data.mean, std=data.std, classes=data.classes, marks=marks)]
 

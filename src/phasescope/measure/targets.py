@@ -1,0 +1,111 @@
+"""What the decoder reconstructs: the input itself, or the one-hot of tokens.
+
+The tracker picks one target when it is built and uses it in its fit pass (the statistics a
+batch adds to each layer's :class:`~phasescope.measure.ridge.StreamingRidge`) and in its
+scoring (per-sample test errors and any further per-sample metrics):
+
+* :class:`InputTarget` (``target="input"``, images and tabular data): the flattened input;
+  the error is the per-sample mean squared error over its dimensions (pixels).
+* :class:`TokenTarget` (``target="tokens"``, language models whose input is token ids
+  ``(N, T)``): the one-hot of the token at the measured position, the last of each window
+  (``window=k``: of each of the last k tokens, side by side). Its statistics are accumulated by
+  index-adding (:class:`~phasescope.measure.ridge.OneHot`) and its per-sample error is computed
+  from the prediction alone, ``||x - x_hat||^2 = ||x_hat||^2 - 2 x_hat[token] + 1`` per position,
+  so no dense one-hot of the vocabulary is ever formed. The error is averaged over the
+  ``k * vocab`` entries (as pixels are averaged), and ``token_recovery`` is the fraction of the k
+  tokens whose decoded argmax is the token. The probe's target, the label (the next token), is a
+  one-hot of indices too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .ridge import OneHot, StreamingRidge, one_hot
+
+CHUNK_ENTRIES = 1 << 24  # predictions scored at a time: rows x (k * vocab) float64 entries
+
+
+class InputTarget:
+    """The flattened input (pixels, features) and the dense one-hot label: the tracker as always."""
+
+    kind = "input"
+    metrics: tuple[str, ...] = ()
+
+    def __init__(self, fit_y: torch.Tensor, num_classes: int):
+        self.Y = one_hot(fit_y, num_classes)  # the probe's target over the fit set
+        self._X: tuple[Any, torch.Tensor] | None = None  # the test inputs on the device, flattened once
+
+    def fit_targets(self, x: torch.Tensor, y: torch.Tensor, rows: slice, device: torch.device) -> dict[str, Any]:
+        """The batch's targets: fit inputs ``x`` and labels ``y`` at fit-set ``rows``."""
+        return {"x": x.reshape(len(x), -1).to(device), "y": self.Y[rows].to(device)}
+
+    def score(self, solver: StreamingRidge, H: torch.Tensor, x: torch.Tensor,
+              device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self._X is None or self._X[0] is not x or self._X[1].device != torch.device(device):
+            self._X = (x, x.reshape(len(x), -1).to(device))
+        X = self._X[1]
+        return solver.per_sample_mse(H.to(device), X, "x").cpu(), {}
+
+    def describe(self) -> dict:
+        return {"target": self.kind}
+
+
+class TokenTarget:
+    """The one-hot of the last ``window`` tokens of each window of ``vocab_size`` token ids."""
+
+    kind = "tokens"
+    metrics = ("token_recovery",)
+
+    def __init__(self, vocab_size: int, num_classes: int, window: int = 1):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a positive integer (the last k tokens are reconstructed); got {window!r}.")
+        self.vocab_size, self.num_classes, self.window = int(vocab_size), int(num_classes), window
+
+    def check(self, x: torch.Tensor, name: str) -> None:
+        """Token ids (N, T) in 0..vocab_size-1, with T >= window."""
+        if x.dim() != 2:
+            raise ValueError(f"{name}: token inputs are windows of token ids, shape (N, T); got shape {tuple(x.shape)}.")
+        if x.shape[1] < self.window:
+            raise ValueError(f"{name}: windows of {x.shape[1]} tokens are shorter than the {self.window} tokens to "
+                             "reconstruct; lower the token window.")
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= self.vocab_size:
+            raise ValueError(f"{name}: token ids go from {low} to {high} but the vocabulary has {self.vocab_size} "
+                             f"tokens (0..{self.vocab_size - 1}); give vocab_size= the tokenizer's size.")
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, window) tokens reconstructed: those at the last ``window`` positions."""
+        return x[:, -self.window:]
+
+    def fit_targets(self, x: torch.Tensor, y: torch.Tensor, rows: slice, device: torch.device) -> dict[str, Any]:
+        return {"x": OneHot(self.tokens(x).to(device), self.vocab_size), "y": OneHot(y.to(device), self.num_classes)}
+
+    def score(self, solver: StreamingRidge, H: torch.Tensor, x: torch.Tensor,
+              device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        err, recovered = one_hot_errors(solver, H.to(device), OneHot(self.tokens(x).to(device), self.vocab_size), "x")
+        return err, {"token_recovery": recovered}
+
+    def describe(self) -> dict:
+        return {"target": self.kind, "vocab_size": self.vocab_size, "token_window": self.window,
+                "reconstructed": ("the token at the last position of each window" if self.window == 1 else
+                                  f"the tokens at the last {self.window} positions of each window")}
+
+
+def one_hot_errors(solver: StreamingRidge, H: torch.Tensor, T: OneHot, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean squared error of target ``name``'s prediction against the one-hot ``T``
+    (over its ``k * num_classes`` entries) and the fraction of its k tokens recovered by the
+    argmax, both (n,) float64 on the CPU, without forming the one-hot:
+    ``||t - p||^2 = ||p||^2 - 2 p[token] + 1`` for each position."""
+    n, k, v = len(T), T.index.shape[1], T.num_classes
+    err = torch.empty(n, dtype=torch.float64)
+    recovered = torch.empty(n, dtype=torch.float64)
+    step = max(1, CHUNK_ENTRIES // T.dim)
+    for i in range(0, n, step):
+        P = solver.predict(H[i : i + step], name).double().view(-1, k, v)
+        idx = T.index[i : i + step].to(P.device)
+        at = P.gather(2, idx[..., None]).squeeze(2)  # (rows, k): the prediction at the true token
+        err[i : i + step] = ((P.square().sum(2) - 2 * at + 1).sum(1) / (k * v)).cpu()
+        recovered[i : i + step] = (P.argmax(2) == idx).double().mean(1).cpu()
+    return err, recovered
