@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("transformers", reason="transformers is not installed (pip install 'phasescope[transformers]')")
 pytest.importorskip("accelerate", reason="the Trainer needs accelerate (pip install 'phasescope[transformers]')")
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
+from transformers import AutoModelForCausalLM, GPT2Config, Trainer, TrainingArguments  # noqa: E402
 
 from phasescope import log_schedule  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
@@ -36,10 +36,10 @@ def text():
     return load_dataset("shakespeare", context=CONTEXT)
 
 
-def tiny_gpt2(vocab: int) -> GPT2LMHeadModel:
+def tiny_gpt2(vocab: int):
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=vocab, n_positions=64,
-                                      bos_token_id=0, eos_token_id=0))
+    return AutoModelForCausalLM.from_config(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=vocab,
+                                                       n_positions=64, bos_token_id=0, eos_token_id=0))
 
 
 def test_causal_lm_with_the_trainer_callback_writes_a_run_folder(text, tmp_path):

@@ -204,7 +204,8 @@ class SampleDynamics(Extension):
                                  layer=self.layer_, seconds=self.timings,
                                  followed={"n": 0 if self.rows_ is None else int(len(self.rows_)),
                                            "max_samples": self.max_samples, "seed": self.seed,
-                                           "source": "fit subset" if self.data is None else "data"})
+                                           "source": "fit subset" if self.data is None else "data"},
+                                 marks=[k for k, v in self.marks.items() if v.dtype.kind == "f"])  # text: frequencies
 
     def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
         """Hook of :func:`phasescope.experiment.write_outputs`: the ``samples`` key of phases.json."""
