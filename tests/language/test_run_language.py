@@ -37,6 +37,9 @@ def test_run_shakespeare_gpt_writes_token_rows_per_block(tmp_path):
     samples = pd.read_parquet(out / "samples.parquet")  # "the few": per window, with what makes it rare
     assert {"learned_at", "forgotten", "target_frequency", "continuation_probability"} <= set(samples.columns)
     assert len(samples) == 200
+    marks = json.loads((out / "phases.json").read_text())["samples"]["marks"]  # learned-at against the marks
+    assert set(marks) == {"target_frequency", "continuation_probability"}
+    assert "Spearman(learned at, mark): target_frequency" in " ".join(res.output.split())
 
 
 def test_token_options_are_validated(tmp_path):
