@@ -102,9 +102,10 @@ def test_the_tracker_never_forms_a_dense_one_hot_of_tokens(monkeypatch):
     assert {"reconstruction_mse", "token_recovery", "probe_accuracy"} <= set(got.index)
 
 
-def test_tracker_rows_equal_a_dense_ridge_on_its_own_features():
+@pytest.mark.parametrize("window", [1, 3])
+def test_tracker_rows_equal_a_dense_ridge_on_its_own_features(window):
     """End to end: the token rows of a checkpoint are the dense ridge decoder's on the features of the
-    last position (errors averaged over the vocabulary; recovery = argmax is the last token)."""
+    last position (errors averaged over the window's one-hots; recovery = the argmax is the token)."""
     from phasescope import PhaseTracker
     from phasescope.gpt import gpt
 
@@ -113,19 +114,25 @@ def test_tracker_rows_equal_a_dense_ridge_on_its_own_features():
     g = torch.Generator().manual_seed(3)
     x, y = torch.randint(0, VOCAB, (160, 8), generator=g), torch.randint(0, VOCAB, (160,), generator=g)
     t = PhaseTracker(model, ["blocks.0"], (x[:100], y[:100]), (x[100:], y[100:]), schedule=[0], target="tokens",
-                     bootstrap=20)
+                     bootstrap=20, token_window=window)
     assert t.describe()["tokens"] == "last" and t.describe()["target"]["vocab_size"] == VOCAB
+    assert t.describe()["target"]["token_window"] == window
     t.measure(model, 0)
     frozen = model.eval()
     _, fit = t.features(frozen, x[:100])
     _, test = t.features(frozen, x[100:])
-    W, b = dense_ridge(fit["blocks.0"].double().numpy(), np.eye(VOCAB)[x[:100, -1].numpy()], 0.1)
+
+    def one_hot(rows):  # the last `window` tokens side by side
+        return np.concatenate([np.eye(VOCAB)[x[rows, j].numpy()] for j in range(8 - window, 8)], 1)
+
+    W, b = dense_ridge(fit["blocks.0"].double().numpy(), one_hot(slice(0, 100)), 0.1)
     pred = test["blocks.0"].double().numpy() @ W + b
-    err = ((pred - np.eye(VOCAB)[x[100:, -1].numpy()]) ** 2).mean(1)
+    err = ((pred - one_hot(slice(100, 160))) ** 2).mean(1)
     assert np.allclose(t.errors["blocks.0"][0], err, atol=1e-6)
     rows = t.results().query("split == 'test' and layer == 'blocks.0'").set_index("metric").value
     assert rows["reconstruction_mse"] == pytest.approx(err.mean(), abs=1e-6)
-    assert rows["token_recovery"] == pytest.approx((pred.argmax(1) == x[100:, -1].numpy()).mean())
+    hits = pred.reshape(60, window, VOCAB).argmax(2) == x[100:, 8 - window:].numpy()
+    assert rows["token_recovery"] == pytest.approx(hits.mean())
 
 
 def test_token_inputs_are_checked_against_the_vocabulary():
