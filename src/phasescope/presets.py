@@ -48,7 +48,8 @@ PRESETS: dict[str, dict] = {
                  "characters as tokens, every block tracked; AdamW lr 1e-3 with 100 warm-up steps, batch 32. "
                  "CPU (one thread): about 1.3 s/step on a busy 2-core machine (docs/language.md).",
         "config": {"dataset": "shakespeare", "model": "gpt", "iterations": 4096, "fit_samples": 4000,
-                   "test_samples": 2000},
+                   "test_samples": 2000, "optimizer": "adamw", "lr": 1e-3, "warmup": 100, "weight_decay": 0.1,
+                   "batch_size": 32},  # the training defaults spelled out: sweep files read presets as they are
     },
 }
 
