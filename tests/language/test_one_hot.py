@@ -133,6 +133,13 @@ def test_tracker_rows_equal_a_dense_ridge_on_its_own_features(window):
     assert rows["reconstruction_mse"] == pytest.approx(err.mean(), abs=1e-6)
     hits = pred.reshape(60, window, VOCAB).argmax(2) == x[100:, 8 - window:].numpy()
     assert rows["token_recovery"] == pytest.approx(hits.mean())
+    if window > 1:  # each position on its own: lag 0 (the last token) is the window-1 measurement
+        per_lag = ((pred - one_hot(slice(100, 160))) ** 2).reshape(60, window, VOCAB).mean(2)
+        for j in range(window):
+            assert rows[f"token_recovery@lag={j}"] == pytest.approx(hits[:, -1 - j].mean())
+            assert rows[f"reconstruction_mse@lag={j}"] == pytest.approx(per_lag[:, -1 - j].mean(), abs=1e-6)
+    else:
+        assert not any("@lag" in m for m in rows.index)
 
 
 def test_token_inputs_are_checked_against_the_vocabulary():

@@ -13,8 +13,11 @@ scoring (per-sample test errors and any further per-sample metrics):
   from the prediction alone, ``||x - x_hat||^2 = ||x_hat||^2 - 2 x_hat[token] + 1`` per position,
   so no dense one-hot of the vocabulary is ever formed. The error is averaged over the
   ``k * vocab`` entries (as pixels are averaged), and ``token_recovery`` is the fraction of the k
-  tokens whose decoded argmax is the token. The probe's target, the label (the next token), is a
-  one-hot of indices too.
+  tokens whose decoded argmax is the token. With k > 1 each position also gets its own rows,
+  ``reconstruction_mse@lag=j`` and ``token_recovery@lag=j`` (j tokens before the last; lag 0 is
+  the last token): ridge regression solves every target column on its own, so lag 0 of a window
+  of k is exactly the measurement of ``window=1``. The probe's target, the label (the next
+  token), is a one-hot of indices too.
 """
 from __future__ import annotations
 
@@ -84,8 +87,14 @@ class TokenTarget:
 
     def score(self, solver: StreamingRidge, H: torch.Tensor, x: torch.Tensor,
               device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        err, recovered = one_hot_errors(solver, H.to(device), OneHot(self.tokens(x).to(device), self.vocab_size), "x")
-        return err, {"token_recovery": recovered}
+        err, hit = one_hot_errors(solver, H.to(device), OneHot(self.tokens(x).to(device), self.vocab_size), "x",
+                                  per_position=True)  # (n, k) each, position k-1 = the last token
+        extra = {"token_recovery": hit.mean(1)}
+        if self.window > 1:
+            for j in range(self.window):  # lag j: j tokens before the last
+                extra[f"reconstruction_mse@lag={j}"] = err[:, -1 - j]
+                extra[f"token_recovery@lag={j}"] = hit[:, -1 - j]
+        return err.mean(1), extra
 
     def describe(self) -> dict:
         return {"target": self.kind, "vocab_size": self.vocab_size, "token_window": self.window,
@@ -93,19 +102,21 @@ class TokenTarget:
                                   f"the tokens at the last {self.window} positions of each window")}
 
 
-def one_hot_errors(solver: StreamingRidge, H: torch.Tensor, T: OneHot, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def one_hot_errors(solver: StreamingRidge, H: torch.Tensor, T: OneHot, name: str,
+                   per_position: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean squared error of target ``name``'s prediction against the one-hot ``T``
     (over its ``k * num_classes`` entries) and the fraction of its k tokens recovered by the
     argmax, both (n,) float64 on the CPU, without forming the one-hot:
-    ``||t - p||^2 = ||p||^2 - 2 p[token] + 1`` for each position."""
+    ``||t - p||^2 = ||p||^2 - 2 p[token] + 1`` for each position. ``per_position``: both (n, k)
+    instead, each position's error averaged over its ``num_classes`` entries."""
     n, k, v = len(T), T.index.shape[1], T.num_classes
-    err = torch.empty(n, dtype=torch.float64)
-    recovered = torch.empty(n, dtype=torch.float64)
+    err = torch.empty(n, k, dtype=torch.float64)
+    recovered = torch.empty(n, k, dtype=torch.float64)
     step = max(1, CHUNK_ENTRIES // T.dim)
     for i in range(0, n, step):
         P = solver.predict(H[i : i + step], name).double().view(-1, k, v)
         idx = T.index[i : i + step].to(P.device)
         at = P.gather(2, idx[..., None]).squeeze(2)  # (rows, k): the prediction at the true token
-        err[i : i + step] = ((P.square().sum(2) - 2 * at + 1).sum(1) / (k * v)).cpu()
-        recovered[i : i + step] = (P.argmax(2) == idx).double().mean(1).cpu()
-    return err, recovered
+        err[i : i + step] = ((P.square().sum(2) - 2 * at + 1) / v).cpu()
+        recovered[i : i + step] = (P.argmax(2) == idx).double().cpu()
+    return (err, recovered) if per_position else (err.mean(1), recovered.mean(1))
