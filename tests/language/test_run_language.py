@@ -56,3 +56,4 @@ def test_layers_lists_the_gpt_blocks():
     assert res.exit_code == 0, res.output
     for name in ("embed", *BLOCKS, "ln_f"):
         assert name in res.output
+    assert "measured on the last token by default" in " ".join(res.output.split())
