@@ -12,7 +12,7 @@ from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
 from .synthetic import load_synthetic
-from .text import load_shakespeare, load_text_file
+from .text import load_shakespeare, load_text_file, text_splits
 from .subsets import measurement_indices, measurement_sets
 from .validate import DataWarning, check_splits
 
@@ -109,4 +109,5 @@ __all__ = [
     "check_splits",
     "make_splits",
     "register_dataset",
+    "text_splits",
 ]
