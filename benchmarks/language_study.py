@@ -15,6 +15,8 @@ Reads every ``seed-N`` folder under the given folder (or one run folder) and wri
   frequent / medium / rare next characters (terciles of the training-text frequency) and for
   rare continuations (the next character follows the window's last three characters in under 5%
   of the training text); the reconstruction minima marked.
+* with ``--lags K``, ``language-lags.png``/``.csv``: at initialisation and at the end, how often the
+  decoder recovers each of the last K tokens from the last position (``token_window=K``).
 * ``language.csv``: per seed and block the phases, the reconstruction minimum and the rise after
   it, token recovery at start, minimum and end; ``language-groups.csv``: per seed and group the
   median learned-at, the never-learned and the forgotten-at-least-once shares.
@@ -113,7 +115,40 @@ def layer_table(r: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_curves(runs: list[dict], path: Path) -> None:
+def ngram_levels(orders=(0, 1, 2, 3), k: float = 0.1) -> dict[int, float]:
+    """Held-out cross-entropy (nats per character) of character n-gram models fitted on the training text
+    (add-k smoothing): order 0 = unigram frequencies, order n = P(next | the n characters before)."""
+    from phasescope.data import load_dataset
+
+    d = load_dataset("shakespeare")
+    from phasescope.data.text import CharVocabulary, shakespeare_text
+
+    ids = CharVocabulary(d.classes).encode(shakespeare_text())
+    v, n_train = d.num_classes, d.info["split"]["train_tokens"]
+    train, test = ids[:n_train], ids[n_train:]
+    out = {}
+    for n in orders:
+        def codes(a, length):
+            c = np.zeros(len(a) - length + 1, dtype=np.int64)
+            for j in range(length):
+                c = c * v + a[j : len(a) - length + 1 + j]
+            return c
+        full_keys, full_counts = np.unique(codes(train, n + 1), return_counts=True)
+        q = codes(test, n + 1)
+        pos = np.clip(np.searchsorted(full_keys, q), 0, len(full_keys) - 1)
+        num = np.where(full_keys[pos] == q, full_counts[pos], 0) + k
+        if n:
+            head_keys, head_counts = np.unique(codes(train[:-1], n), return_counts=True)
+            h = q // v
+            pos = np.clip(np.searchsorted(head_keys, h), 0, len(head_keys) - 1)
+            den = np.where(head_keys[pos] == h, head_counts[pos], 0) + k * v
+        else:
+            den = len(train) + k * v
+        out[n] = float(-np.log(num / den).mean())
+    return out
+
+
+def plot_curves(runs: list[dict], path: Path, levels: dict[int, float] | None = None) -> None:
     from matplotlib.figure import Figure
 
     from phasescope.report import PHASE_COLOURS
@@ -156,6 +191,10 @@ def plot_curves(runs: list[dict], path: Path) -> None:
                     label=f"{'fit' if split == 'train' else 'held-out'} windows, seed {r['seed']}")
             a = series(r["df"], "model", split, "accuracy")
             ax2.plot(a.iteration, a.value, shades[i % 3], color=colour, lw=1.4, label=f"{split}, seed {r['seed']}")
+    for n, level in (levels or {}).items():
+        ax.axhline(level, color="#969696", lw=0.8, ls=":")
+        ax.text(0.02, level, f"{n + 1}-gram", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom",
+                color="#636363")
     ax.set_title("model: next-token loss (last position)")
     ax.set_ylabel("cross-entropy (nats)")
     ax2.set_title("model: next-token accuracy")
@@ -204,16 +243,78 @@ def plot_few(curves: pd.DataFrame, runs: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def lag_profile(run: Path, lags: int, bootstrap: int = 200) -> pd.DataFrame:
+    """How far back the last position's residual stream holds the tokens, at initialisation and at the end:
+    the run's model (its initialisation rebuilt from the seed; its final weights from state.pt) measured once
+    each with ``token_window=lags`` on the run's own fit and test windows (rows ``token_recovery@lag=J``)."""
+    import torch
+
+    from phasescope import PhaseTracker, RunConfig
+    from phasescope.data import load_dataset
+    from phasescope.experiment import measurement_sets
+    from phasescope.models import build_model, default_layers
+    from phasescope.runs import load_state
+
+    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size, seed=cfg.seed,
+                        context=cfg.context)
+    torch.manual_seed(cfg.seed)  # as run_experiment builds it: the run's initialisation
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+    fit, test = measurement_sets(data, cfg)
+    layers = ["embed", *[n for n in (cfg.layers or default_layers(model)) if n != "embed"]]
+    state, _ = load_state(run)
+    rows = []
+    for when, weights in (("init", None), ("end", state["model"])):
+        if weights is not None:
+            model.load_state_dict(weights)
+        t = PhaseTracker(model, layers, fit, test, schedule=[0], target="tokens", token_window=lags,
+                         vocab_size=data.info["vocab_size"], bootstrap=bootstrap, seed=cfg.seed)
+        t.measure(model, 0)
+        df = t.results()
+        df = df[(df.split == "test") & df.metric.str.startswith("token_recovery@lag=")]
+        for r in df.itertuples():
+            rows.append({"seed": cfg.seed, "when": when, "iteration": 0 if when == "init" else int(state["iteration"]),
+                         "layer": r.layer, "lag": int(r.metric.split("=")[1]), "token_recovery": r.value,
+                         "ci_low": r.ci_low, "ci_high": r.ci_high})
+    return pd.DataFrame(rows)
+
+
+def plot_lags(lags: pd.DataFrame, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    layers = list(dict.fromkeys(lags.layer))
+    fig = Figure(figsize=(4.0 * len(layers), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    for ax, layer in zip(axes, layers):
+        for (when, seed), g in lags[lags.layer == layer].groupby(["when", "seed"]):
+            g = g.sort_values("lag")
+            ax.plot(g.lag, g.token_recovery, "o-" if when == "end" else "s--", ms=3,
+                    color="#08519c" if when == "end" else "#969696", label=f"{when}, seed {seed}")
+        ax.set_title(layer)
+        ax.set_xlabel("lag (tokens before the last)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("token recovery (held-out windows)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Which earlier tokens the last position's residual stream holds (linear one-hot decoder)")
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="a --seeds folder (seed-N inside) or one run folder")
     ap.add_argument("--out", type=Path, default=Path("docs/language"))
+    ap.add_argument("--lags", type=int, default=0, help="also measure the last K tokens at initialisation and at "
+                    "the end of each run (language-lags.png, language-lags.csv) [0: no]")
     a = ap.parse_args()
     runs = [load(p) for p in runs_of(a.folder)]
     a.out.mkdir(parents=True, exist_ok=True)
     layers = pd.concat([layer_table(r) for r in runs], ignore_index=True)
     layers.to_csv(a.out / "language.csv", index=False)
-    plot_curves(runs, a.out / "language-curves.png")
+    levels = ngram_levels()
+    print("held-out cross-entropy of character n-gram models (nats):",
+          ", ".join(f"{n + 1}-gram {v:.3f}" for n, v in levels.items()))
+    plot_curves(runs, a.out / "language-curves.png", levels)
     with_samples = [r for r in runs if "samples" in r]
     if with_samples:
         curves = pd.concat([learned_curves(r) for r in with_samples], ignore_index=True)
@@ -222,12 +323,17 @@ def main() -> None:
         plot_few(curves, with_samples, a.out / "language-few.png")
         print(markdown(grp))
     print(markdown(layers))
+    if a.lags:
+        lag = pd.concat([lag_profile(r["run"], a.lags) for r in runs], ignore_index=True)
+        lag.to_csv(a.out / "language-lags.csv", index=False)
+        plot_lags(lag, a.out / "language-lags.png")
+        print(markdown(lag.pivot_table(index=["when", "layer"], columns="lag", values="token_recovery").reset_index()))
 
 
 def markdown(df: pd.DataFrame) -> str:
     """A markdown table (no tabulate needed)."""
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
