@@ -40,6 +40,12 @@ def test_run_shakespeare_gpt_writes_token_rows_per_block(tmp_path):
     marks = json.loads((out / "phases.json").read_text())["samples"]["marks"]  # learned-at against the marks
     assert set(marks) == {"target_frequency", "continuation_probability"}
     assert "Spearman(learned at, mark): target_frequency" in " ".join(res.output.split())
+    # `phasescope report` rebuilds it from the run's files, also for a phases.json written without it
+    doc = json.loads((out / "phases.json").read_text())
+    del doc["samples"]["marks"]
+    (out / "phases.json").write_text(json.dumps(doc))
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    assert json.loads((out / "phases.json").read_text())["samples"]["marks"] == marks
 
 
 def test_token_options_are_validated(tmp_path):
