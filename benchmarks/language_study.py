@@ -282,7 +282,7 @@ def lag_profile(run: Path, lags: int, bootstrap: int = 200) -> pd.DataFrame:
 def plot_lags(lags: pd.DataFrame, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    layers = list(dict.fromkeys(lags.layer))
+    layers = sorted(dict.fromkeys(lags.layer), key=lambda n: (n != "embed", n))  # the embedding first
     fig = Figure(figsize=(4.0 * len(layers), 3.4), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for ax, layer in zip(axes, layers):
