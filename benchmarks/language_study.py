@@ -15,6 +15,8 @@ Reads every ``seed-N`` folder under the given folder (or one run folder) and wri
   frequent / medium / rare next characters (terciles of the training-text frequency) and for
   rare continuations (the next character follows the window's last three characters in under 5%
   of the training text); the reconstruction minima marked.
+* with ``--window-run RUN`` (a run with ``--token-window K``), ``language-window.png``/``.csv``: per block,
+  the recovery of each of the last K tokens over training.
 * with ``--lags K``, ``language-lags.png``/``.csv``: at initialisation and at the end, how often the
   decoder recovers each of the last K tokens from the last position (``token_window=K``).
 * ``language.csv``: per seed and block the phases, the reconstruction minimum and the rise after
@@ -300,12 +302,58 @@ def plot_lags(lags: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_window(r: dict, path: Path) -> pd.DataFrame:
+    """A run with ``--token-window K``: per block, the window's reconstruction error (phases shaded) and the
+    recovery of each of the last K tokens over training (rows ``token_recovery@lag=J``)."""
+    from matplotlib.figure import Figure
+
+    from phasescope.report import PHASE_COLOURS
+
+    df = r["df"]
+    lag_rows = df[(df.split == "test") & df.metric.str.startswith("token_recovery@lag=")].copy()
+    lag_rows["lag"] = lag_rows.metric.str.split("=").str[1].astype(int)
+    layers = [l for l in df.layer.unique() if str(l).startswith("blocks")]
+    k = int(lag_rows.lag.max()) + 1
+    fig = Figure(figsize=(4.2 * len(layers), 6.6), layout="constrained")
+    axes = fig.subplots(2, len(layers), squeeze=False)
+    colours = ["#08306b", "#2171b5", "#6baed6", "#c6dbef", "#fdae6b", "#e6550d", "#a63603", "#7f2704"]
+    for j, layer in enumerate(layers):
+        ax, ax2 = axes[0, j], axes[1, j]
+        s = series(df, layer, "test", "reconstruction_mse")
+        ax.plot(s.iteration, s.value, "-", color="#252525", lw=1.4, label=f"last {k} tokens")
+        ax.fill_between(s.iteration, s.ci_low, s.ci_high, color="#252525", alpha=0.12, lw=0)
+        for q in (r["phases"].get("layers") or {}).get(layer, {}).get("phases", []):
+            ax.axvspan(q["start"], q["end"], color=PHASE_COLOURS.get(q["name"], "#ddd"), alpha=0.25, lw=0)
+        for lag in range(k):
+            m = series(df, layer, "test", f"reconstruction_mse@lag={lag}")
+            ax.plot(m.iteration, m.value, "--", color=colours[lag % len(colours)], lw=1, label=f"lag {lag}")
+            g = lag_rows[(lag_rows.layer == layer) & (lag_rows.lag == lag)].sort_values("iteration")
+            ax2.plot(g.iteration, g.value, "-", color=colours[lag % len(colours)], lw=1.5, label=f"lag {lag}")
+        ax.set_title(f"{layer}: the last {k} tokens")
+        ax.set_ylabel("test MSE per one-hot entry")
+        ax2.set_ylabel("token recovery (held-out windows)")
+        ax2.set_ylim(0, 1.02)
+        for a in (ax, ax2):
+            a.set_xscale("symlog", linthresh=1, linscale=0.5)
+            a.set_xlim(left=0)
+            a.grid(True, alpha=0.3)
+            a.set_xlabel("iteration")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle(f"The last {k} tokens in the residual stream at the last position (seed {r['seed']}; lag J = J tokens "
+                 "before the last)")
+    fig.savefig(path, dpi=110)
+    return lag_rows.pivot_table(index="iteration", columns=["layer", "lag"], values="value")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="a --seeds folder (seed-N inside) or one run folder")
     ap.add_argument("--out", type=Path, default=Path("docs/language"))
     ap.add_argument("--lags", type=int, default=0, help="also measure the last K tokens at initialisation and at "
                     "the end of each run (language-lags.png, language-lags.csv) [0: no]")
+    ap.add_argument("--window-run", type=Path, default=None, help="a run with --token-window K: draws "
+                    "language-window.png (per block, each of the last K tokens over training)")
     a = ap.parse_args()
     runs = [load(p) for p in runs_of(a.folder)]
     a.out.mkdir(parents=True, exist_ok=True)
@@ -323,6 +371,11 @@ def main() -> None:
         plot_few(curves, with_samples, a.out / "language-few.png")
         print(markdown(grp))
     print(markdown(layers))
+    if a.window_run is not None:
+        w = load(a.window_run)
+        table = plot_window(w, a.out / "language-window.png")
+        table.to_csv(a.out / "language-window.csv")
+        print(markdown(layer_table(w)))
     if a.lags:
         lag = pd.concat([lag_profile(r["run"], a.lags) for r in runs], ignore_index=True)
         lag.to_csv(a.out / "language-lags.csv", index=False)
