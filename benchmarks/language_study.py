@@ -156,11 +156,28 @@ def plot_curves(runs: list[dict], path: Path, levels: dict[int, float] | None = 
     from phasescope.report import PHASE_COLOURS
 
     layers = [l for l in runs[0]["df"].layer.unique() if str(l).startswith("blocks")]
-    fig = Figure(figsize=(4.2 * (len(layers) + 1), 7.2), layout="constrained")
-    axes = fig.subplots(2, len(layers) + 1, squeeze=False)
+    fig = Figure(figsize=(4.2 * (len(layers) + 1), 10.4), layout="constrained")
+    axes = fig.subplots(3, len(layers) + 1, squeeze=False)
     shades = ["-", "--", ":"]
+    zoom = axes[1, -1]  # the first iterations of every block, relative to the initialisation
     for j, layer in enumerate(layers):
-        ax, ax2 = axes[0, j], axes[1, j]
+        ax, ax2 = axes[0, j], axes[2, j]
+        zax = axes[1, j]
+        for i, r in enumerate(runs):
+            s = series(r["df"], layer, "test", "reconstruction_mse")
+            s = s[s.iteration <= 32]
+            rel = s.value / s.value.iloc[0]
+            zax.plot(s.iteration, rel, shades[i % 3], color="#08519c", lw=1.4, label=f"seed {r['seed']}")
+            zax.fill_between(s.iteration, s.ci_low / s.value.iloc[0], s.ci_high / s.value.iloc[0], color="#08519c",
+                             alpha=0.1, lw=0)
+        zax.axhline(1, color="#969696", lw=0.8)
+        zax.set_ylim(0.8, 1.6)
+        zax.set_title(f"{layer}: first 32 iterations")
+        zax.set_ylabel("test MSE / MSE at initialisation")
+        zax.set_xscale("symlog", linthresh=1, linscale=0.5)
+        zax.set_xlim(0, 32)
+        zax.grid(True, alpha=0.3)
+        zax.set_xlabel("iteration")
         for i, r in enumerate(runs):
             s = series(r["df"], layer, "test", "reconstruction_mse")
             ax.plot(s.iteration, s.value, shades[i % 3], color="#08519c", lw=1.4, label=f"seed {r['seed']}")
@@ -185,7 +202,12 @@ def plot_curves(runs: list[dict], path: Path, levels: dict[int, float] | None = 
             a.set_xlim(left=0)
             a.grid(True, alpha=0.3)
             a.set_xlabel("iteration")
-    ax, ax2 = axes[0, -1], axes[1, -1]
+    zoom.set_axis_off()
+    zoom.text(0.02, 0.5, "Middle row: the first 32 iterations,\neach block's test reconstruction error\ndivided by "
+              "its value at initialisation\n(bands: 95% intervals of the mean;\nthe phase test pairs the samples). Top row: phases of seed 0\nshaded (grey constant, green "
+              "decrease,\nred increase); vertical lines: each\nseed's reconstruction minimum.",
+              transform=zoom.transAxes, fontsize=9, va="center")
+    ax, ax2 = axes[0, -1], axes[2, -1]
     for i, r in enumerate(runs):
         for split, colour in (("train", "#6a51a3"), ("test", "#252525")):
             s = series(r["df"], "model", split, "loss")
@@ -208,7 +230,7 @@ def plot_curves(runs: list[dict], path: Path, levels: dict[int, float] | None = 
         a.set_xlabel("iteration")
         a.legend(fontsize=7)
     axes[0, 0].legend(fontsize=7)
-    axes[1, 0].legend(fontsize=7)
+    axes[2, 0].legend(fontsize=7)
     fig.suptitle("GPT (4 x 128) on Tiny Shakespeare: the last token in the residual stream, per block")
     fig.savefig(path, dpi=110)
 
@@ -288,17 +310,20 @@ def plot_lags(lags: pd.DataFrame, path: Path) -> None:
     fig = Figure(figsize=(4.0 * len(layers), 3.4), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for ax, layer in zip(axes, layers):
+        first = lags.seed.min()
         for (when, seed), g in lags[lags.layer == layer].groupby(["when", "seed"]):
             g = g.sort_values("lag")
+            label = (f"end (iteration {int(g.iteration.iloc[0])})" if when == "end" else "initialisation")
             ax.plot(g.lag, g.token_recovery, "o-" if when == "end" else "s--", ms=3,
-                    color="#08519c" if when == "end" else "#969696", label=f"{when}, seed {seed}")
+                    color="#08519c" if when == "end" else "#969696", label=label if seed == first else None)
         ax.set_title(layer)
         ax.set_xlabel("lag (tokens before the last)")
         ax.set_ylim(0, 1.02)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("token recovery (held-out windows)")
     axes[0].legend(fontsize=7)
-    fig.suptitle("Which earlier tokens the last position's residual stream holds (linear one-hot decoder)")
+    seeds = ", ".join(str(v) for v in sorted(lags.seed.unique()))
+    fig.suptitle(f"Which earlier tokens the last position's residual stream holds (linear one-hot decoder; seeds {seeds})")
     fig.savefig(path, dpi=110)
 
 
