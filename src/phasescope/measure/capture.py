@@ -134,7 +134,8 @@ class FeatureMap:
     * (C, H, W) outputs: flattened, or average-pooled to a ``grid`` x ``grid`` map first when
       C*H*W exceeds the feature budget (:func:`pool_grid`).
     * (N, D) outputs, N tokens of D features (transformer blocks with ``batch_first``):
-      ``tokens="mean"`` averages the tokens, ``"cls"`` takes the first (class) token, ``"pool"``
+      ``tokens="mean"`` averages the tokens, ``"cls"`` takes the first (class) token, ``"last"``
+      the last (where a causal language model predicts the next token), ``"pool"``
       keeps all tokens, average-pooled along the token axis to ``kept`` tokens when N*D exceeds
       the budget. For channels-first 1-D modules (Conv1d, BatchNorm1d, ... : (C, L) outputs)
       the token axis is the last one, and C the features.
@@ -143,7 +144,7 @@ class FeatureMap:
 
     shape: tuple[int, ...]
     grid: int | None = None  # spatial side after pooling, (C, H, W) outputs
-    tokens: str | None = None  # mean | cls | pool, (N, D) outputs
+    tokens: str | None = None  # mean | cls | last | pool, (N, D) outputs
     token_axis: int = 1  # axis of the tokens in the (B, ., .) output
     kept: int | None = None  # tokens kept by "pool"
 
@@ -162,7 +163,7 @@ class FeatureMap:
             return f"{shape} average-pooled to {self.shape[0]}x{self.grid}x{self.grid}: {self.features} features"
         if self.tokens is not None:
             n = self.shape[self.token_axis - 1]
-            what = {"mean": f"mean of {n} tokens", "cls": f"token 0 of {n}",
+            what = {"mean": f"mean of {n} tokens", "cls": f"token 0 of {n}", "last": f"token {n - 1} of {n} (the last)",
                     "pool": f"all {n} tokens" if self.kept == n else f"{n} tokens average-pooled to {self.kept}"}
             return f"{shape}, tokens on axis {self.token_axis}: {what[self.tokens]}: {self.features} features"
         return f"{shape} flattened: {self.features} features"
@@ -176,6 +177,8 @@ class FeatureMap:
                 out = t.mean(1)
             elif self.tokens == "cls":
                 out = t[:, 0]
+            elif self.tokens == "last":
+                out = t[:, -1]
             elif self.kept != t.shape[1]:
                 out = nn.functional.adaptive_avg_pool1d(t.transpose(1, 2), self.kept)  # (B, D, kept)
             else:
