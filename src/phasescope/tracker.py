@@ -285,6 +285,8 @@ class PhaseTracker:
         for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples),
                             ("input_span", input_span)):
             check_field(RunConfig, name, value)
+        if token_ids:  # the one-hot's columns are what is reconstructed: never a span of the token ids
+            input_span = "off"
         self.input_span, self._span = input_span, None  # the span: computed at the first checkpoint that needs it
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode
         self.relative_ridge, self.max_features, self.batch_size = relative_ridge, max_features, batch_size
