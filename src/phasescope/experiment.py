@@ -28,7 +28,7 @@ from .data import subsets
 from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
 from .data.text import is_text, window_offsets
 from .html import write_index_quietly
-from .models import build_model, default_layers
+from .models import build_model, default_layers, token_layers
 from .phases import PhaseResult
 from .registry import run_extensions
 from .runfolder import RunWriter, config_document, versions, write_checkpoint, write_outputs  # noqa: F401
@@ -84,21 +84,30 @@ def clamp_to_data(cfg: RunConfig, data: Splits) -> tuple[RunConfig, dict[str, di
 
 
 def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: torch.device,
-                  extensions: Sequence = ()) -> PhaseTracker:
+                  extensions: Sequence = (), *, forward: Any = None) -> PhaseTracker:
+    """The run's tracker. ``forward(model, x)``: how a model that is not phasescope's own is called
+    (``phasescope analyze --hf`` of a causal LM: :func:`~phasescope.layers.causal_lm_forward`,
+    every transformer block tracked by default)."""
     fit, test = measurement_sets(data, cfg)
     text = is_text(data)  # windows of token ids: the decoder reconstructs their last token(s)
     token_options = {"target": "tokens", "vocab_size": data.info["vocab_size"],
                      "token_window": cfg.token_window} if text else {}
+    dtype = data.x_train.dtype if text else None
+    if cfg.layers:
+        layers = cfg.layers
+    elif text and forward is not None:  # a foreign language model: every block, as the GPT's
+        layers = token_layers(model, data.input_shape, forward, dtype=dtype)
+    else:
+        layers = default_layers(model, data.input_shape, forward, dtype=dtype)
     return PhaseTracker(
-        model, cfg.layers or default_layers(model, data.input_shape, dtype=data.x_train.dtype if text else None),
-        fit, test,
+        model, layers, fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
         decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
         bn_samples=cfg.bn_samples, num_classes=data.num_classes,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
-        seed=cfg.seed, tokens=cfg.tokens, input_span=cfg.input_span, **token_options,
+        seed=cfg.seed, tokens=cfg.tokens, input_span=cfg.input_span, forward=forward, **token_options,
         distributed=False,  # the run trains its own model in this process: it measures it here too
     )
 

@@ -185,6 +185,27 @@ def call_model(model: nn.Module, x: torch.Tensor, forward: Forward | None = None
     return logits_of(forward(model, x) if forward is not None else model(x))
 
 
+def causal_lm_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Next-token logits of a Hugging Face causal LM at the last position: ``model(input_ids=x).logits[:, -1]``."""
+    return model(input_ids=x).logits[:, -1]
+
+
+def is_token_data(x: torch.Tensor) -> bool:
+    """Windows of token ids: an integer tensor (N, T)."""
+    return x.dim() == 2 and not x.dtype.is_floating_point and x.dtype != torch.bool
+
+
+def transformer_blocks(model: nn.Module) -> list[str]:
+    """The blocks of a transformer: the children of its longest ``nn.ModuleList`` of modules of one type
+    (``transformer.h.0``, ``transformer.h.1``, ... of a GPT-2)."""
+    lists = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) and len({type(c) for c in m}) == 1]
+    if not lists:
+        return []
+    name, blocks = max(lists, key=lambda nm: len(nm[1]))
+    return [f"{name}.{i}" if name else str(i) for i in range(len(blocks))]
+
+
 def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
             forward: Forward | None = None, *,
             dtype: torch.dtype | None = None) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:

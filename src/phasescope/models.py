@@ -200,6 +200,23 @@ def default_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None,
     return names[-2:-1] or names[-1:]
 
 
+def token_layers(model: nn.Module, input_shape: tuple[int, ...], forward=None,
+                 dtype: torch.dtype = torch.long) -> list[str]:
+    """Every transformer block of a language model that takes token ids (see
+    :func:`phasescope.layers.transformer_blocks`), with the selector ``[0]`` where a block returns
+    a tuple (older transformers); a model without blocks: :func:`default_layers`."""
+    from .layers import transformer_blocks
+
+    names = transformer_blocks(model)
+    if not names:
+        return default_layers(model, tuple(input_shape), forward, dtype=dtype)
+    try:
+        dry_run(model, names, tuple(input_shape), forward, dtype=dtype)
+        return names
+    except ModelError:
+        return [f"{n}[0]" for n in names]
+
+
 def check_model_name(name: str) -> None:
     """Raise ModelError unless ``name`` is a built-in model or an import path ``package.module:function``
     (imported only when the model is built). What ``phasescope run`` and sweep files accept."""

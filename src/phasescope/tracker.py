@@ -536,7 +536,8 @@ class PhaseTracker:
             for name, h, targets in stats:
                 solvers[name].partial_fit(h, targets)
 
-        with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
+        head = [self.module_inputs[HEAD]] if HEAD in self.module_inputs and self.target.kind == "tokens" else []
+        with capture_inputs(frozen, list(self.module_inputs.values()), last_position=head) as inputs:
             batches = iter_batches(frozen, self.layers, fit_x, self.batch_size, self.device, self.forward)
             with self._agree("the fit pass"):
                 first = next(batches, None)

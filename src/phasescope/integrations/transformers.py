@@ -61,7 +61,8 @@ except ImportError as e:
 
 from ..measure.distributed import sharded
 from ..measure.inputs import batches
-from ..models import default_layers
+from ..layers import causal_lm_forward, is_token_data, transformer_blocks
+from ..models import default_layers, token_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
 from ..runfolder import RunWriter
@@ -75,40 +76,9 @@ def pixel_values_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     return model(pixel_values=x).logits
 
 
-def causal_lm_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Next-token logits of a Hugging Face causal LM at the last position: ``model(input_ids=x).logits[:, -1]``."""
-    return model(input_ids=x).logits[:, -1]
-
-
-def is_token_data(x: torch.Tensor) -> bool:
-    """Windows of token ids: an integer tensor (N, T)."""
-    return x.dim() == 2 and not x.dtype.is_floating_point and x.dtype != torch.bool
-
-
-def transformer_blocks(model: torch.nn.Module) -> list[str]:
-    """The blocks of a transformer: the children of its longest ``nn.ModuleList`` of modules of one type
-    (``transformer.h.0``, ``transformer.h.1``, ... of a GPT-2)."""
-    lists = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, torch.nn.ModuleList) and len(m) and len({type(c) for c in m}) == 1]
-    if not lists:
-        return []
-    name, blocks = max(lists, key=lambda nm: len(nm[1]))
-    return [f"{name}.{i}" if name else str(i) for i in range(len(blocks))]
-
-
 def _token_layers(model: torch.nn.Module, x: torch.Tensor, forward: Any) -> list[str]:
     """Every transformer block, with the selector [0] where a block returns a tuple (older transformers)."""
-    from ..layers import dry_run
-    from ..models import ModelError
-
-    names = transformer_blocks(model)
-    if not names:
-        return default_layers(model, tuple(x.shape[1:]), forward, dtype=x.dtype)
-    try:
-        dry_run(model, names, tuple(x.shape[1:]), forward, dtype=x.dtype)
-        return names
-    except ModelError:
-        return [f"{n}[0]" for n in names]
+    return token_layers(model, tuple(x.shape[1:]), forward, dtype=x.dtype)
 
 
 def _tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ import copy
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -268,9 +268,20 @@ def final_linear_name(model: nn.Module) -> str | None:
 
 
 @contextmanager
-def capture_inputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+def capture_inputs(model: nn.Module, names: list[str],
+                   last_position: Sequence[str] = ()) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Forward hooks that append the (first) *input* of each named module, flattened to
-    (B, d), to a list per name, for every forward run while the context is open."""
+    (B, d), to a list per name, for every forward run while the context is open. Names in
+    ``last_position`` whose input is (B, T, d) keep its last position only: the head of a causal
+    language model, applied at every position, whose logits are read at the last."""
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    with _hooks(model, names, lambda n, inp, _out: store[n].append(inp[0].detach().reshape(inp[0].shape[0], -1))):
+    last = set(last_position)
+
+    def keep(n: str, inp: tuple, _out: Any) -> None:
+        a = inp[0].detach()
+        if n in last and a.dim() == 3:
+            a = a[:, -1]
+        store[n].append(a.reshape(a.shape[0], -1))
+
+    with _hooks(model, names, keep):
         yield store

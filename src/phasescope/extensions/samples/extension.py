@@ -113,7 +113,8 @@ class SampleDynamics(Extension):
         head = final_linear_name(ctx.model)
         if head is None:
             raise ValueError("SampleDynamics needs a final nn.Linear producing the logits; the model has none.")
-        with capture_inputs(ctx.model, [head]) as store:
+        tokens = getattr(getattr(ctx.tracker, "target", None), "kind", "input") == "tokens"
+        with capture_inputs(ctx.model, [head], last_position=[head] if tokens else []) as store:  # a causal LM's head
             logits, feats = ctx.features(x)
         return x, y, logits, torch.cat([a.float().cpu() for a in store[head]]), feats
 
