@@ -48,7 +48,7 @@ def test_a_layer_string_is_split_but_an_empty_list_is_an_error():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("optimizer", "adamw", "choose one of: sgd, adam"),
+    ("optimizer", "lbfgs", "choose one of: sgd, adam, adamw"),
     ("bn_samples", 0, "bn_samples must be positive"),
     ("num_classes", 1, "integer >= 2"),
     ("relative_ridge", -1.0, "relative_ridge must be a number >= 0"),

@@ -1,5 +1,6 @@
-"""Every model in MODELS: layer names and shapes agree with a real forward pass, the
-width multiplier scales channels, bad layer names fail helpfully, sizes are sane."""
+"""Every image model in MODELS: layer names and shapes agree with a real forward pass, the
+width multiplier scales channels, bad layer names fail helpfully, sizes are sane. (The GPT,
+whose inputs are token ids, is tested in tests/language/test_gpt.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,7 @@ from torch import nn
 
 from phasescope.models import (
     MODELS,
+    TOKEN_MODELS,
     VGG_PLANS,
     Classifier,
     ModelError,
@@ -18,6 +20,7 @@ from phasescope.models import (
 )
 
 SHAPES = [(3, 32, 32), (1, 28, 28)]
+IMAGE_MODELS = [n for n in MODELS if n not in TOKEN_MODELS]
 NUM_CLASSES = 7
 
 
@@ -42,7 +45,7 @@ def conv_channels(model: nn.Module) -> list[int]:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["3x32x32", "1x28x28"])
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_trackable_layers_match_forward(name, shape):
     torch.manual_seed(0)
     model = build_model(name, shape, NUM_CLASSES, width=0.25)
@@ -63,7 +66,7 @@ def test_trackable_layers_match_forward(name, shape):
         assert layers[-1]["shape"] == [NUM_CLASSES]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_logits_shape_in_train_mode_and_backward(name):
     model = build_model(name, (3, 32, 32), NUM_CLASSES, width=0.25)
     model.train()
@@ -74,7 +77,7 @@ def test_logits_shape_in_train_mode_and_backward(name):
     assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_default_layer_is_last_feature_block(name):
     shape = (3, 32, 32)
     model = build_model(name, shape, NUM_CLASSES, width=0.5)
@@ -89,7 +92,7 @@ def test_default_layer_is_last_feature_block(name):
         assert layer["shape"] == [256, 4, 4]
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n != "mlp"])
+@pytest.mark.parametrize("name", [n for n in IMAGE_MODELS if n != "mlp"])
 def test_width_multiplier_scales_channels(name):
     narrow = conv_channels(build_model(name, (3, 32, 32), NUM_CLASSES, width=0.5))
     wide = conv_channels(build_model(name, (3, 32, 32), NUM_CLASSES, width=1.0))
@@ -130,7 +133,7 @@ def test_resnet10_structure():
     assert len(weight_layers) == 10  # stem + 4x2 block convs + linear (1x1 shortcuts not counted)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_bad_layer_name_lists_valid_ones(name):
     model = build_model(name, (3, 32, 32), NUM_CLASSES, width=0.25)
     with pytest.raises(ModelError) as err:
@@ -154,7 +157,7 @@ PARAM_BOUNDS = {
 }
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_parameter_count_sane(name):
     lo, hi = PARAM_BOUNDS[name]
     full = sum(p.numel() for p in build_model(name, (3, 32, 32), 10, width=1.0).parameters())
@@ -164,10 +167,10 @@ def test_parameter_count_sane(name):
 
 
 def test_every_model_has_bounds():
-    assert set(PARAM_BOUNDS) == set(MODELS)
+    assert set(PARAM_BOUNDS) == set(IMAGE_MODELS)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n != "mlp"])
+@pytest.mark.parametrize("name", [n for n in IMAGE_MODELS if n != "mlp"])
 def test_image_models_reject_flat_inputs(name):
     with pytest.raises(ModelError):
         build_model(name, (784,), 10)

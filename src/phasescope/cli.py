@@ -400,7 +400,7 @@ run = app.command()(run)
 # Input shapes of the datasets whose shape is fixed by their distribution format (no files are
 # read for `phasescope layers`); datasets shaped by the user's files or knobs are loaded.
 FIXED_SHAPES = {"mnist-digits": (1, 28, 28), "digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
-                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
+                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "shakespeare": (64,)}
 
 
 def _tensorboard(log_dir: Path | None) -> list:
@@ -429,7 +429,7 @@ def layers_cmd(
 ) -> None:
     """List the trackable layer names of a model, with output shapes."""
     from .data import DATASETS, DataError, load_dataset
-    from .models import ModelError, build_model, default_layers, trackable_layers
+    from .models import TOKEN_MODELS, ModelError, build_model, default_layers, trackable_layers
 
     try:
         if input_shape:
@@ -454,8 +454,9 @@ def layers_cmd(
         table.add_row(l["name"], "x".join(map(str, l["shape"])), str(l["features"]))
     console.print(table)
     if any(len(l["shape"]) == 2 for l in rows):
-        console.print("2-D outputs (tokens x features) are measured on the mean token by default: "
-                      "--tokens mean|cls|pool.")
+        text = len(shape) == 1 and model in TOKEN_MODELS  # token ids in: measured where the model predicts
+        console.print(f"2-D outputs (tokens x features) are measured on the {'last' if text else 'mean'} token by "
+                      "default: --tokens mean|cls|last|pool.")
 
 
 @app.command()

@@ -234,8 +234,12 @@ RENAMED = {"ridge": "relative_ridge"}  # old key -> new key, accepted with a dep
 class RunConfig:
     # --- data ---
     dataset: str = opt("mnist-digits", "Dataset: mnist-digits (embedded, default), digits (embedded 8x8), cifar10, "
-                                       "cifar100, mnist, fashion-mnist, npz, folder, synthetic.")
-    data_dir: str | None = opt(None, "Folder with the standard distribution files, an .npz file, or an image-folder tree.")
+                                       "cifar100, mnist, fashion-mnist, npz, folder, synthetic; text: shakespeare "
+                                       "(embedded), text (a text file as --data-dir).")
+    data_dir: str | None = opt(None, "Folder with the standard distribution files, an .npz file, an image-folder tree, "
+                                     "or a text file (--dataset text).")
+    context: int = opt(64, "Text datasets: tokens per window (the language model's context); the label of a window "
+                           "is its next token.", positive=True)
     download: bool = opt(False, "Fetch the dataset with torchvision (needs phasescope[download]).")
     train_size: int | None = opt(None, "Use a seeded, class-balanced subset of this many training samples.",
                                   positive=True)
@@ -246,7 +250,8 @@ class RunConfig:
                                 "1/K unchanged by chance; F = 1 allowed), foreign:F[@PATH] (images replaced by another "
                                 "source's, labels kept; see phasescope.data.atypical). Saved as atypical.npz.")
     # --- model ---
-    model: str = opt("cnn", "Model: cnn, mlp, vgg8, vgg11, vgg13, vgg16, resnet10 (see `phasescope layers`), or an "
+    model: str = opt("cnn", "Model: cnn, mlp, vgg8, vgg11, vgg13, vgg16, resnet10, gpt (text) (see `phasescope "
+                            "layers`), or an "
                             "import path package.module:function of a callable (input_shape, num_classes) -> nn.Module.")
     width: float = opt(1.0, "Width multiplier of the model's channels/units.", positive=True)
     layers: list[str] | None = opt(None, "Module names to track, comma-separated [the last feature block]; "
@@ -254,10 +259,13 @@ class RunConfig:
     # --- training (SGD with momentum 0.9 and batch 128, as in the papers' research code) ---
     iterations: int = opt(4096, "Optimiser steps.", positive=True)
     batch_size: int = opt(128, "Training batch size.", positive=True)
-    optimizer: str = opt("sgd", "sgd (with momentum) or adam.", choices=OPTIMIZERS)
+    optimizer: str = opt("sgd", "sgd (with momentum), adam or adamw (decoupled weight decay on weight matrices "
+                                "and embeddings). `phasescope run --model gpt` defaults to adamw, lr 1e-3, warm-up 100, "
+                                "weight decay 0.1, batch 32.", choices=OPTIMIZERS)
     lr: float = opt(0.01, "Learning rate.", positive=True)
     momentum: float = opt(0.9, "SGD momentum.", min=0)
     weight_decay: float = opt(0.0, "Weight decay.", min=0)
+    warmup: int = opt(0, "Learning-rate warm-up: linear from lr/warmup to lr over this many steps (0: none).", min=0)
     seed: int = opt(0, "Seed of initialisation, batch order and subsets.")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto.")
     # --- checkpoint schedule ---
@@ -280,10 +288,13 @@ class RunConfig:
                                              "value from the same Gram matrix, each with its own phases; the first "
                                              "value stays the main measurement.")
     max_features: int = opt(defaults.MAX_FEATURES, "Average-pool spatial layers above this many features.",
-                             positive=True)
-    tokens: str = opt("mean", "Layers with (tokens, features) outputs (transformer blocks): measure the mean token, "
-                              "the class token (cls) or all tokens average-pooled to max_features (pool).",
-                      choices=TOKENS)
+                            positive=True)
+    tokens: str = opt("auto", "Layers with (tokens, features) outputs (transformer blocks): measure the mean token, "
+                              "the class token (cls), the last token (last) or all tokens average-pooled to "
+                              "max_features (pool); auto: last for text (token inputs), else mean.",
+                      choices=(*TOKENS, "auto"))
+    token_window: int = opt(1, "Text: the decoder reconstructs the one-hot of the last K tokens of each window (the "
+                               "features are those of the last position).", positive=True)
     probe: str = opt("ridge", "ridge (closed form) or logistic (L-BFGS).", choices=PROBES)
     bn_mode: str = opt("recalibrate", "BatchNorm when measuring: recalibrate, running or batch.", choices=BN_MODES)
     bn_samples: int | None = opt(defaults.BN_SAMPLES, "Fit samples BatchNorm statistics are recalibrated on "
@@ -414,6 +425,9 @@ class RunConfig:
         if len({str(r) if r == "auto" else f"{float(r):g}" for r in ridges}) != len(ridges):
             raise ConfigError(f"relative_ridge {self.relative_ridge!r} repeats a value; give each ridge once.")
         validate_fields(self)  # types, choices and ranges declared by the fields (opt)
+        if self.token_window > self.context:
+            raise ConfigError(f"token_window {self.token_window} is longer than the context {self.context}; give "
+                              f"--token-window {self.context} or less.")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not valid; choose cpu, cuda, cuda:N or auto.")
         from .data.atypical import parse_atypical

@@ -4,12 +4,13 @@ The configuration, the tracker, the estimators and the CLI's help all read them 
 """
 from __future__ import annotations
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 BN_MODES = ("recalibrate", "running", "batch")
 DECODERS = ("linear", "conv")
 PROBES = ("ridge", "logistic")
 INPUT_SPANS = ("auto", "off")  # decode inputs of more dimensions than fit samples through their span
-TOKENS = ("mean", "cls", "pool")  # (B, tokens, D) layer outputs: mean token, class token, all tokens pooled
+TOKENS = ("mean", "cls", "pool", "last")  # (B, tokens, D) layer outputs: mean, class, all pooled, last token
+TARGETS = ("input", "tokens")  # what the decoder reconstructs: the input, or the one-hot of token ids (measure.targets)
 
 # Relative ridge of the linear decoder and probe: lambda = RELATIVE_RIDGE x the mean
 # eigenvalue of the centred feature covariance (see measure.ridge for how it was chosen).

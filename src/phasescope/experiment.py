@@ -26,8 +26,9 @@ from .config import ConfigError, RunConfig
 from .data import Splits, load_dataset
 from .data import subsets
 from .data.atypical import MASK_FILE, apply_atypical, mask_arrays
+from .data.text import is_text, window_offsets
 from .html import write_index_quietly
-from .models import build_model, default_layers
+from .models import build_model, default_layers, token_layers
 from .phases import PhaseResult
 from .registry import run_extensions
 from .runfolder import RunWriter, config_document, versions, write_checkpoint, write_outputs  # noqa: F401
@@ -83,19 +84,41 @@ def clamp_to_data(cfg: RunConfig, data: Splits) -> tuple[RunConfig, dict[str, di
 
 
 def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: torch.device,
-                  extensions: Sequence = ()) -> PhaseTracker:
+                  extensions: Sequence = (), *, forward: Any = None) -> PhaseTracker:
+    """The run's tracker. ``forward(model, x)``: how a model that is not phasescope's own is called
+    (``phasescope analyze --hf`` of a causal LM: :func:`~phasescope.layers.causal_lm_forward`,
+    every transformer block tracked by default)."""
     fit, test = measurement_sets(data, cfg)
+    text = is_text(data)  # windows of token ids: the decoder reconstructs their last token(s)
+    token_options = {"target": "tokens", "vocab_size": data.info["vocab_size"],
+                     "token_window": cfg.token_window} if text else {}
+    dtype = data.x_train.dtype if text else None
+    if cfg.layers:
+        layers = cfg.layers
+    elif text and forward is not None:  # a foreign language model: every block, as the GPT's
+        layers = token_layers(model, data.input_shape, forward, dtype=dtype)
+    else:
+        layers = default_layers(model, data.input_shape, forward, dtype=dtype)
     return PhaseTracker(
-        model, cfg.layers or default_layers(model, data.input_shape), fit, test,
+        model, layers, fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
         decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
         bn_samples=cfg.bn_samples, num_classes=data.num_classes,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
         confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
         decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
-        seed=cfg.seed, tokens=cfg.tokens, input_span=cfg.input_span,
+        seed=cfg.seed, tokens=cfg.tokens, input_span=cfg.input_span, forward=forward, **token_options,
         distributed=False,  # the run trains its own model in this process: it measures it here too
     )
+
+
+def text_positions(data: Splits, cfg: RunConfig) -> dict:
+    """Where the measured windows of a text dataset are (config.json's ``data.measured_windows``)."""
+    fit, test = subsets.measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)
+    return {"about": "offsets of the measured windows in the training text (fit) and the held-out text (test): a "
+                     "window covers tokens offset..offset+context-1; the position measured is its last, and its "
+                     "label is token offset+context",
+            "fit": window_offsets(data, fit, "train"), "test": window_offsets(data, test, "test")}
 
 
 def _synthetic_knobs(cfg: RunConfig) -> dict:
@@ -279,7 +302,8 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
     device = resolve_device(cfg.device)
     data = data if data is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size,
                                                       seed=cfg.seed, download=cfg.download,
-                                                      num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
+                                                      num_classes=cfg.num_classes, context=cfg.context,
+                                                      **_synthetic_knobs(cfg))
     data = apply_atypical(data, cfg.atypical, cfg.seed)  # --atypical: training split only, seeded
     changes: dict = {}
     source, given = data, list(extensions)  # what the extensions are made from (again, for --budget's sizes)
@@ -320,7 +344,9 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
     # Everything is validated: only now may a previous run's files go (--overwrite, restart); an
     # earlier session's status goes too (rewritten when this one ends).
     folder.start(config_document(
-        cfg.to_dict(), data=data.describe(), measurement=tracker.describe(),
+        cfg.to_dict(),
+        data={**data.describe(), **({"measured_windows": text_positions(data, cfg)} if is_text(data) else {})},
+        measurement=tracker.describe(),
         model={"name": cfg.model, "parameters": sum(p.numel() for p in model.parameters()), "device": str(device)},
         adjusted=adjusted), title=f"{cfg.model} on {cfg.dataset} (seed {cfg.seed})")
     if (atypical := mask_arrays(data)) is not None:  # --atypical made samples atypical
@@ -354,7 +380,8 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
                 if on_step is not None:
                     on_step(t, loss)
 
-            train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint, on_step=step)
+            train(model, optimizer, stream, cfg.iterations, device, start=start, on_iteration=checkpoint, on_step=step,
+                  warmup=cfg.warmup)
     except KeyboardInterrupt:
         status = "interrupted"
         guard.interrupted = True  # further Ctrl-C are ignored: the files must be completed

@@ -185,10 +185,33 @@ def call_model(model: nn.Module, x: torch.Tensor, forward: Forward | None = None
     return logits_of(forward(model, x) if forward is not None else model(x))
 
 
+def causal_lm_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Next-token logits of a Hugging Face causal LM at the last position: ``model(input_ids=x).logits[:, -1]``."""
+    return model(input_ids=x).logits[:, -1]
+
+
+def is_token_data(x: torch.Tensor) -> bool:
+    """Windows of token ids: an integer tensor (N, T)."""
+    return x.dim() == 2 and not x.dtype.is_floating_point and x.dtype != torch.bool
+
+
+def transformer_blocks(model: nn.Module) -> list[str]:
+    """The blocks of a transformer: the children of its longest ``nn.ModuleList`` of modules of one type
+    (``transformer.h.0``, ``transformer.h.1``, ... of a GPT-2)."""
+    lists = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) and len({type(c) for c in m}) == 1]
+    if not lists:
+        return []
+    name, blocks = max(lists, key=lambda nm: len(nm[1]))
+    return [f"{name}.{i}" if name else str(i) for i in range(len(blocks))]
+
+
 def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
-            forward: Forward | None = None) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+            forward: Forward | None = None, *,
+            dtype: torch.dtype | None = None) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
     """Per-sample output shape of each named layer and of the logits, from one forward pass
-    over two zero inputs in eval mode (every submodule's mode restored afterwards).
+    over two zero inputs in eval mode (every submodule's mode restored afterwards); ``dtype``
+    of the inputs (``torch.long`` for token ids) [float32].
 
     Raises :class:`ModelError` naming the layer when a selector does not match or a layer
     returns no tensor or never runs, and when the model does not run on ``input_shape``.
@@ -210,7 +233,7 @@ def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
         with torch.no_grad(), preserved_modes(model):
             model.eval()
             p = next(model.parameters(), None)
-            x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu")
+            x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu", dtype=dtype)
             try:
                 logits = call_model(model, x, forward)
             except ModelError:
@@ -234,8 +257,8 @@ def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
     return shapes, tuple(logits.shape[1:])
 
 
-def _trace(model: nn.Module, input_shape: tuple[int, ...],
-           forward: Forward | None = None) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+def _trace(model: nn.Module, input_shape: tuple[int, ...], forward: Forward | None = None,
+           dtype: torch.dtype | None = None) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """Forward start/end events of every submodule in one dry pass, and each one's (last) output."""
     events: list[tuple[str, str]] = []
     outputs: dict[str, Any] = {}
@@ -257,7 +280,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...],
         with torch.no_grad(), preserved_modes(model):
             model.eval()
             p = next(model.parameters(), None)
-            x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu")
+            x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu", dtype=dtype)
             try:
                 call_model(model, x, forward)
             except ModelError:
@@ -271,7 +294,8 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...],
     return events, outputs
 
 
-def foreign_default_layer(model: nn.Module, input_shape: tuple[int, ...], forward: Forward | None = None) -> str:
+def foreign_default_layer(model: nn.Module, input_shape: tuple[int, ...], forward: Forward | None = None,
+                          dtype: torch.dtype | None = None) -> str:
     """The default layer of a model that is not one of phasescope's: what feeds its classifier.
 
     The classifier is the last ``nn.Linear`` to run. The default is the last module to finish
@@ -281,7 +305,7 @@ def foreign_default_layer(model: nn.Module, input_shape: tuple[int, ...], forwar
     trunk of a CNN, whose output is its last block's). Without an ``nn.Linear``: the last
     module to finish.
     """
-    events, outputs = _trace(model, input_shape, forward)
+    events, outputs = _trace(model, input_shape, forward, dtype)
     modules = dict(model.named_modules())
     starts = [i for i, (kind, n) in enumerate(events) if kind == "start" and isinstance(modules[n], nn.Linear)]
     head = events[starts[-1]][1] if starts else None
@@ -298,10 +322,10 @@ def foreign_default_layer(model: nn.Module, input_shape: tuple[int, ...], forwar
 
 
 def foreign_trackable_layers(model: nn.Module, input_shape: tuple[int, ...],
-                             forward: Forward | None = None) -> list[dict]:
+                             forward: Forward | None = None, dtype: torch.dtype | None = None) -> list[dict]:
     """Every module that runs in a forward pass (in the order it starts), with its output shape;
     modules returning tuples/dicts are listed once per tensor inside, with the selector."""
-    events, outputs = _trace(model, input_shape, forward)
+    events, outputs = _trace(model, input_shape, forward, dtype)
     modules = dict(model.named_modules())
     rows = []
     for n in dict.fromkeys(n for kind, n in events if kind == "start"):

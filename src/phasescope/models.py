@@ -1,8 +1,10 @@
 """Classifiers phasescope trains and measures, and the names of their trackable layers.
 
-Every model has a ``features`` ``nn.Sequential`` of blocks and a ``head``; a block's
-module name (``features.3``) is the natural layer to track: its output is what the
-next block sees. Any module name from ``model.named_modules()`` can be tracked.
+Every image/tabular model has a ``features`` ``nn.Sequential`` of blocks and a ``head``; a
+block's module name (``features.3``) is the natural layer to track: its output is what the
+next block sees. The language model ``gpt`` (:mod:`phasescope.gpt`) takes windows of token ids
+and has ``blocks.0`` ... ``blocks.3``, all tracked by default. Any module name from
+``model.named_modules()`` can be tracked.
 
 Build with :func:`build_model`; list names and output shapes with :func:`trackable_layers`.
 """
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .gpt import GPT, gpt
 from .layers import (build_foreign, dry_run, foreign_default_layer, foreign_trackable_layers, preserved_modes,
                      resolve_layers)
 
@@ -171,18 +174,47 @@ MODELS: dict[str, Callable[..., Classifier]] = {
     "vgg13": _vgg_builder("vgg13"),
     "vgg16": _vgg_builder("vgg16"),
     "resnet10": resnet10,
+    "gpt": gpt,
+}
+TOKEN_MODELS = ("gpt",)  # built-in models whose inputs are token ids (text datasets)
+
+# How `phasescope run` trains a model when the options are not given (presets.preset_config): the
+# GPT with AdamW, a learning-rate warm-up and weight decay (nanoGPT's character-level settings).
+TRAINING_DEFAULTS: dict[str, dict] = {
+    "gpt": {"optimizer": "adamw", "lr": 1e-3, "warmup": 100, "weight_decay": 0.1, "batch_size": 32},
 }
 
 # The layer tracked when the user names none: the last feature block (as in the papers).
-def default_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None, forward=None) -> list[str]:
-    """The last feature block of phasescope's models; for any other model (given its per-sample
-    ``input_shape``), what feeds the classifier (see :func:`phasescope.layers.foreign_default_layer`)."""
+def default_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None, forward=None,
+                   dtype: torch.dtype | None = None) -> list[str]:
+    """The last feature block of phasescope's models, every block of the GPT; for any other model
+    (given its per-sample ``input_shape`` and input ``dtype``), what feeds the classifier (see
+    :func:`phasescope.layers.foreign_default_layer`)."""
     if isinstance(model, Classifier):
         return [f"features.{len(model.features) - 1}"]
+    if isinstance(model, GPT):
+        return [f"blocks.{i}" for i in range(len(model.blocks))]
     if input_shape is not None:
-        return [foreign_default_layer(model, tuple(input_shape), forward)]
+        return [foreign_default_layer(model, tuple(input_shape), forward, dtype)]
     names = [n for n, _ in model.named_modules() if n]
     return names[-2:-1] or names[-1:]
+
+
+def token_layers(model: nn.Module, input_shape: tuple[int, ...], forward=None,
+                 dtype: torch.dtype = torch.long) -> list[str]:
+    """Every transformer block of a language model that takes token ids (see
+    :func:`phasescope.layers.transformer_blocks`), with the selector ``[0]`` where a block returns
+    a tuple (older transformers); a model without blocks: :func:`default_layers`."""
+    from .layers import transformer_blocks
+
+    names = transformer_blocks(model)
+    if not names:
+        return default_layers(model, tuple(input_shape), forward, dtype=dtype)
+    try:
+        dry_run(model, names, tuple(input_shape), forward, dtype=dtype)
+        return names
+    except ModelError:
+        return [f"{n}[0]" for n in names]
 
 
 def check_model_name(name: str) -> None:
@@ -222,6 +254,10 @@ def trackable_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[dic
     other model: every module that runs in a forward pass, in the order it starts, with one
     entry per tensor (and its selector, ``name[0]``) for modules that return tuples or dicts.
     """
+    if isinstance(model, GPT):
+        names = ["embed", *(f"blocks.{i}" for i in range(len(model.blocks))), "ln_f"]
+        shapes = output_shapes(model, names, input_shape, dtype=torch.long)
+        return [{"name": n, "shape": list(shapes[n]), "features": int(shapes[n][-1])} for n in names]
     if not isinstance(model, Classifier):
         return foreign_trackable_layers(model, tuple(input_shape))
     names = [f"features.{i}" for i in range(len(model.features))]
@@ -232,7 +268,7 @@ def trackable_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[dic
 
 
 def output_shapes(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
-                  forward=None) -> dict[str, tuple[int, ...]]:
+                  forward=None, dtype: torch.dtype | None = None) -> dict[str, tuple[int, ...]]:
     """Per-sample output shape of each named layer, from one dry forward pass (see
     :func:`phasescope.layers.dry_run`; selectors such as ``blocks.3[0]`` pick a tensor)."""
-    return dry_run(model, names, input_shape, forward)[0]
+    return dry_run(model, names, input_shape, forward, dtype=dtype)[0]

@@ -75,11 +75,14 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
             ax.axvline(m, color="#08519c", ls=":", lw=1)
         _setup_axis(ax)
         ax.set_xlabel("iteration")
-        ax.set_ylabel("reconstruction MSE (per pixel)")
+        tok = _series(df, layer, "test", "token_recovery")  # token inputs: the one-hot of the last token
+        ax.set_ylabel("reconstruction MSE (per one-hot entry)" if len(tok) else "reconstruction MSE (per pixel)")
         ax.set_title(layer, fontsize=10)
         ax2 = ax.twinx()
         pr = _series(df, layer, "test", "probe_accuracy")
         ax2.plot(pr.iteration, pr.value, "s-", color="#e6550d", ms=2.5, label="probe accuracy (test)")
+        if len(tok):
+            ax2.plot(tok.iteration, tok.value, "d-", color="#54278f", ms=2.5, label="token recovery (test)")
         for split, style in (("test", "-"), ("train", "--")):
             s = model_acc[split]
             ax2.plot(s.iteration, s.value, style, color="#31a354", label=f"model accuracy ({split})")

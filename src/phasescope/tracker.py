@@ -43,6 +43,7 @@ from torch import nn
 
 from . import defaults, registry
 from .config import RunConfig, check_field
+from .defaults import TARGETS, check_choice
 from .errors import NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run
@@ -52,8 +53,9 @@ from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, loca
 from .measure.inputs import as_tensors as _as_tensors
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
-from .measure.ridge import StreamingRidge, all_reduce_statistics, one_hot
+from .measure.ridge import StreamingRidge, all_reduce_statistics
 from .measure.span import InputSpan, Projected
+from .measure.targets import InputTarget, TokenTarget
 from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
@@ -155,8 +157,9 @@ class PhaseTracker:
 
     Any model: ``layers`` may select a tensor from a module's tuple/dict output
     (``"blocks.3[0]"``, ``"encoder[hidden]"``, see :mod:`phasescope.layers`); ``tokens`` says
-    how (B, tokens, D) outputs become features: ``mean`` token [default], ``cls`` (token 0)
-    or ``pool`` (all tokens, average-pooled along the tokens to ``max_features``);
+    how (B, tokens, D) outputs become features: ``mean`` token, ``cls`` (token 0), ``last``
+    (the last token) or ``pool`` (all tokens, average-pooled along the tokens to
+    ``max_features``); ``auto`` [default]: ``last`` for token inputs, else ``mean``;
     ``forward(model, x)`` calls a model whose forward is not ``model(x) -> logits``, e.g.
     ``forward=lambda m, x: m(pixel_values=x).logits`` (outputs with ``.logits`` or a tuple
     whose first element is the logits are understood without it).
@@ -175,7 +178,17 @@ class PhaseTracker:
     fit samples (D > n, e.g. 224 x 224 x 3 images) to the inputs' coordinates in the span of the
     centred fit inputs (r <= n of them, computed once per tracker; see
     :mod:`phasescope.measure.span`): the same per-sample errors, training error and
-    reconstructions, without (p, D) products; ``"off"`` decodes all D values.
+    reconstructions, without (p, D) products; ``"off"`` decodes all D values. Token targets
+    never use the span (``"auto"`` is ``"off"`` for them; see below).
+
+    Language models: ``target="tokens"`` when the inputs are windows of token ids ``(N, T)`` (see
+    :mod:`phasescope.measure.targets`): the decoder reconstructs the one-hot of the last token of
+    each window (``token_window=k``: of the last k tokens) from the features at the last position
+    (``tokens="auto"``), and ``token_recovery`` rows say how often its argmax is that token; the
+    label of a window is its next token, which the probe predicts and the model's logits (at the
+    last position) score. ``vocab_size``: the number of token ids [the number of classes].
+    Sharded, the one-hot statistics are index-added per rank and summed over the ranks like the
+    dense ones.
     """
 
     def __init__(
@@ -201,8 +214,11 @@ class PhaseTracker:
         decoder_options: dict | None = None,
         seed: int = 0,
         num_classes: int | None = None,
-        tokens: str = "mean",
+        tokens: str = "auto",
         forward: Forward | None = None,
+        target: str = "input",
+        vocab_size: int | None = None,
+        token_window: int = 1,
         ridge: float | None = None,  # deprecated name of relative_ridge
         distributed: Any = "auto",
         distributed_timeout: float = DEFAULT_TIMEOUT,
@@ -219,8 +235,10 @@ class PhaseTracker:
         model = local_module(model)  # layer names are those of DDP's own module; FSDP is refused
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
-        self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data")
-        self.test_x, self.test_y = _as_tensors(test_data, "test_data")
+        check_choice("target", target, TARGETS)  # not a RunConfig field: the run derives it from the dataset
+        token_ids = target == "tokens"  # inputs are token ids: kept as integers
+        self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data", tokens=token_ids)
+        self.test_x, self.test_y = _as_tensors(test_data, "test_data", tokens=token_ids)
         for name, n, what in (("fit_data", len(self.fit_x), "the decoder's ridge regression"),
                               ("test_data", len(self.test_x), "the test loss and its interval")):
             if n < MIN_SAMPLES:
@@ -231,9 +249,13 @@ class PhaseTracker:
             raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
                              f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
         check_field(RunConfig, "tokens", tokens)  # the settings' rules are RunConfig's (config.opt metadata)
+        check_field(RunConfig, "token_window", token_window)
+        if tokens == "auto":  # a language model is measured where it predicts: the last position
+            tokens = "last" if token_ids else "mean"
         self.tokens, self.forward = tokens, forward
         # One dry forward: every layer's output shape and the logits' (fails naming the layer or the data shape).
-        shapes, logit_shape = dry_run(model, self.layers, tuple(self.fit_x.shape[1:]), forward)
+        shapes, logit_shape = dry_run(model, self.layers, tuple(self.fit_x.shape[1:]), forward,
+                                      dtype=self.fit_x.dtype if token_ids else None)
         top = int(max(self.fit_y.max(), self.test_y.max()))
         if num_classes is not None and top >= num_classes:
             raise ValueError(f"labels go up to {top} but num_classes={num_classes}; labels must be 0..{num_classes - 1}.")
@@ -251,10 +273,20 @@ class PhaseTracker:
                 raise ValueError(f"schedule must be a non-empty list of iterations (integers >= 0), or the last "
                                  f"iteration as an int (log-spaced checkpoints); got {str(items)[:80]}.")
             schedule = [int(i) for i in items]
+        # What the decoder reconstructs (measure.targets): the input, or the one-hot of its last token(s).
+        self.target = (TokenTarget(vocab_size if vocab_size is not None else self.num_classes, self.num_classes,
+                                   token_window) if token_ids else InputTarget(self.num_classes))
+        if token_ids:
+            self.target.check(self.fit_x, "fit_data")
+            self.target.check(self.test_x, "test_data")
+            if decoder != "linear":
+                raise ValueError(f"decoder={decoder!r} reconstructs images; token inputs use decoder='linear'.")
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
         for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples),
                             ("input_span", input_span)):
             check_field(RunConfig, name, value)
+        if token_ids:  # the one-hot's columns are what is reconstructed: never a span of the token ids
+            input_span = "off"
         self.input_span, self._span = input_span, None  # the span: computed at the first checkpoint that needs it
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode
         self.relative_ridge, self.max_features, self.batch_size = relative_ridge, max_features, batch_size
@@ -335,6 +367,7 @@ class PhaseTracker:
         return {
             "layers": self.layers, "layer_shapes": self.layer_shapes,
             "pooled_to_grid": {n: g for n, g in self.pooling.items()}, "tokens": self.tokens,
+            **({"target": self.target.describe()} if self.target.kind != "input" else {}),
             "features_from": {n: fm.describe() for n, fm in self.feature_maps.items()},
             **({"forward": getattr(self.forward, "__name__", type(self.forward).__name__)} if self.forward else {}),
             "decoder": self.decoder,
@@ -452,7 +485,8 @@ class PhaseTracker:
         """The span of the fit inputs and the test inputs' projection onto it, computed once, when
         the linear decoder's inputs have more values than there are fit samples (input_span="auto").
         Every rank of a sharded tracker computes the same (it holds all the inputs)."""
-        if self.input_span == "off" or self.decoder != "linear" or self.fit_x[0].numel() <= len(self.fit_x):
+        if (self.input_span == "off" or self.decoder != "linear" or self.target.kind != "input"
+                or self.fit_x[0].numel() <= len(self.fit_x)):  # token targets: a one-hot, never a span
             return None
         if self._span is None:
             span = InputSpan(self.fit_x)
@@ -480,14 +514,13 @@ class PhaseTracker:
         feats = {name: torch.empty(n, self._feature_dim(name)) for name in self.layers} if keep else None
         raw: dict[str, list] = {name: [] for name in self.layers}
         logits = torch.empty(n, self.num_classes)
-        Y = one_hot(fit_y, self.num_classes)
-        dims = {"x": span[0].rank if span else self.fit_x[0].numel(), "y": self.num_classes}
+        dims = {"x": span[0].rank if span else self.target.width(self.fit_x), "y": self.num_classes}
 
         def forward_batch(rows: slice, lg: torch.Tensor, outs: dict) -> list[tuple]:
             """Checks and keeps one batch's outputs; returns what its ridge statistics are made of."""
             finite.add("the logits", lg)
             logits[rows] = lg.float().cpu()
-            targets = {"x": fit_t[rows].reshape(len(lg), -1).to(self.device), "y": Y[rows].to(self.device)}
+            targets = self.target.fit_targets(fit_t[rows], fit_y[rows], self.device)
             stats = []
             for name in self.layers:
                 h = flatten_features(outs[name], self.feature_maps[name])
@@ -503,7 +536,8 @@ class PhaseTracker:
             for name, h, targets in stats:
                 solvers[name].partial_fit(h, targets)
 
-        with capture_inputs(frozen, list(self.module_inputs.values())) as inputs:
+        head = [self.module_inputs[HEAD]] if HEAD in self.module_inputs and self.target.kind == "tokens" else []
+        with capture_inputs(frozen, list(self.module_inputs.values()), last_position=head) as inputs:
             batches = iter_batches(frozen, self.layers, fit_x, self.batch_size, self.device, self.forward)
             with self._agree("the fit pass"):
                 first = next(batches, None)
@@ -604,6 +638,7 @@ class PhaseTracker:
         if sh is not None and self.probe == "logistic":  # the iterative probe: fitted on all fit features, on every rank
             H_fit = self._gather_fit_features(frozen, fit)
         errs, train_mse, extra, test_scores = {}, {}, {}, {}
+        extra_test: dict[str, dict[str, torch.Tensor]] = {n: {} for n in self.layers}  # token_recovery, per sample
         with self._agree("scoring"):
             probes = {n: self._probe(fit.solvers[n], None if H_fit is None else H_fit[n]) for n in self.layers}
             if H_fit is not None and H_fit is fit.gathered:  # all fit samples, on every rank: nothing to gather
@@ -614,14 +649,13 @@ class PhaseTracker:
                 train_scores = self._streamed_train_scores(frozen, probes, fit.rows)
             test_x, test_y = self.test_x[test.rows], self.test_y[test.rows]
             span = self._input_span()
-            X_test = span[1][test.rows].to(self.device) if span else test_x.flatten(1).to(self.device)
+            X_test = span[1][test.rows].to(self.device) if span else self.target.test_targets(test_x, self.device)
             for n in self.layers:
                 if self.decoder == "conv":  # sharded: the raw outputs of every sample, fitted on every rank
                     errs[n], train_mse[n], extra[n], decoders[n] = self._conv_decoder(fit.raw[n], test.raw[n])
                 else:
                     solver = decoders[n] = fit.solvers[n]
-                    errs[n] = (solver.per_sample_mse(test.features[n].to(self.device), X_test, "x").cpu() if len(X_test)
-                               else torch.zeros(0, dtype=torch.float64))  # an empty share
+                    errs[n], extra_test[n] = self.target.score(solver, test.features[n], X_test, self.device)
                     train_mse[n] = solver.train_mse_["x"]
                     extra[n] = ({"decoder_lambda": float(solver.lams_["x"]), "decoder_dof": float(solver.dof_["x"])}
                                 if self.relative_ridge == "auto" else {})  # what GCV chose at this checkpoint
@@ -635,6 +669,8 @@ class PhaseTracker:
                            for n, v in test_scores.items()}
             if self.decoder != "conv":
                 errs = {n: sh.gather(e, n_test, "gathering the reconstruction errors") for n, e in errs.items()}
+                extra_test = {n: {k: sh.gather(v, n_test, f"gathering {k}") for k, v in e.items()}
+                              for n, e in extra_test.items()}
         for n in self.layers:
             err = errs[n]
             if not torch.isfinite(err).all():  # finite features so large that the reconstruction overflowed
@@ -643,6 +679,7 @@ class PhaseTracker:
             rows += [(it, n, "train", k, v) for k, v in extra[n].items()]
             rows.append((it, n, "test", "reconstruction_mse", err))
             rows.append((it, n, "train", "reconstruction_mse", train_mse[n]))
+            rows += [(it, n, "test", k, v) for k, v in extra_test[n].items()]  # token_recovery (token targets)
             for split, (correct, loss) in (("train", train_scores[n]), ("test", test_scores[n])):
                 rows.append((it, n, split, "probe_accuracy", correct))
                 rows.append((it, n, split, "probe_loss", loss))

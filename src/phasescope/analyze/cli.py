@@ -15,9 +15,9 @@ from rich.markup import escape
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 # run's options that mean the same for saved checkpoints (the rest are training's); the extensions'
 # options (generated from their sections) and --extension are all taken, as run takes them
-RUN_OPTIONS = ("preset", "dataset", "data_dir", "download", "train_size", "num_classes", "atypical", "model", "width",
-               "layers", "seed", "device", "fit_samples", "test_samples", "decoder", "conv_epochs", "conv_channels",
-               "relative_ridge", "max_features", "tokens", "probe", "bn_mode", "bn_samples", "measure_batch_size",
+RUN_OPTIONS = ("preset", "dataset", "data_dir", "context", "download", "train_size", "num_classes", "atypical", "model",
+               "width", "layers", "seed", "device", "fit_samples", "test_samples", "decoder", "conv_epochs",
+               "conv_channels", "relative_ridge", "max_features", "tokens", "token_window", "probe", "bn_mode", "bn_samples", "measure_batch_size",
                "bootstrap", "confidence", "min_effect", "synthetic", "extension", "out", "overwrite", "quiet", "threads")
 _entry_point = lambda: False  # noqa: E731 - replaced by register()
 _cli: Any = None  # phasescope.cli, handed over by register(): its options, parsers and printers are run's

@@ -165,25 +165,25 @@ def tied_groups(model: nn.Module) -> list[set[str]]:
 
 # ---------------------------------------------------------------------- building the model
 def hf_model(folder: Path, *, loading_info: bool = False):
-    """``from_pretrained`` of a local folder (an image classifier, else the bare model); with
-    ``loading_info``, also transformers' own report of missing, unexpected and misshapen keys
-    (its files may use older key names that it converts while loading)."""
+    """``from_pretrained`` of a local folder (an image classifier, else a causal language model, else
+    the bare model); with ``loading_info``, also transformers' own report of missing, unexpected and
+    misshapen keys (its files may use older key names that it converts while loading)."""
     try:
-        from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageClassification
         from transformers.utils import logging as hf_logging
     except ImportError:
         raise CheckpointError("--hf needs transformers: pip install 'phasescope[transformers]'.") from None
     hf_logging.disable_progress_bar()  # one bar per checkpoint in a worker's log says nothing
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    for auto in (AutoModelForImageClassification, AutoModel):
+    for auto in (AutoModelForImageClassification, AutoModelForCausalLM, AutoModel):
         try:
             model, info = auto.from_pretrained(folder, local_files_only=True, config=config, output_loading_info=True)
             return (model, info) if loading_info else model
         except ValueError as e:  # this Auto class does not know the configuration: the next one
             if "Unrecognized configuration class" not in str(e):
                 raise
-    raise CheckpointError(f"{folder.name}: transformers has no image classifier or model class for its config "
-                          f"({type(config).__name__}).")
+    raise CheckpointError(f"{folder.name}: transformers has no image classifier, causal LM or model class for its "
+                          f"config ({type(config).__name__}).")
 
 
 def _lightning_model(spec: str, path: Path, allow_pickle: bool) -> nn.Module:

@@ -28,7 +28,8 @@ from .load import CheckpointError, Source, build_model_for
 # extensions whose state follows the convention merge_states relies on (see there)
 MERGEABLE = ("samples", "reconstructions", "infoplane", "ridge_sweep", "transfer")
 _DATA_CACHE: dict[str, Any] = {}  # one dataset per worker process (the last one asked for)
-DATA_KEYS = ("dataset", "data_dir", "train_size", "seed", "download", "num_classes", "synthetic", "atypical")
+DATA_KEYS = ("dataset", "data_dir", "train_size", "seed", "download", "num_classes", "context", "synthetic",
+             "atypical")
 
 
 def load_data(cfg):
@@ -41,7 +42,8 @@ def load_data(cfg):
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size, seed=cfg.seed,
-                            download=cfg.download, num_classes=cfg.num_classes, **_synthetic_knobs(cfg))
+                            download=cfg.download, num_classes=cfg.num_classes, context=cfg.context,
+                            **_synthetic_knobs(cfg))
         _DATA_CACHE[key] = apply_atypical(data, cfg.atypical, cfg.seed)
     return _DATA_CACHE[key]
 
@@ -71,13 +73,23 @@ def prepare(cfg):
     return cfg, data, extensions, changes
 
 
-def make_tracker(cfg, model, data, extensions, steps):
+def model_forward(source: Source, data) -> Any:
+    """How the tracker calls the checkpoints' model: as ``phasescope run`` does (None), or, for a
+    Hugging Face causal LM on text (``--hf`` with a text dataset), ``model(input_ids=x).logits[:, -1]``."""
+    from ..data.text import is_text
+    from ..layers import causal_lm_forward
+
+    return causal_lm_forward if source.kind == "hf" and is_text(data) else None
+
+
+def make_tracker(cfg, model, data, extensions, steps, source: Source | None = None):
     """The tracker of ``phasescope run`` (experiment.build_tracker), scheduled at the checkpoints' ``steps``."""
     from ..experiment import build_tracker
     from ..training import resolve_device
 
     device = resolve_device(cfg.device)
-    tracker = build_tracker(cfg, model.to(device), data, device, extensions)
+    tracker = build_tracker(cfg, model.to(device), data, device, extensions,
+                            forward=model_forward(source or Source(), data))
     tracker.schedule = sorted(set(int(s) for s in steps))
     return tracker
 
@@ -103,7 +115,7 @@ def measure_checkpoint(job: dict) -> dict:
             cfg, data, extensions, _ = prepare(RunConfig.from_dict(job["config"]))
             model = build_model_for(Source.from_dict(job["source"]), cfg, data, ckpt)
             t1 = time.perf_counter()
-            tracker = make_tracker(cfg, model, data, extensions, [ckpt["step"]])
+            tracker = make_tracker(cfg, model, data, extensions, [ckpt["step"]], Source.from_dict(job["source"]))
             tracker.measure(model, int(ckpt["step"]))
         del model
         out.update(status="measured", state=tracker.state_dict(),

@@ -242,14 +242,18 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
                               + "; ".join(f.warning() for f in found_problems[:3]))
 
     steps = sorted(set(states) | {c["step"] for c in jobs})
-    tracker = make_tracker(cfg, model, data, extensions, steps)
+    tracker = make_tracker(cfg, model, data, extensions, steps, source)
     notes += [n for n in tracker.notes]
     # Everything is validated: only now may an overwritten folder's files go (a re-run keeps them).
     analysis = {"source": WRITER, "checkpoints": str(ckpt_dir.resolve()), "model_source": source.to_dict(),
                 "discovered": checkpoints, "skipped_entries": [s.to_dict() for s in found.skipped]}
     model_name = cfg.model if source.kind == "model" else f"{source.kind}:{type(model).__name__}"
+    from ..data.text import is_text
+    from ..experiment import text_positions
+
+    text = {"measured_windows": text_positions(data, cfg)} if is_text(data) else {}  # as phasescope run records
     folder.start(config_document(
-        cfg.to_dict(), data=data.describe(), measurement=tracker.describe(),
+        cfg.to_dict(), data={**data.describe(), **text}, measurement=tracker.describe(),
         model={"name": model_name, "parameters": sum(p.numel() for p in model.parameters()),
                "device": str(tracker.device)},
         adjusted=adjusted or None, integration=analysis),

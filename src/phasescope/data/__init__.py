@@ -1,4 +1,4 @@
-"""Datasets: embedded defaults, standard distribution files, and bring-your-own data.
+"""Datasets: embedded defaults, standard distribution files, text, and bring-your-own data.
 
 ``load_dataset(name, ...)`` is the single entry point; ``DATASETS`` lists the names.
 """
@@ -12,6 +12,7 @@ from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
 from .files import FILE_DATASETS, STANDARD_DATASETS, default_download_dir, load_file_dataset
 from .synthetic import load_synthetic
+from .text import load_shakespeare, load_text_file, text_splits
 from .subsets import measurement_indices, measurement_sets
 from .validate import DataWarning, check_splits
 
@@ -27,7 +28,9 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
 
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
 # Datasets that read no files (data_dir is an error for them).
-EMBEDDED_DATASETS = ("mnist-digits", "digits", "synthetic")
+EMBEDDED_DATASETS = ("mnist-digits", "digits", "synthetic", "shakespeare")
+# Text as windows of token ids (data.text): their loaders take the window length, ``context``.
+TEXT_DATASETS = ("shakespeare", "text")
 
 
 def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
@@ -45,6 +48,8 @@ del _name
 # The data model of the single-layer theory; its knobs are keyword arguments of the loader
 # (RunConfig.extra["synthetic"]).
 register_dataset("synthetic", load_synthetic)
+register_dataset("shakespeare", load_shakespeare)
+register_dataset("text", load_text_file)
 
 
 def load_dataset(
@@ -55,6 +60,7 @@ def load_dataset(
     seed: int = 0,
     download: bool = False,
     num_classes: int | None = None,
+    context: int | None = None,
     **params,
 ) -> Splits:
     """Load dataset ``name`` as normalised, validated :class:`Splits`.
@@ -63,7 +69,8 @@ def load_dataset(
     ``train_size`` takes a seeded, class-balanced subset of the training split;
     ``num_classes`` fixes the number of classes (labels must lie in 0..num_classes-1; classes
     may then be absent from training); without it every class 0..K-1 must occur in training;
-    ``params`` go to loaders that take knobs (``synthetic``: the data model's).
+    ``params`` go to loaders that take knobs (``synthetic``: the data model's); ``context``: the
+    window length of text datasets (tokens per sample) [64].
     Whatever the loader returns passes :func:`~phasescope.data.validate.check_splits`.
     """
     if name not in _LOADERS:
@@ -72,13 +79,17 @@ def load_dataset(
         raise DataError(f"Dataset {name!r} takes no parameters; got {sorted(params)}.")
     if data_dir is not None and name in EMBEDDED_DATASETS:
         raise DataError(
-            f"--data-dir is only for file datasets ({', '.join(FILE_DATASETS)}); {name} is embedded and reads no "
-            f"files. Drop --data-dir {data_dir}, or pick the dataset that reads it (npz for an .npz file, "
-            "folder for an image-folder tree)."
+            f"--data-dir is only for file datasets ({', '.join(FILE_DATASETS)}); {name} is embedded and reads "
+            f"no files. Drop --data-dir {data_dir}, or pick the dataset that reads it (npz for an .npz file, "
+            "folder for an image-folder tree, text for a text file)."
         )
     if name in FILE_DATASETS:  # their readers check labels against num_classes as they read the files
         params["num_classes"] = num_classes
+    if name in TEXT_DATASETS and context is not None:
+        params["context"] = context
     splits = _LOADERS[name](train_size=train_size, seed=seed, data_dir=data_dir, download=download, **params)
+    if name in TEXT_DATASETS and num_classes is None:  # a token absent from the training labels is no error
+        num_classes = splits.info["vocab_size"]
     return check_splits(splits, num_classes=num_classes)
 
 
@@ -88,6 +99,7 @@ __all__ = [
     "DATASETS",
     "FILE_DATASETS",
     "STANDARD_DATASETS",
+    "TEXT_DATASETS",
     "DataError",
     "DataWarning",
     "EMBEDDED_DATASETS",
@@ -97,4 +109,5 @@ __all__ = [
     "check_splits",
     "make_splits",
     "register_dataset",
+    "text_splits",
 ]

@@ -101,6 +101,8 @@ class RidgeSweep(Extension):
     def setup(self, tracker: Any) -> None:
         if tracker.decoder != "linear":
             raise ValueError(f"a list of ridges needs the linear decoder; decoder={tracker.decoder!r} has no ridge.")
+        if getattr(getattr(tracker, "target", None), "kind", "input") != "input":
+            raise ValueError("a list of ridges is not measured for token inputs yet; give one --ridge value.")
         main = ridge_label(tracker.relative_ridge)
         if main in self.errors:
             raise ValueError(f"relative_ridge repeats the main value {main}; give each ridge once.")

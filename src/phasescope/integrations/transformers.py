@@ -1,4 +1,4 @@
-"""Hugging Face ``Trainer``: measure the learning phases of an image classifier it trains.
+"""Hugging Face ``Trainer``: measure the learning phases of an image classifier or a causal LM it trains.
 
     from phasescope.integrations.transformers import PhaseScopeCallback
 
@@ -17,6 +17,14 @@
   (:func:`pixel_values_forward`). Pass ``forward=lambda model, x: ...`` for other models.
   ``fit_data``/``test_data``: (x, y) tensors, DataLoaders of (x, y), or datasets whose items are
   dicts with ``pixel_values`` and ``labels`` (or ``label``), as the Trainer's are.
+* **Causal language models** (``AutoModelForCausalLM``): give windows of token ids, ``x`` an
+  integer tensor (N, T), and as ``y`` the token that follows each window (or a dataset of
+  ``{"input_ids": ...}`` items: the last token of each is the label of the ones before it). The
+  callback then calls ``model(input_ids=x).logits[:, -1]`` (:func:`causal_lm_forward`), tracks
+  every transformer block (the residual stream at the last position), and the decoder
+  reconstructs the one-hot of the last token (``target="tokens"``, see
+  :mod:`phasescope.measure.targets`; ``vocab_size`` [the model's number of logits] and
+  ``token_window`` go to the tracker like its other options).
 * **Files** (with ``out``): the run folder of ``phasescope run``, written by its writer
   (:class:`phasescope.runfolder.RunWriter`) and locked from ``on_train_begin`` to ``on_train_end``. A
   folder that holds another run is refused before the first step, unless ``overwrite=True``
@@ -42,6 +50,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 try:
@@ -51,7 +60,9 @@ except ImportError as e:
                       "pip install 'phasescope[transformers]'") from e
 
 from ..measure.distributed import sharded
-from ..models import default_layers
+from ..measure.inputs import batches
+from ..layers import causal_lm_forward, is_token_data, transformer_blocks
+from ..models import default_layers, token_layers
 from ..schedule import log_schedule
 from ..tracker import PhaseTracker, _as_tensors
 from ..runfolder import RunWriter
@@ -65,11 +76,19 @@ def pixel_values_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     return model(pixel_values=x).logits
 
 
+def _token_layers(model: torch.nn.Module, x: torch.Tensor, forward: Any) -> list[str]:
+    """Every transformer block, with the selector [0] where a block returns a tuple (older transformers)."""
+    return token_layers(model, tuple(x.shape[1:]), forward, dtype=x.dtype)
+
+
 def _tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) from tensors/loaders of (x, y), or from a dataset of {pixel_values, labels} dicts."""
+    """(x, y) from tensors/loaders of (x, y), or from a dataset of {pixel_values, labels} or {input_ids} dicts."""
     if hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, (tuple, list)) \
             and len(data) and isinstance(data[0], Mapping):
         first = data[0]
+        if "input_ids" in first:  # a causal LM's items: each window's last token is its label
+            ids = torch.stack([torch.as_tensor(data[i]["input_ids"]) for i in range(len(data))])
+            return _as_tensors((ids[:, :-1], ids[:, -1]), name, tokens=True)
         label = "labels" if "labels" in first else "label" if "label" in first else None
         if "pixel_values" not in first or label is None:
             raise TypeError(f"{name}: items are dicts with keys {sorted(first)}; the callback needs 'pixel_values' "
@@ -78,7 +97,10 @@ def _tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         xs = torch.stack([torch.as_tensor(it["pixel_values"]) for it in items])
         ys = torch.as_tensor([int(it[label]) for it in items])
         return _as_tensors((xs, ys), name)
-    return _as_tensors(data, name)
+    given = batches(data, name)  # read once (a generator could not be read twice)
+    x = given[0][0] if given else None
+    x = x if x is None or torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+    return _as_tensors(given, name, tokens=x is not None and is_token_data(x))  # integer windows stay token ids
 
 
 class PhaseScopeCallback(TrainerCallback):
@@ -86,7 +108,7 @@ class PhaseScopeCallback(TrainerCallback):
 
     def __init__(self, layers: Sequence[str] | None = None, fit_data: Any = None, test_data: Any = None,
                  schedule: Sequence[int] | None = None, out: str | Path | None = None, *, trainer: Any = None,
-                 overwrite: bool = False, forward: Any = pixel_values_forward, prefix: str = "phasescope",
+                 overwrite: bool = False, forward: Any = None, prefix: str = "phasescope",
                  **tracker_options: Any):
         if fit_data is None or test_data is None:
             raise ValueError("PhaseScopeCallback needs fit_data and test_data: (x, y) tensors, DataLoaders of (x, y), "
@@ -97,6 +119,11 @@ class PhaseScopeCallback(TrainerCallback):
         self.schedule = list(schedule) if schedule is not None else None
         self.out = Path(out) if out is not None else None
         self.overwrite = overwrite
+        self.tokens = is_token_data(self.fit_data[0])  # a causal LM's windows of token ids
+        if forward is None:
+            forward = causal_lm_forward if self.tokens else pixel_values_forward
+        if self.tokens:
+            tracker_options = {"target": "tokens", **tracker_options}
         self.forward, self.prefix, self.options = forward, prefix, tracker_options
         self.trainer = trainer
         self.tracker: PhaseTracker | None = None
@@ -133,7 +160,9 @@ class PhaseScopeCallback(TrainerCallback):
         try:
             if self.tracker is None:
                 schedule = self.schedule if self.schedule is not None else log_schedule(int(state.max_steps))
-                layers = self.layers or default_layers(model, tuple(self.fit_data[0].shape[1:]), self.forward)
+                x = self.fit_data[0]
+                layers = self.layers or (_token_layers(model, x, self.forward) if self.tokens else
+                                         default_layers(model, tuple(x.shape[1:]), self.forward))
                 self.tracker = PhaseTracker(model, layers, self.fit_data, self.test_data, schedule=schedule,
                                             forward=self.forward, **self.options)
                 if state.global_step > 0:
@@ -203,4 +232,4 @@ class PhaseScopeCallback(TrainerCallback):
         self.tracker.load_state_dict(restore(torch.load(path, map_location="cpu", weights_only=True)))
 
 
-__all__ = ["PhaseScopeCallback", "pixel_values_forward"]
+__all__ = ["PhaseScopeCallback", "causal_lm_forward", "pixel_values_forward", "transformer_blocks"]

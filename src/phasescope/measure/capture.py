@@ -19,7 +19,7 @@ import copy
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -134,7 +134,8 @@ class FeatureMap:
     * (C, H, W) outputs: flattened, or average-pooled to a ``grid`` x ``grid`` map first when
       C*H*W exceeds the feature budget (:func:`pool_grid`).
     * (N, D) outputs, N tokens of D features (transformer blocks with ``batch_first``):
-      ``tokens="mean"`` averages the tokens, ``"cls"`` takes the first (class) token, ``"pool"``
+      ``tokens="mean"`` averages the tokens, ``"cls"`` takes the first (class) token, ``"last"``
+      the last (where a causal language model predicts the next token), ``"pool"``
       keeps all tokens, average-pooled along the token axis to ``kept`` tokens when N*D exceeds
       the budget. For channels-first 1-D modules (Conv1d, BatchNorm1d, ... : (C, L) outputs)
       the token axis is the last one, and C the features.
@@ -143,7 +144,7 @@ class FeatureMap:
 
     shape: tuple[int, ...]
     grid: int | None = None  # spatial side after pooling, (C, H, W) outputs
-    tokens: str | None = None  # mean | cls | pool, (N, D) outputs
+    tokens: str | None = None  # mean | cls | last | pool, (N, D) outputs
     token_axis: int = 1  # axis of the tokens in the (B, ., .) output
     kept: int | None = None  # tokens kept by "pool"
 
@@ -162,7 +163,7 @@ class FeatureMap:
             return f"{shape} average-pooled to {self.shape[0]}x{self.grid}x{self.grid}: {self.features} features"
         if self.tokens is not None:
             n = self.shape[self.token_axis - 1]
-            what = {"mean": f"mean of {n} tokens", "cls": f"token 0 of {n}",
+            what = {"mean": f"mean of {n} tokens", "cls": f"token 0 of {n}", "last": f"token {n - 1} of {n} (the last)",
                     "pool": f"all {n} tokens" if self.kept == n else f"{n} tokens average-pooled to {self.kept}"}
             return f"{shape}, tokens on axis {self.token_axis}: {what[self.tokens]}: {self.features} features"
         return f"{shape} flattened: {self.features} features"
@@ -176,6 +177,8 @@ class FeatureMap:
                 out = t.mean(1)
             elif self.tokens == "cls":
                 out = t[:, 0]
+            elif self.tokens == "last":
+                out = t[:, -1]
             elif self.kept != t.shape[1]:
                 out = nn.functional.adaptive_avg_pool1d(t.transpose(1, 2), self.kept)  # (B, D, kept)
             else:
@@ -265,9 +268,20 @@ def final_linear_name(model: nn.Module) -> str | None:
 
 
 @contextmanager
-def capture_inputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+def capture_inputs(model: nn.Module, names: list[str],
+                   last_position: Sequence[str] = ()) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Forward hooks that append the (first) *input* of each named module, flattened to
-    (B, d), to a list per name, for every forward run while the context is open."""
+    (B, d), to a list per name, for every forward run while the context is open. Names in
+    ``last_position`` whose input is (B, T, d) keep its last position only: the head of a causal
+    language model, applied at every position, whose logits are read at the last."""
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    with _hooks(model, names, lambda n, inp, _out: store[n].append(inp[0].detach().reshape(inp[0].shape[0], -1))):
+    last = set(last_position)
+
+    def keep(n: str, inp: tuple, _out: Any) -> None:
+        a = inp[0].detach()
+        if n in last and a.dim() == 3:
+            a = a[:, -1]
+        store[n].append(a.reshape(a.shape[0], -1))
+
+    with _hooks(model, names, keep):
         yield store

@@ -26,8 +26,9 @@ def batches(data: Any, name: str) -> list[tuple[Any, Any]]:
     raise TypeError(f"{name} must be (x, y) arrays/tensors or an iterable of (x, y) batches; got {type(data).__name__}.")
 
 
-def as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validated (x float32, y int64) tensors from (x, y) arrays/tensors or an iterable of (x, y) batches."""
+def as_tensors(data: Any, name: str, *, tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated (x float32, y int64) tensors from (x, y) arrays/tensors or an iterable of (x, y) batches;
+    with ``tokens`` the inputs are token ids and stay integers (int64)."""
     xs, ys = [], []
     for x, y in batches(data, name):
         x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
@@ -51,6 +52,10 @@ def as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"{name}: labels must be integer class indices 0..K-1; got non-integer values.")
     if (y < 0).any():
         raise ValueError(f"{name}: labels must be class indices 0..K-1; found {int(y.min())}.")
+    if tokens:
+        if x.dtype.is_floating_point:
+            raise TypeError(f"{name}: token inputs must be integer token ids (N, T); got {x.dtype}.")
+        return x.long(), y.long()
     x = x.float()
     bad = int((~torch.isfinite(x)).sum())
     if bad:

@@ -96,7 +96,8 @@ class RidgeSolution:
 class StreamingRidge:
     """Ridge regression of several targets on the same features, fitted from batches.
 
-    ``partial_fit(H, {"x": X, "y": Y})`` accumulates; ``solve()`` computes ``coef_[name]``
+    ``partial_fit(H, {"x": X, "y": Y})`` accumulates (a target may be a :class:`OneHot` of
+    token indices, accumulated without its dense matrix); ``solve()`` computes ``coef_[name]``
     (p, D), ``intercept_[name]`` (D,) and ``train_mse_[name]`` (mean over samples and
     target dimensions, exact). ``predict(H, name)`` and ``per_sample_mse(H, T, name)``
     use the solution.
@@ -121,11 +122,10 @@ class StreamingRidge:
         with full_precision():  # no TF32 in the Gram products, whatever the caller's loop set
             return self._accumulate(H, targets)
 
-    def _accumulate(self, H: torch.Tensor, targets: dict[str, torch.Tensor]) -> "StreamingRidge":
+    def _accumulate(self, H: torch.Tensor, targets: dict[str, "torch.Tensor | OneHot"]) -> "StreamingRidge":
         H = H.detach().to(self.dtype)
         if not hasattr(self, "_s_h"):  # the first batch (unless allocate() set the shifts)
-            self._allocate(H.mean(0), {k: T.detach().to(self.dtype).reshape(len(T), -1).mean(0)
-                                       for k, T in targets.items()})
+            self._allocate(H.mean(0), {k: _first_shift(T, self.dtype) for k, T in targets.items()})
         # Every per-batch sum is formed in the products' dtype (a float32 column sum of one batch is
         # as accurate as the float32 products beside it, and 5-7x faster than a float64 one, which
         # converts the batch first) and accumulated over batches in float64. The shifted targets and
@@ -135,6 +135,9 @@ class StreamingRidge:
         self._s_h += Hs.sum(0)
         self._s_hh += Hs.T @ Hs
         for k, T in targets.items():
+            if isinstance(T, OneHot):
+                self._add_one_hot(k, Hs, T)
+                continue
             T = T.detach().reshape(len(T), -1)
             shifted, product = self._buffers(k, len(T), T.shape[1])
             Ts = torch.sub(T.to(self.dtype), self._shift_t[k], out=shifted)
@@ -225,6 +228,29 @@ class StreamingRidge:
             self._shift_t[k] = shift_t[k].to(self._shift_t[k].dtype)
         self._s_h = s_h + n * d
         self._shift_h = shift_h.to(self._shift_h.dtype)
+
+    def _add_one_hot(self, k: str, Hs: torch.Tensor, T: "OneHot") -> None:
+        """The sums of a one-hot target by index-adding: each sample's (shifted) feature row is added
+        into the columns of its tokens, never forming the dense (n, vocab) one-hot. With 0/1 values
+        the sum of T and of T*T are both the column counts. A one-hot target's shift is zero unless
+        :meth:`allocate` was given another; then, with e the shift, sum (T - e) = counts - n e,
+        Hs^T (T - e) = Hs^T T - (sum Hs) e^T and sum (T - e)^2 = counts - 2 e counts + n e^2."""
+        if T.dim != self._s_t[k].shape[0]:
+            raise ValueError(f"target {k!r}: a one-hot of {T.dim} columns, but its statistics have "
+                             f"{self._s_t[k].shape[0]}.")
+        cols = T.columns().to(Hs.device)  # (n, k) column of each sample's hot entry per position
+        flat = cols.T.reshape(-1)  # position-major: entry j*n + i is sample i's column at position j
+        src = Hs.double().T.repeat(1, cols.shape[1])  # (p, k*n): column j*n + i is sample i's features
+        counts = torch.bincount(flat, minlength=T.dim).double()
+        e = self._shift_t[k].double()
+        if bool(e.any()):
+            n = len(T)
+            self._s_ht[k] -= torch.outer(Hs.double().sum(0), e)
+            self._s_t[k] -= n * e
+            self._s_tt[k] += n * e * e - 2 * e * counts
+        self._s_ht[k].index_add_(1, flat, src)
+        self._s_t[k] += counts
+        self._s_tt[k] += counts
 
     def _statistics_finite(self) -> bool:
         stats = [self._s_h, self._s_hh, *self._s_t.values(), *self._s_ht.values(), *self._s_tt.values()]
@@ -424,6 +450,14 @@ class StreamingRidge:
         return (inside.sum(1, dtype=torch.float64) + P.residual.to(H.device)) / span.dim
 
 
+def _first_shift(T: "torch.Tensor | OneHot", dtype: torch.dtype) -> torch.Tensor:
+    """A target's shift from its first batch: its mean; zero for a one-hot (0/1 values need no shift
+    against cancellation, and its sums are then plain column counts)."""
+    if isinstance(T, OneHot):
+        return torch.zeros(T.dim, dtype=dtype, device=T.index.device)
+    return T.detach().to(dtype).reshape(len(T), -1).mean(0)
+
+
 def all_reduce_statistics(solvers: list[StreamingRidge], shard: Any) -> None:
     """Sum the statistics of ``solvers`` over the ranks of ``shard`` (a
     :class:`~phasescope.measure.distributed.Shard`), in three collectives whatever their number:
@@ -491,6 +525,39 @@ class RidgeDecoder:
         if not hasattr(self, "solver_"):
             raise NotFittedError("RidgeDecoder is not fitted; call fit(H, X) first.")
         return self.solver_.per_sample_mse(H, X, "x")
+
+
+@dataclass(frozen=True)
+class OneHot:
+    """A one-hot target given by its indices, for :meth:`StreamingRidge.partial_fit`: ``index``
+    (n,) or (n, k) integers in 0..num_classes-1 stand for the (n, k * num_classes) matrix whose
+    row i has a 1 in column ``j * num_classes + index[i, j]`` for each of its k positions (the
+    one-hot of k tokens, side by side). Its statistics are accumulated by index-adding, so a
+    vocabulary of 50,000 tokens costs no dense (n, 50,000) matrix."""
+
+    index: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        idx = self.index if self.index.dim() == 2 else self.index.reshape(-1, 1)
+        object.__setattr__(self, "index", idx.long())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def dim(self) -> int:
+        return self.index.shape[1] * self.num_classes
+
+    def columns(self) -> torch.Tensor:
+        """(n, k) column of each row's hot entry at each of its k positions."""
+        offsets = torch.arange(self.index.shape[1], device=self.index.device) * self.num_classes
+        return self.index + offsets
+
+    def dense(self) -> torch.Tensor:
+        """The (n, k * num_classes) float32 matrix it stands for (tests and small vocabularies)."""
+        out = torch.zeros(len(self.index), self.dim)
+        return out.scatter_(1, self.columns().cpu(), 1.0)
 
 
 def one_hot(y: torch.Tensor, k: int) -> torch.Tensor:

@@ -113,7 +113,8 @@ class SampleDynamics(Extension):
         head = final_linear_name(ctx.model)
         if head is None:
             raise ValueError("SampleDynamics needs a final nn.Linear producing the logits; the model has none.")
-        with capture_inputs(ctx.model, [head]) as store:
+        tokens = getattr(getattr(ctx.tracker, "target", None), "kind", "input") == "tokens"
+        with capture_inputs(ctx.model, [head], last_position=[head] if tokens else []) as store:  # a causal LM's head
             logits, feats = ctx.features(x)
         return x, y, logits, torch.cat([a.float().cpu() for a in store[head]]), feats
 
@@ -224,7 +225,8 @@ class SampleDynamics(Extension):
                                  layer=self.layer_, seconds=self.timings,
                                  followed={"n": 0 if self.rows_ is None else int(len(self.rows_)),
                                            "max_samples": self.max_samples, "seed": self.seed,
-                                           "source": "fit subset" if self.data is None else "data"})
+                                           "source": "fit subset" if self.data is None else "data"},
+                                 marks=[k for k, v in self.marks.items() if v.dtype.kind == "f"])  # text: frequencies
 
     def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
         """Hook of :func:`phasescope.experiment.write_outputs`: the ``samples`` key of phases.json."""
@@ -242,7 +244,9 @@ class SampleDynamics(Extension):
         if not opts.enabled and cls.name not in (getattr(cfg, "extensions", None) or ()):
             return []
         fit, _ = measurement_indices(data, cfg.fit_samples, cfg.test_samples, cfg.seed)  # the tracker's fit rows
-        marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else None
+        marks = {"atypical": data.train_meta["atypical"]} if "atypical" in data.info else {}
+        marks.update({k: data.train_meta[k] for k in data.info.get("marks", ()) if k in data.train_meta})  # text
+        marks = marks or None
         return [cls(index=fit, max_samples=opts.max_samples, seed=opts.seed, images=data.x_train,
                     mean=data.mean, std=data.std, classes=data.classes, marks=marks)]
 

@@ -147,8 +147,10 @@ def first_crossing(iterations: Sequence[int], values: Sequence[float], level: fl
 
 def summarise_samples(table: pd.DataFrame, curves: pd.DataFrame, reconstruction_minimum: dict[str, int], *,
                       layer: str | None = None, seconds: dict[int, float] | None = None,
-                      followed: dict | None = None) -> dict[str, Any]:
-    """The ``samples`` document of phases.json, from the per-sample table and the curves."""
+                      followed: dict | None = None, marks: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``samples`` document of phases.json, from the per-sample table and the curves; with
+    ``marks`` (numeric columns of the table, e.g. a text window's ``target_frequency``), how learning
+    late goes with each (:func:`typicality_correlation` of learned-at and the mark)."""
     if table.empty:
         return {"n": 0}
     its = [int(i) for i in curves.iteration]
@@ -185,6 +187,8 @@ def summarise_samples(table: pd.DataFrame, curves: pd.DataFrame, reconstruction_
             "layer": typicality_correlation(learned, table.layer_distance_z.to_numpy()),
         },
         "seconds_per_checkpoint": float(np.mean(sec)) if sec else None,
+        **({"marks": {m: typicality_correlation(learned, table[m].to_numpy(dtype=np.float64))
+                      for m in marks if m in table}} if marks else {}),
     }
 
 

@@ -155,6 +155,10 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
         parts = [f"{space} {_rho(t['learned_only'])} (learned only) / {_rho(t['never_as_latest'])} (never learned last)"
                  for space, t in typ.items()]
         lines.append("  Spearman(learned at, distance to class mean, within-class z): " + "; ".join(parts))
+    if s.get("marks"):
+        parts = [f"{m} {_rho(t['learned_only'])} (learned only) / {_rho(t['never_as_latest'])} (never learned last)"
+                 for m, t in s["marks"].items()]
+        lines.append("  Spearman(learned at, mark): " + "; ".join(parts))
     if s.get("seconds_per_checkpoint") is not None:
         lines.append(f"  cost: {s['seconds_per_checkpoint']:.3f} s per checkpoint")
     return lines
@@ -173,11 +177,25 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
     old = dict(payload.get("samples") or {})
     minima = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
     followed = {"n": int(len(table)), **{k: old[k] for k in ("n", "max_samples", "seed", "source") if k in old}}
-    new = summarise_samples(table, curves_from_metrics(df), minima, layer=old.get("layer"), followed=followed)
+    marks = list(old.get("marks") or {}) or _data_marks(run_dir, table)
+    new = summarise_samples(table, curves_from_metrics(df), minima, layer=old.get("layer"), followed=followed,
+                            marks=marks)
     new["seconds_per_checkpoint"] = old.get("seconds_per_checkpoint")
     payload["samples"] = new
     plot_samples(df, payload, Path(run_dir) / "samples.png")
     return True
+
+
+def _data_marks(run_dir: Path, table: pd.DataFrame) -> list[str]:
+    """The per-sample marks the dataset attached (config.json's ``data.marks``, e.g. a text window's
+    ``target_frequency``) that the table holds."""
+    import json
+
+    try:
+        marks = json.loads((Path(run_dir) / "config.json").read_text()).get("data", {}).get("marks") or []
+    except (OSError, ValueError):
+        return []
+    return [m for m in marks if m in table.columns]
 
 
 def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
