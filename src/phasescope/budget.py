@@ -289,11 +289,11 @@ class Budget:
         return (PRIOR_STEPS * cal + max(0.0, trained_seconds)) / (PRIOR_STEPS + max(0, steps))
 
     def cost_estimate(self) -> float:
-        """Seconds per checkpoint: the median of the last :data:`RECENT` measured (the calibration's
-        until one is)."""
-        if self.costs:
-            return float(statistics.median(self.costs[-RECENT:]))
-        return float(self.calibration.get("chosen_measurement_seconds") or 0.0)
+        """Seconds per checkpoint: the median of the last :data:`RECENT` measured, the calibration's
+        timing among them while fewer than 3 are (one or two noisy checkpoints do not decide alone)."""
+        cal = self.calibration.get("chosen_measurement_seconds")
+        recent = self.costs[-RECENT:] + ([float(cal)] if cal and len(self.costs) < 3 else [])
+        return float(statistics.median(recent)) if recent else 0.0
 
     def after_checkpoint(self, iteration: int, measurement_seconds: float, trained_seconds: float,
                          steps: int | None = None) -> dict | None:
