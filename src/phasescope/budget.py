@@ -144,8 +144,9 @@ class Budget:
                   *, fixed_sizes: bool = False, max_tries: int = 4) -> dict[str, int]:
         """Time training (``time_steps() ->`` seconds per step of each round timed, or one number)
         and one measurement at the sizes chosen (``time_measurement(sizes) -> seconds``), then
-        :meth:`choose`. The step time is the fastest round's (robust to a load spike; the run's own
-        clock corrects it as the run goes). When the floor of checkpoints does not fit at the
+        :meth:`choose`. The step time planned with is the fastest round's (robust to a load spike; the
+        run's own clock corrects it as the run goes); the sample counts, which cannot grow back, are
+        decided on the median round's. When the floor of checkpoints does not fit at the
         configured sizes and the rounds disagreed (more than :data:`UNSTEADY` x apart: the machine
         was disturbed) the measurement is timed once more (the faster counts); then smaller sizes
         are timed while the floor does not fit (not with ``fixed_sizes``: a resumed run keeps its
@@ -155,6 +156,7 @@ class Budget:
         given = time_steps()
         rounds = [float(given)] if isinstance(given, (int, float)) else [float(r) for r in given]
         step = min(rounds)
+        sizing_step = statistics.median(rounds)  # the sizes cannot grow back: they answer a typical step, not the best
         unsteady = max(rounds) > UNSTEADY * step  # the rounds disagree: the machine was disturbed while timing
         steps_cost = sum(rounds) * CALIBRATION_STEPS  # what timing them cost (each round: CALIBRATION_STEPS steps)
         sizes, tried = dict(self.sizes), []
@@ -162,17 +164,17 @@ class Budget:
         def nominal() -> float:  # calibrating's cost without a spike: each timing at the fastest of its sizes (the
             same = lambda t: min(u["measurement_seconds"] for u in tried  # noqa: E731  sizes answer the rates,
                                  if all(u.get(k) == t.get(k) for k in self.sizes))  # not a spike's sunk seconds)
-            return step * len(rounds) * CALIBRATION_STEPS + sum(same(t) for t in tried)
+            return sizing_step * len(rounds) * CALIBRATION_STEPS + sum(same(t) for t in tried)
 
         for _ in range(max_tries):
             seconds = float(time_measurement(sizes))
             tried.append({**sizes, "measurement_seconds": seconds})
-            smaller = None if fixed_sizes else self.smaller(sizes, step, seconds, nominal())
+            smaller = None if fixed_sizes else self.smaller(sizes, sizing_step, seconds, nominal())
             if smaller is not None and len(tried) == 1 and unsteady:  # a spike must not shrink the samples: again
                 again = float(time_measurement(sizes))
                 tried.append({**sizes, "measurement_seconds": again, "repeat": True})
                 seconds = min(seconds, again)
-                smaller = self.smaller(sizes, step, seconds, nominal())
+                smaller = self.smaller(sizes, sizing_step, seconds, nominal())
             if smaller is None:
                 break
             sizes = smaller
@@ -182,7 +184,8 @@ class Budget:
         last = [t for t in tried if {k: t[k] for k in sizes if k in t} == sizes]
         chosen_seconds = min(t["measurement_seconds"] for t in last) if last else tried[-1]["measurement_seconds"]
         self.calibration = {"step_seconds": step, "step_rounds": rounds, "measurements": tried,
-                            "seconds": self.calibration_seconds, "nominal_seconds": nominal()}
+                            "seconds": self.calibration_seconds, "nominal_seconds": nominal(),
+                            "sizing_step_seconds": sizing_step}
         return self.choose(step, chosen_seconds, dict(sizes))
 
     def affordable(self, step_seconds: float, measurement_seconds: float, spent: float = 0.0,
@@ -239,7 +242,8 @@ class Budget:
         self.calibration["planned_checkpoints"] = len(self.plan)
         self.calibration["planned_beyond_schedule"] = len([i for i in self.plan if i not in self._configured])
         nominal = self.calibration.get("nominal_seconds", self.calibration_seconds)  # a spike's sunk seconds aside
-        if self.affordable(step_seconds, measurement_seconds, nominal) < self.floor - len(self.measured):
+        sizing = self.calibration.get("sizing_step_seconds", step_seconds)  # as the sizes were decided
+        if self.affordable(sizing, measurement_seconds, nominal) < self.floor - len(self.measured):
             msg = (f"--budget {self.fraction:g} is too small to measure this run: {keep} checkpoints (the fewest that "
                    f"resolve the phases) at {self._sizes_text()} cost about {keep * measurement_seconds:.1f} s of "
                    f"about {step_seconds * (self.iterations - self.start_iteration):.0f} s of training (fraction "
@@ -475,14 +479,20 @@ def run_timers(cfg: Any, model: "torch.nn.Module", data: Any, device: "torch.dev
         return [sum(timed[r * CALIBRATION_STEPS:(r + 1) * CALIBRATION_STEPS]) / CALIBRATION_STEPS
                 for r in range(CALIBRATION_ROUNDS)]
 
+    trackers: dict[tuple, Any] = {}  # one throwaway tracker per sizes: timing the same sizes again skips its set-up
+
     def time_measurement(sizes: dict) -> float:
-        sized = cfg.replace(**sizes)
-        extensions = run_extensions(sized, source, ())[1]
-        tracker = build_tracker(sized, model, data, device, extensions)
+        key = tuple(sorted(sizes.items()))
+        if key not in trackers:
+            sized = cfg.replace(**sizes)
+            extensions = run_extensions(sized, source, ())[1]
+            trackers[key] = [build_tracker(sized, model, data, device, extensions), 0]
+        tracker, n = trackers[key]
+        trackers[key][1] += 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
-            tracker.measure(model, 0)
+            tracker.measure(model, n)  # the initial model, at iteration 0 and then 1, 2 (a throwaway record)
             return time.perf_counter() - t0
 
     return time_steps, time_measurement
