@@ -308,10 +308,11 @@ class RunConfig:
     input_span: str = opt("auto", "Linear decoder of inputs with more values than fit samples (e.g. 224x224 images): "
                                   "auto decodes them exactly through the span of the fit inputs (same errors, "
                                   "far less time and memory); off decodes every input value.", choices=INPUT_SPANS)
-    budget: float | None = opt(None, "Overhead budget: keep the measurement at or under this fraction of the training "
-                                     "time (e.g. 0.05) by choosing sample counts, pooling and which checkpoints to "
-                                     "measure from a short calibration, and thinning or densifying the checkpoints as "
-                                     "the run goes; phases.json records the choices and the fraction achieved "
+    budget: float | None = opt(None, "Overhead budget: keep the measurement near, and as far as the timings predict at "
+                                     "or under, this fraction of the training time (e.g. 0.05) by choosing sample "
+                                     "counts, pooling and which checkpoints to measure from a short calibration, and "
+                                     "thinning or densifying the checkpoints as the run goes (up to twice the points "
+                                     "per octave); phases.json records the choices and the fraction achieved "
                                      "[none: measure every checkpoint].", between=(0, 1))
     # --- data knobs of --dataset synthetic (the extensions' sections come from the registry: see below) ---
     synthetic: SyntheticOptions = opt(factory=SyntheticOptions, cli=False)

@@ -84,10 +84,13 @@ def clamp_to_data(cfg: RunConfig, data: Splits) -> tuple[RunConfig, dict[str, di
 
 
 def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: torch.device,
-                  extensions: Sequence = (), *, forward: Any = None) -> PhaseTracker:
+                  extensions: Sequence = (), *, forward: Any = None,
+                  schedule: Sequence[int] | None = None) -> PhaseTracker:
     """The run's tracker. ``forward(model, x)``: how a model that is not phasescope's own is called
     (``phasescope analyze --hf`` of a causal LM: :func:`~phasescope.layers.causal_lm_forward`,
-    every transformer block tracked by default)."""
+    every transformer block tracked by default). ``schedule``: the iterations it may measure
+    (default the configured log schedule; ``--budget`` gives its candidates, a superset, and
+    decides which are measured)."""
     fit, test = measurement_sets(data, cfg)
     text = is_text(data)  # windows of token ids: the decoder reconstructs their last token(s)
     token_options = {"target": "tokens", "vocab_size": data.info["vocab_size"],
@@ -101,7 +104,7 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
         layers = default_layers(model, data.input_shape, forward, dtype=dtype)
     return PhaseTracker(
         model, layers, fit, test,
-        schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
+        schedule=log_schedule(cfg.iterations, cfg.points_per_octave) if schedule is None else list(schedule),
         decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
         bn_samples=cfg.bn_samples, num_classes=data.num_classes,
         max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
@@ -327,7 +330,8 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
         adjusted = {**adjusted, **more}
         notes += [c["why"] for c in more.values()] + budget.budget.warnings
         extensions = [*extensions, budget]
-    tracker = build_tracker(cfg, model, data, device, extensions)
+    tracker = build_tracker(cfg, model, data, device, extensions,
+                            schedule=None if budget is None else budget.budget.candidates)
     optimizer = make_optimizer(cfg, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     start = 0
