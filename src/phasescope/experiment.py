@@ -35,6 +35,7 @@ from .runfolder import RunWriter, config_document, versions, write_checkpoint, w
 from .runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, load_state, read_json,
                    write_npz)
 from .schedule import log_schedule
+from .settings import MeasureSettings
 from .tracker import PhaseTracker
 from .errors import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
@@ -90,8 +91,7 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
     every transformer block tracked by default)."""
     fit, test = measurement_sets(data, cfg)
     text = is_text(data)  # windows of token ids: the decoder reconstructs their last token(s)
-    token_options = {"target": "tokens", "vocab_size": data.info["vocab_size"],
-                     "token_window": cfg.token_window} if text else {}
+    token_options = {"target": "tokens", "vocab_size": data.info["vocab_size"]} if text else {}
     dtype = data.x_train.dtype if text else None
     if cfg.layers:
         layers = cfg.layers
@@ -102,12 +102,8 @@ def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: 
     return PhaseTracker(
         model, layers, fit, test,
         schedule=log_schedule(cfg.iterations, cfg.points_per_octave),
-        decoder=cfg.decoder, probe=cfg.probe, bn_mode=cfg.bn_mode, relative_ridge=cfg.relative_ridge,
-        bn_samples=cfg.bn_samples, num_classes=data.num_classes,
-        max_features=cfg.max_features, batch_size=cfg.measure_batch_size, bootstrap=cfg.bootstrap,
-        confidence=cfg.confidence, min_effect=cfg.min_effect, device=device, extensions=extensions,
-        decoder_options={"epochs": cfg.conv_epochs, "channels": cfg.conv_channels} if cfg.decoder == "conv" else None,
-        seed=cfg.seed, tokens=cfg.tokens, input_span=cfg.input_span, forward=forward, **token_options,
+        settings=MeasureSettings.from_config(cfg, **token_options),
+        num_classes=data.num_classes, device=device, extensions=extensions, forward=forward,
         distributed=False,  # the run trains its own model in this process: it measures it here too
     )
 

@@ -25,14 +25,41 @@ The rule (all tolerances are arguments, recorded in phases.json):
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .config import RunConfig, like, validate_fields
 from .stats import Bootstrap, bootstrap_weights, percentile_interval as _interval
 
-__all__ = ["Estimate", "Phase", "PhaseResult", "bootstrap_weights", "detect_phases", "mean_ci"]
+__all__ = ["Estimate", "Phase", "PhaseResult", "PhaseSettings", "bootstrap_weights", "detect_phases", "mean_ci"]
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    """How phases are decided: the interval level, bootstrap resamples, the smallest relative change
+    that is a phase, and the bootstrap's seed. One value for :func:`detect_phases`; the defaults and
+    constraints are RunConfig's fields of the same names (checked by ``config.check_field``)."""
+
+    confidence: float = like(RunConfig, "confidence")
+    bootstrap: int = like(RunConfig, "bootstrap")
+    min_effect: float = like(RunConfig, "min_effect")
+    seed: int = like(RunConfig, "seed")
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PhaseSettings":
+        """From a RunConfig, any object with these attributes (a tracker), or a saved config dict
+        (missing keys: the defaults)."""
+        get = cfg.get if isinstance(cfg, dict) else (lambda k, d: getattr(cfg, k, d))
+        return cls(**{f.name: get(f.name, f.default) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -100,18 +127,24 @@ def detect_phases(
     iterations: Sequence[int],
     errors: np.ndarray,
     *,
-    confidence: float = 0.95,
-    n_boot: int = 1000,
-    min_effect: float = 0.02,
+    settings: PhaseSettings | None = None,
+    confidence: float | None = None,
+    n_boot: int | None = None,
+    min_effect: float | None = None,
     constant_tolerance: float = 0.1,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> PhaseResult:
     """Split a reconstruction curve into constant / decrease / increase phases.
 
     ``iterations``: K checkpoint iterations (ascending); ``errors``: (K, n) per-sample errors
     on the same n samples at every checkpoint (a (K,) curve of means is accepted too, then
-    no interval can be computed and only ``min_effect`` decides).
+    no interval can be computed and only ``min_effect`` decides). ``settings``: a
+    :class:`PhaseSettings` [its defaults: 0.95, 1000 resamples, 0.02, seed 0]; the loose
+    ``confidence``, ``n_boot``, ``min_effect`` and ``seed``, when given, replace its values.
     """
+    loose = {"confidence": confidence, "bootstrap": n_boot, "min_effect": min_effect, "seed": seed}
+    s = dataclasses.replace(settings or PhaseSettings(), **{k: v for k, v in loose.items() if v is not None})
+    confidence, n_boot, min_effect, seed = s.confidence, s.bootstrap, s.min_effect, s.seed
     it = np.asarray(list(iterations), dtype=np.int64)
     E = np.asarray(errors, dtype=np.float64)
     if E.ndim == 1:

@@ -49,11 +49,10 @@ def with_defaults(cfg: dict) -> dict:
 def measured_phases(errors: dict, cfg: dict) -> dict:
     """The phases of every layer with at least two checkpoints in ``errors`` (:func:`~phasescope.runs.read_errors`),
     detected with the run's own settings (``cfg``, see :func:`with_defaults`)."""
-    from .phases import detect_phases
+    from .phases import PhaseSettings, detect_phases
 
-    return {layer: detect_phases(its, E, confidence=cfg["confidence"], n_boot=cfg["bootstrap"],
-                                 min_effect=cfg["min_effect"], seed=cfg["seed"])
-            for layer, (its, E) in errors.items() if len(its) >= 2}
+    settings = PhaseSettings.from_config(cfg)
+    return {layer: detect_phases(its, E, settings=settings) for layer, (its, E) in errors.items() if len(its) >= 2}
 
 
 def rebuild(run_dir: Path) -> dict:

@@ -42,8 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import defaults, registry
-from .config import RunConfig, check_field
-from .defaults import TARGETS, check_choice
 from .errors import NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run
@@ -59,6 +57,7 @@ from .measure.targets import InputTarget, TokenTarget
 from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
+from .settings import MeasureSettings
 from .stats import Bootstrap
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
@@ -145,6 +144,9 @@ class PhaseTracker:
     """Measures reconstruction and probes of ``layers`` at the ``schedule``'s iterations.
 
     ``fit_data`` / ``test_data``: (x, y) tensors or arrays, or an iterable of (x, y) batches.
+    ``settings``: a :class:`~phasescope.settings.MeasureSettings` (typed, checked once); the
+    measurement keywords below (``decoder=``, ``probe=``, ``relative_ridge=``, ``bootstrap=``, ...:
+    its fields) build it, or change the given ``settings``. ``tracker.settings`` holds the result.
     ``decoder``: ``linear`` (exact ridge) or ``conv``; ``probe``: ``ridge`` or ``logistic``;
     ``relative_ridge``: ridge strength relative to the mean feature variance (``"auto"``: by
     GCV; a list: the first value is the measurement, the others a :class:`~phasescope.extensions.ridge_sweep.RidgeSweep`);
@@ -199,35 +201,26 @@ class PhaseTracker:
         test_data: Any,
         schedule: Sequence[int] | int = 4096,
         *,
-        decoder: str = "linear",
-        probe: str = "ridge",
-        bn_mode: str = "recalibrate",
-        bn_samples: int | None = defaults.BN_SAMPLES,
-        relative_ridge: float | str | Sequence[float | str] = defaults.RELATIVE_RIDGE,
-        max_features: int = defaults.MAX_FEATURES,
-        batch_size: int = defaults.MEASURE_BATCH_SIZE,
-        bootstrap: int = defaults.BOOTSTRAP,
-        confidence: float = defaults.CONFIDENCE,
-        min_effect: float = defaults.MIN_EFFECT,
+        settings: MeasureSettings | None = None,
         device: str | torch.device | None = None,
         extensions: Sequence[Extension | str] = (),
-        decoder_options: dict | None = None,
-        seed: int = 0,
         num_classes: int | None = None,
-        tokens: str = "auto",
         forward: Forward | None = None,
-        target: str = "input",
-        vocab_size: int | None = None,
-        token_window: int = 1,
-        ridge: float | None = None,  # deprecated name of relative_ridge
         distributed: Any = "auto",
         distributed_timeout: float = DEFAULT_TIMEOUT,
-        input_span: str = "auto",
+        ridge: float | None = None,  # deprecated name of relative_ridge
+        **measure: Any,  # decoder=, probe=, relative_ridge=, bootstrap=, ...: the fields of MeasureSettings
     ):
         if ridge is not None:
             warnings.warn("PhaseTracker(ridge=...) is deprecated; use relative_ridge=...", DeprecationWarning,
                           stacklevel=2)
-            relative_ridge = ridge
+            measure["relative_ridge"] = ridge
+        self.settings = s = MeasureSettings.build(settings, **measure)  # checked by config's one validator
+        decoder, probe, bn_mode, bn_samples = s.decoder, s.probe, s.bn_mode, s.bn_samples
+        relative_ridge, max_features, batch_size, tokens = s.relative_ridge, s.max_features, s.batch_size, s.tokens
+        bootstrap, confidence, min_effect, seed = s.bootstrap, s.confidence, s.min_effect, s.seed
+        decoder_options, input_span = s.decoder_options, s.input_span
+        target, vocab_size, token_window = s.target, s.vocab_size, s.token_window
         ridges = list(relative_ridge) if isinstance(relative_ridge, (list, tuple)) else [relative_ridge]
         relative_ridge = ridges[0]  # the main measurement; further values: a RidgeSweep (below)
         check_distributed(distributed)
@@ -235,7 +228,6 @@ class PhaseTracker:
         model = local_module(model)  # layer names are those of DDP's own module; FSDP is refused
         self.layers = list(layers)
         resolve_layers(model, self.layers)  # fail now, listing valid names, if a layer is unknown
-        check_choice("target", target, TARGETS)  # not a RunConfig field: the run derives it from the dataset
         token_ids = target == "tokens"  # inputs are token ids: kept as integers
         self.fit_x, self.fit_y = _as_tensors(fit_data, "fit_data", tokens=token_ids)
         self.test_x, self.test_y = _as_tensors(test_data, "test_data", tokens=token_ids)
@@ -248,8 +240,6 @@ class PhaseTracker:
         if self.fit_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(f"fit_data inputs have shape {tuple(self.fit_x.shape[1:])} but test_data inputs "
                              f"{tuple(self.test_x.shape[1:])}; both must be what the model takes.")
-        check_field(RunConfig, "tokens", tokens)  # the settings' rules are RunConfig's (config.opt metadata)
-        check_field(RunConfig, "token_window", token_window)
         if tokens == "auto":  # a language model is measured where it predicts: the last position
             tokens = "last" if token_ids else "mean"
         self.tokens, self.forward = tokens, forward
@@ -282,9 +272,6 @@ class PhaseTracker:
             if decoder != "linear":
                 raise ValueError(f"decoder={decoder!r} reconstructs images; token inputs use decoder='linear'.")
         self.schedule = sorted(set(log_schedule(schedule) if isinstance(schedule, int) else schedule))
-        for name, value in (("decoder", decoder), ("probe", probe), ("bn_mode", bn_mode), ("bn_samples", bn_samples),
-                            ("input_span", input_span)):
-            check_field(RunConfig, name, value)
         if token_ids:  # the one-hot's columns are what is reconstructed: never a span of the token ids
             input_span = "off"
         self.input_span, self._span = input_span, None  # the span: computed at the first checkpoint that needs it
@@ -778,8 +765,7 @@ class PhaseTracker:
         for n in self.layers:
             its, E = self.error_matrix(n)
             if len(its) >= 2:
-                out[n] = detect_phases(its, E, confidence=self.confidence, n_boot=self.bootstrap,
-                                       min_effect=self.min_effect, seed=self.seed)
+                out[n] = detect_phases(its, E, settings=self.settings.phases())
         return out
 
     # ------------------------------------------------------------------ resume

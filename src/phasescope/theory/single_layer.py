@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import NotFittedError
-from ..phases import PhaseResult, detect_phases
+from ..phases import PhaseResult, PhaseSettings, detect_phases
 from ..schedule import log_schedule
 from ..stats import Bootstrap
 from .datamodel import DataModel, normalise
@@ -373,8 +373,8 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
     t_train = time.perf_counter() - t_train - timing["measure"]
     metrics = rows.frame()
     E = {name: np.stack(v) for name, v in errors.items()}
-    phases = {name: detect_phases(schedule, E[name], confidence=confidence, n_boot=bootstrap,
-                                  min_effect=min_effect, seed=seed) for name in OUTPUT_LAYERS}
+    settings = PhaseSettings(confidence=confidence, bootstrap=bootstrap, min_effect=min_effect, seed=seed)
+    phases = {name: detect_phases(schedule, E[name], settings=settings) for name in OUTPUT_LAYERS}
     total = time.perf_counter() - t0
     return TheoryResult(
         data=data, training=training, seed=seed, metrics=metrics, iterations=schedule, errors=E, phases=phases,
