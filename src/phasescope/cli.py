@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape  # help texts hold [defaults] and MODULE[i], not markup
 from rich.table import Table
 
+from .process import entry_point
 from .config import ConfigError, RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -337,7 +338,7 @@ def run(**kw: Any) -> None:
 
     # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
     # so that the final files are always complete.
-    with InterruptGuard(ignore_after=_ENTRY_POINT) as guard:
+    with InterruptGuard(ignore_after=entry_point()) as guard:
         try:
             if kw["extension"]:  # NAME[:KEY=VALUE,...]: the names, and the options merged into their sections
                 opts.update(expand_extension_specs({**opts, "extensions": list(kw["extension"])}))
@@ -639,20 +640,15 @@ app.command("theory", help="Simulate the single-layer theory of the learning pha
 
 from .sweep.cli import register as _register_sweep  # noqa: E402
 
-_register_sweep(app, lambda: _ENTRY_POINT)  # phasescope sweep
+_register_sweep(app)  # phasescope sweep
 
 from .analyze.cli import register as _register_analyze  # noqa: E402
 
-_register_analyze(app, lambda: _ENTRY_POINT, sys.modules[__name__])  # phasescope analyze: run's options
-
-
-_ENTRY_POINT = False  # True in the `phasescope` process itself (not when the app is invoked in-process)
+_register_analyze(app, sys.modules[__name__])  # phasescope analyze: run's options
 
 
 def main() -> None:
-    global _ENTRY_POINT
-    _ENTRY_POINT = True
-    app()
+    app()  # commands ask process.entry_point() whether this process is the command itself
 
 
 if __name__ == "__main__":

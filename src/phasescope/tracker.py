@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import defaults, registry
-from .errors import NonFiniteActivations, NonFiniteInput
+from .errors import ModelError, NonFiniteActivations, NonFiniteInput
 from .extension import HEAD, CheckpointContext, Decision, Extension, Requires
-from .layers import Forward, dry_run
+from .layers import Forward, dry_run, preserved_modes, resolve_layers
 from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map, final_linear_name, flatten_features,
                               iter_batches, prepare)
 from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, local_module, resolve_group
@@ -54,7 +54,6 @@ from .measure.probe import LinearProbe
 from .measure.ridge import StreamingRidge, all_reduce_statistics
 from .measure.span import InputSpan, Projected
 from .measure.targets import InputTarget, TokenTarget
-from .models import ModelError, preserved_modes, resolve_layers
 from .phases import PhaseResult, detect_phases
 from .schedule import log_schedule
 from .settings import MeasureSettings

@@ -12,6 +12,8 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
+from ..process import entry_point as _entry_point
+
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 # run's options that mean the same for saved checkpoints (the rest are training's); the extensions'
 # options (generated from their sections) and --extension are all taken, as run takes them
@@ -19,15 +21,14 @@ RUN_OPTIONS = ("preset", "dataset", "data_dir", "context", "download", "train_si
                "width", "layers", "seed", "device", "fit_samples", "test_samples", "decoder", "conv_epochs",
                "conv_channels", "relative_ridge", "max_features", "tokens", "token_window", "probe", "bn_mode", "bn_samples", "measure_batch_size",
                "bootstrap", "confidence", "min_effect", "synthetic", "extension", "out", "overwrite", "quiet", "threads")
-_entry_point = lambda: False  # noqa: E731 - replaced by register()
 _cli: Any = None  # phasescope.cli, handed over by register(): its options, parsers and printers are run's
 
 
-def register(app: typer.Typer, entry_point, cli: Any) -> None:
+def register(app: typer.Typer, cli: Any) -> None:
     """Mount ``phasescope analyze`` on ``app``. ``cli`` is the module phasescope.cli (given, not
-    imported: it imports this one); ``entry_point()`` says whether the process is the command itself."""
-    global _entry_point, _cli
-    _entry_point, _cli = entry_point, cli
+    imported: it imports this one); whether the process is the command itself: ``process.entry_point()``."""
+    global _cli
+    _cli = cli
     analyze_command.__signature__ = inspect.Signature(parameters())
     analyze_command.__annotations__ = {p.name: p.annotation for p in analyze_command.__signature__.parameters.values()}
     app.command("analyze")(analyze_command)

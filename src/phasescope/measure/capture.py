@@ -27,7 +27,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..defaults import BN_MODES, TOKENS, check_choice
 from ..layers import CHANNELS_FIRST_1D, Forward, call_model, parse_layer, select_output
-from ..models import ModelError, resolve_layers
+from ..errors import ModelError
+from ..layers import resolve_layers
 from .distributed import Shard, local_module
 
 

@@ -7,20 +7,17 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from ..process import entry_point as _entry_point
 from .spec import MAX_RUNS
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
-_entry_point = lambda: False  # noqa: E731 - replaced by register(): is this the `phasescope` process itself?
 
 
-def register(app: typer.Typer, entry_point=None) -> None:
-    """Mount ``phasescope sweep`` on ``app``; ``entry_point()`` says whether the process is the
-    command itself (then a Ctrl-C stays ignored after the sweep has been interrupted)."""
-    global _entry_point
-    if entry_point is not None:
-        _entry_point = entry_point
+def register(app: typer.Typer) -> None:
+    """Mount ``phasescope sweep`` on ``app`` (whether the process is the command itself, so that a
+    Ctrl-C stays ignored after the sweep has been interrupted: :func:`phasescope.process.entry_point`)."""
     app.command("sweep")(sweep)
 
 
