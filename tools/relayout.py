@@ -23,18 +23,20 @@ What it does:
    target is then mapped through :data:`MOVES` and written relative to the new place.
 4. Adds each move to ``phasescope._moved.MOVED`` (the old path keeps working: the same module
    object, with a DeprecationWarning naming the new path). ``_moved.py`` itself is never
-   rewritten (it holds the old names).
+   rewritten (it holds the old names), nor a line that says ``relayout: keep``.
 
 Hand fixes it cannot do (repeat them after a re-run; they are in their own commits on the
 ``layout`` branch, before and after the commit of this script's result):
 
 * before the move: ``cli._ENTRY_POINT`` (a global rebound by ``main()`` and read by the sweep
   and analyze commands through a lambda) became ``interfaces/process.entry_point()``, which
-  reads the click context's ``obj`` that ``main()`` passes; ``data.register_dataset`` no longer
+  derives it from the interpreter's ``__main__`` (``python -m phasescope`` or the console script); ``data.register_dataset`` no longer
   rebinds ``DATASETS`` (a module ``__getattr__`` derives it from the loaders); the tracker and
   ``measure.capture`` import ``resolve_layers``/``preserved_modes``/``ModelError`` from
   ``layers``/``errors`` (where they are defined) rather than through ``models``.
-* after the move: ``tests/test_imports.py`` declares the layers as one ordered list
+* after the move: ``tests/test_figures.py`` names ``outputs/figures.py`` and
+  ``outputs/compare.py`` (paths relative to the package, which the script does not rewrite);
+  ``tests/test_imports.py`` declares the layers as one ordered list
   (``LAYERS``) and checks that no import goes upward; the package docstring of
   ``phasescope/__init__.py`` describes the layout.
 """
@@ -74,6 +76,8 @@ MOVES: dict[str, str] = {
     "presets.py": "run/presets.py",
     "runfolder.py": "run/runfolder.py",
     "experiment.py": "run/experiment.py",
+    "gpt.py": "run/gpt.py",  # the language model, beside the other models
+    "budget.py": "run/budget.py",  # the overhead budget: thins a run's checkpoints against its training time
     # interfaces: what users call
     "cli.py": "interfaces/cli.py",
     "sweep": "interfaces/sweep",
@@ -101,7 +105,8 @@ side) and ``rebuild`` (``phasescope report``: everything again from a folder's f
 what the engine measured; it never trains.
 """
 ''',
-    "run": '''"""One run from a configuration: models, training, presets, the run-folder writer, run_experiment.
+    "run": '''"""One run from a configuration: models (the GPT too), training, presets, the overhead budget,
+the run-folder writer, run_experiment.
 
 Builds the model and the tracker from a :class:`~phasescope.config.RunConfig`, trains, and writes
 through :class:`~phasescope.run.runfolder.RunWriter` (the one run-folder writer).
@@ -172,8 +177,14 @@ _PATH_RE = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in sorted(_PA
 
 
 def rewrite_text(text: str) -> str:
-    text = _DOTTED.sub(lambda m: map_name(m.group(0)), text)
-    return _PATH_RE.sub(lambda m: _PATHS[m.group(1)], text)
+    """Every old dotted name and path, except on lines marked ``relayout: keep`` (old names on purpose)."""
+    def line(text: str) -> str:
+        if "relayout: keep" in text:
+            return text
+        text = _DOTTED.sub(lambda m: map_name(m.group(0)), text)
+        return _PATH_RE.sub(lambda m: _PATHS[m.group(1)], text)
+
+    return "".join(line(t) for t in text.splitlines(keepends=True))
 
 
 def rewrite_package_data(text: str) -> str:
