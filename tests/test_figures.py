@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.compare import LoadedRun, plot_compare, plot_seeds
-from phasescope.report import plot_curves
+from phasescope.outputs.compare import LoadedRun, plot_compare, plot_seeds
+from phasescope.outputs.figures import plot_curves
 from phasescope.samples.report import plot_few, plot_samples
 from phasescope.theory.figures import plot_sweep, plot_theory_curves
 

@@ -136,11 +136,11 @@ def _describe(edges, pairs) -> str:
 
 def test_the_reader_sees_known_imports():
     edges = import_edges()
-    assert ("phasescope.phases", "phasescope.stats") in edges  # from .stats import ... (module level)
+    assert ("phasescope.engine.phases", "phasescope.engine.stats") in edges  # from .stats import ... (module level)
     assert ("phasescope.extensions.transfer.tasks", "phasescope.data") in edges  # from ...data import ... (package)
-    assert ("phasescope.experiment", "phasescope.data.subsets") in edges  # from .data import subsets (submodule)
-    assert ("phasescope.report", "phasescope.diagnostics") in edges  # a lazy import inside a function
-    assert ("phasescope", "phasescope.tracker") in edges
+    assert ("phasescope.run.experiment", "phasescope.data.subsets") in edges  # from .data import subsets (submodule)
+    assert ("phasescope.outputs.figures", "phasescope.engine.diagnostics") in edges  # a lazy import inside a function
+    assert ("phasescope", "phasescope.engine.tracker") in edges
 
 
 def test_known_edges_still_exist():
@@ -174,11 +174,11 @@ def test_public_and_moved_names_still_import():
     from phasescope.data import measurement_indices, measurement_sets  # noqa: F401
     from phasescope.data.base import unnormalise
     from phasescope.errors import NotFittedError
-    from phasescope.measure.conv_decoder import NotFittedError as conv_error
-    from phasescope.measure.probe import LinearProbe  # noqa: F401
-    from phasescope.measure.ridge import NotFittedError as ridge_error, RidgeDecoder  # noqa: F401
-    from phasescope.phases import bootstrap_weights, mean_ci  # noqa: F401
-    from phasescope.stats import bootstrap_weights as stats_weights
+    from phasescope.engine.measure.conv_decoder import NotFittedError as conv_error
+    from phasescope.engine.measure.probe import LinearProbe  # noqa: F401
+    from phasescope.engine.measure.ridge import NotFittedError as ridge_error, RidgeDecoder  # noqa: F401
+    from phasescope.engine.phases import bootstrap_weights, mean_ci  # noqa: F401
+    from phasescope.engine.stats import bootstrap_weights as stats_weights
     from phasescope.theory.single_layer import NotFittedError as theory_error
     from phasescope.transfer import transfer_summary_rows  # noqa: F401
     from phasescope.transfer.tasks import unnormalise as tasks_unnormalise
@@ -192,7 +192,7 @@ def test_public_and_moved_names_still_import():
 def test_every_extension_file_is_a_run_file():
     """--overwrite deletes only RUN_FILES: every file an extension declares must be one of them."""
     from phasescope.registry import extensions
-    from phasescope.runs import RUN_FILES
+    from phasescope.outputs.runs import RUN_FILES
 
     declared = {f: cls.__name__ for cls in extensions() for f in cls.files}
     assert declared and not set(declared) - RUN_FILES, {f: c for f, c in declared.items() if f not in RUN_FILES}

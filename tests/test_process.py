@@ -19,7 +19,7 @@ def test_python_dash_m_and_the_console_script_are(monkeypatch):
     assert process.entry_point() is True
     script = types.ModuleType("__main__")  # the console script: `from <the CLI module> import main`
     script.__spec__ = None
-    from phasescope.cli import main as cli_main
+    from phasescope.interfaces.cli import main as cli_main
     script.main = cli_main
     monkeypatch.setitem(sys.modules, "__main__", script)
     assert process.entry_point() is True

@@ -10,8 +10,8 @@ from torch import nn
 
 from phasescope import PhaseTracker, RunConfig, detect_phases
 from phasescope.config import ConfigError
-from phasescope.phases import PhaseSettings
-from phasescope.settings import MeasureSettings
+from phasescope.engine.phases import PhaseSettings
+from phasescope.engine.settings import MeasureSettings
 
 
 def _model():

@@ -11,13 +11,13 @@ from . import _moved  # noqa: E402
 _moved.install()  # old import paths of moved modules (phasescope.samples, phasescope.infoplane, ...) keep working
 
 from .config import RunConfig  # noqa: E402
-from .phases import PhaseResult, detect_phases  # noqa: E402
-from .schedule import log_schedule  # noqa: E402
-from .tracker import PhaseTracker  # noqa: E402
+from .engine.phases import PhaseResult, detect_phases  # noqa: E402
+from .engine.schedule import log_schedule  # noqa: E402
+from .engine.tracker import PhaseTracker  # noqa: E402
 
 
 def run_experiment(*args, **kwargs):  # imported lazily: keeps `import phasescope` light
-    from .experiment import run_experiment as _run
+    from .run.experiment import run_experiment as _run
 
     return _run(*args, **kwargs)
 

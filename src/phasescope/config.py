@@ -56,8 +56,8 @@ def opt(default: Any = None, help: str = "", *, factory: Any = None, cli: bool =
 
 def like(owner: type, name: str, **meta: Any) -> Any:
     """A field with the default, help and constraints of field ``name`` of ``owner`` (declared there
-    once), plus ``meta``: how typed settings (:class:`~phasescope.phases.PhaseSettings`,
-    :class:`~phasescope.settings.MeasureSettings`) reuse RunConfig's declarations."""
+    once), plus ``meta``: how typed settings (:class:`~phasescope.engine.phases.PhaseSettings`,
+    :class:`~phasescope.engine.settings.MeasureSettings`) reuse RunConfig's declarations."""
     f = next(f for f in dataclasses.fields(owner) if f.name == name)
     metadata = {**f.metadata, **meta}
     if f.default_factory is not dataclasses.MISSING:

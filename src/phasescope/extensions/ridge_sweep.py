@@ -40,8 +40,8 @@ import torch
 
 from ..errors import ConfigError, NonFiniteActivations
 from ..extension import Extension, RunSetup
-from ..measure.ridge import AUTO, StreamingRidge, _check_ridge
-from ..phases import PhaseSettings, detect_phases
+from ..engine.measure.ridge import AUTO, StreamingRidge, _check_ridge
+from ..engine.phases import PhaseSettings, detect_phases
 
 ERRORS_FILE = "errors_ridge.npz"
 SWEEP_METRICS = ("reconstruction_mse", "decoder_lambda", "decoder_dof")
@@ -150,7 +150,7 @@ class RidgeSweep(Extension):
         return {"ridge_sweep": {"ridges": list(per), "main": self.main, "per_ridge": per}}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ..runs import atomic_write, by_iteration, write_bytes_to
+        from ..outputs.runs import atomic_write, by_iteration, write_bytes_to
 
         arrays = {}
         for label, per_layer in self.errors.items():
@@ -181,7 +181,7 @@ class RidgeSweep(Extension):
     def report_context(cls, payload: dict) -> dict:
         """report.html's ridge section: per ridge and layer, the printed summary's row (phases,
         minimum, decrease, increase)."""
-        from ..report import summary_rows
+        from ..outputs.figures import summary_rows
 
         sweep = payload.get("ridge_sweep")
         if not sweep:
@@ -252,8 +252,8 @@ def sweep_curves(df: pd.DataFrame, main: str | None = None, split: str = "test")
 def plot_ridge_sweep(df: pd.DataFrame, payload: dict, path: Path) -> Path:
     """One panel per layer: the test reconstruction curve at every ridge, each divided by its
     value at iteration 0 (so their shapes compare), the minimum of each marked."""
-    from ..report import _setup_axis, new_figure
-    from ..runs import save_figure
+    from ..outputs.figures import _setup_axis, new_figure
+    from ..outputs.runs import save_figure
 
     sweep = payload.get("ridge_sweep") or {}
     curves = sweep_curves(df, sweep.get("main"))

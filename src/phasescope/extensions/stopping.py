@@ -20,14 +20,14 @@ tells the loop to stop once the rise after the minimum is significant:
 
 The hook is thin: :func:`decide` is a pure function of the checkpoints' per-sample
 errors, tested without training. Stopping uses the same paired bootstrap and the same
-(Bonferroni-adjusted) rule as :func:`~phasescope.phases.detect_phases`: stop once the
+(Bonferroni-adjusted) rule as :func:`~phasescope.engine.phases.detect_phases`: stop once the
 curve so far has a significant increase after its minimum (and, by default, a
 significant decrease before it, so a curve that only rises at the start does not stop
 training at initialisation).
 
 The kept weights are the model's full ``state_dict`` (BatchNorm buffers included, as
 training left them); recalibrate BatchNorm on your data before using frozen features
-(:func:`phasescope.measure.capture.recalibrate_bn`), as the tracker does.
+(:func:`phasescope.engine.measure.capture.recalibrate_bn`), as the tracker does.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from torch import nn
 
 from ..extension import CheckpointContext, Decision, Extension, RunSetup
 from ..errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
-from ..phases import PhaseSettings, detect_phases
+from ..engine.phases import PhaseSettings, detect_phases
 from .transfer.options import TransferOptions
 
 
@@ -53,7 +53,7 @@ def decide(iterations: Sequence[int], errors: np.ndarray, *, stop_on_increase: b
            n_boot: int | None = None, min_effect: float | None = None, seed: int | None = None) -> Decision:
     """Keep and stop decision after the last of ``iterations``.
 
-    ``settings``: how phases are decided (:class:`~phasescope.phases.PhaseSettings`; the loose
+    ``settings``: how phases are decided (:class:`~phasescope.engine.phases.PhaseSettings`; the loose
     ``confidence``, ``n_boot``, ``min_effect`` and ``seed`` replace its values when given).
 
     ``errors``: (K, n) per-sample test reconstruction errors of the same n samples at the K
@@ -215,7 +215,7 @@ class BestFeaturesKeeper(Extension):
 
     def save(self, path, **meta: Any) -> None:
         """Write the kept weights with their iteration and layer (atomically) to ``path``."""
-        from ..runs import atomic_write
+        from ..outputs.runs import atomic_write
 
         doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
                "decision": asdict(self.decision) if self.decision else None, **meta}
