@@ -16,7 +16,8 @@ What it does:
 2. Rewrites every ``phasescope.OLD`` dotted name to ``phasescope.NEW`` in src/, tests/,
    benchmarks/, examples/, docs/, README.md and pyproject.toml: absolute imports, string import
    paths (registry entries, ``monkeypatch.setattr("phasescope.x.y", ...)``, ``mock.patch``
-   strings, entry points, ``[project.scripts]``), and file paths ``phasescope/OLD.py``
+   strings, entry points, ``[project.scripts]``), ``from phasescope import OLD`` (one module
+   per line), and file paths ``phasescope/OLD.py``
    (package data such as ``sweep/grids/*.toml`` in pyproject's package-data too).
 3. Rewrites relative imports in src/ (``from ..report import x``): each is resolved against the
    module's place now, and when that names nothing, against its place before the move; the
@@ -176,11 +177,26 @@ _PATH_RE = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in sorted(_PA
                       + r")(?=[/\"'`\s)\]:,*]|$)", re.M)
 
 
+_FROM_PKG = re.compile(r"^(\s*)from phasescope import (\w+)(\s+as\s+\w+)?(?=\s*(#|$))", re.M)
+
+
+def _from_package(m: re.Match) -> str:
+    """``from phasescope import experiment`` (one moved module) -> ``from phasescope.run import experiment``;
+    a module moved under a new name keeps its old one as the alias."""
+    indent, name, alias = m.group(1), m.group(2), m.group(3) or ""
+    new = MODULE_MOVES.get(f"{PKG}.{name}")
+    if new is None:
+        return m.group(0)
+    parent, leaf = new.rsplit(".", 1)
+    return f"{indent}from {parent} import {leaf}" + (alias or ("" if leaf == name else f" as {name}"))
+
+
 def rewrite_text(text: str) -> str:
     """Every old dotted name and path, except on lines marked ``relayout: keep`` (old names on purpose)."""
     def line(text: str) -> str:
         if "relayout: keep" in text:
             return text
+        text = _FROM_PKG.sub(_from_package, text)
         text = _DOTTED.sub(lambda m: map_name(m.group(0)), text)
         return _PATH_RE.sub(lambda m: _PATHS[m.group(1)], text)
 
