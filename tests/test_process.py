@@ -5,7 +5,7 @@ import sys
 import types
 from importlib.machinery import ModuleSpec
 
-from phasescope import process
+from phasescope.interfaces import process
 
 
 def test_in_process_is_not_the_command():
