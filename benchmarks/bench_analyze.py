@@ -44,9 +44,9 @@ def main() -> None:
     import torch
 
     from phasescope import RunConfig
-    from phasescope.analyze import analyze
-    from phasescope.experiment import run_experiment
-    from phasescope.presets import PRESETS
+    from phasescope.interfaces.analyze import analyze
+    from phasescope.run.experiment import run_experiment
+    from phasescope.run.presets import PRESETS
 
     torch.set_num_threads(1)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))

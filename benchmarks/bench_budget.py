@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from phasescope import RunConfig, run_experiment
-from phasescope import experiment
+from phasescope.run import experiment
 
 
 def timed_run(cfg: RunConfig, out: Path) -> dict:

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from phasescope.measure.conv_decoder import ConvDecoder, DecoderConvergenceWarning
+from phasescope.engine.measure.conv_decoder import ConvDecoder, DecoderConvergenceWarning
 
 SHAPES = {
     "vgg8/2 features.4": (256, 1, 1),

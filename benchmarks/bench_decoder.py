@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from phasescope.data import load_dataset
-from phasescope.measure.capture import flatten_features, iter_batches, prepare
-from phasescope.measure.ridge import RidgeDecoder
-from phasescope.models import build_model
+from phasescope.engine.measure.capture import flatten_features, iter_batches, prepare
+from phasescope.engine.measure.ridge import RidgeDecoder
+from phasescope.run.models import build_model
 
 def activations(model, layer, x):
     feats = [flatten_features(o[layer], None) for _, _, o in iter_batches(model, [layer], x, 500, torch.device("cpu"))]

@@ -37,7 +37,7 @@ CIFAR = next((p / SUBSET for p in Path(__file__).resolve().parents[1:] if (p / S
 
 
 def load(args) -> tuple[str, torch.nn.Module, tuple, tuple]:
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
 
     path = Path(args.data) if args.data else CIFAR
     if path.exists():
@@ -65,7 +65,7 @@ def load(args) -> tuple[str, torch.nn.Module, tuple, tuple]:
 def measure(model, fit, test, checkpoints: int, distributed) -> tuple[list[float], list[float], pd.DataFrame]:
     """Wall seconds (tracker.timings) and CPU seconds of this process per timed checkpoint, and the results."""
     from phasescope import PhaseTracker
-    from phasescope.models import default_layers
+    from phasescope.run.models import default_layers
 
     torch.manual_seed(1)
     tracker = PhaseTracker(model, default_layers(model, tuple(fit[0].shape[1:])), fit, test,

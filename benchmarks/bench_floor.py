@@ -63,7 +63,7 @@ class Clock:
 
 def load(args):
     from phasescope.data import load_dataset
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
 
     path = Path(args.data) if args.data else CIFAR
     if not path.exists():
@@ -86,7 +86,7 @@ def nudge(model, k: int) -> None:
 
 def forward_pass(model, x: torch.Tensor) -> None:
     """One eval forward pass over ``x`` with the layer hooked (what every method pays)."""
-    from phasescope.measure.capture import iter_batches, prepare
+    from phasescope.engine.measure.capture import iter_batches, prepare
 
     frozen = prepare(model, "running", None, 500, torch.device("cpu"))
     for _ in iter_batches(frozen, [LAYER], x, 500, torch.device("cpu")):
@@ -107,7 +107,7 @@ def sklearn_checkpoint(model, fit, test, ridge: float, dtype=np.float32) -> tupl
     float32). Returns per-sample test errors, test probe accuracy, and the lambda."""
     from sklearn.linear_model import Ridge, RidgeClassifier
 
-    from phasescope.measure.capture import prepare
+    from phasescope.engine.measure.capture import prepare
 
     frozen = prepare(model, "running", None, 500, torch.device("cpu"))
     layer = dict(frozen.named_modules())[LAYER]
@@ -142,10 +142,10 @@ PARTS = ["model copy", "BatchNorm pass", "forward", "products", "solve", "probe 
 def anatomy():
     """Wraps the functions a checkpoint spends its time in; yields {part: CPU seconds} (exclusive:
     a part's time does not include the parts it calls; a forward inside the BatchNorm pass is that pass)."""
-    import phasescope.measure.capture as capture
-    import phasescope.stats as stats
-    from phasescope.measure.probe import LinearProbe
-    from phasescope.measure.ridge import StreamingRidge
+    import phasescope.engine.measure.capture as capture
+    import phasescope.engine.stats as stats
+    from phasescope.engine.measure.probe import LinearProbe
+    from phasescope.engine.measure.ridge import StreamingRidge
 
     spent = dict.fromkeys(PARTS, 0.0)
     stack: list[list] = []  # [part, start, time spent in nested parts]
@@ -190,7 +190,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from phasescope import PhaseTracker
     from phasescope.defaults import RELATIVE_RIDGE
-    from phasescope.measure.capture import flatten_features, iter_batches, prepare
+    from phasescope.engine.measure.capture import flatten_features, iter_batches, prepare
 
     path, model, fit, test = load(args)
     n_fit, n_test = len(fit[0]), len(test[0])

@@ -26,11 +26,11 @@ import torch
 
 from phasescope.config import RunConfig
 from phasescope.data import load_dataset
-from phasescope.experiment import build_tracker, measurement_sets
+from phasescope.run.experiment import build_tracker, measurement_sets
 from phasescope.infoplane import InfoPlane
-from phasescope.measure.capture import prepare
-from phasescope.models import build_model
-from phasescope.training import BatchStream, make_optimizer, train
+from phasescope.engine.measure.capture import prepare
+from phasescope.run.models import build_model
+from phasescope.run.training import BatchStream, make_optimizer, train
 
 VARIANTS = ["binning", "quantile", "kde", "kde,kde-lower", "binning,kde"]
 

@@ -122,7 +122,7 @@ def sklearn_run(model, fit, test, lams):
     """Forward hooks give the same pooled features; scikit-learn Ridge decodes the inputs."""
     from sklearn.linear_model import Ridge
 
-    from phasescope.measure.capture import feature_map
+    from phasescope.engine.measure.capture import feature_map
 
     feats = {}
     hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: feats.setdefault(n, []).append(o))

@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from phasescope.models import MODELS, build_model
+from phasescope.run.models import MODELS, build_model
 
 
 def median_time(fn, repeats: int) -> float:

@@ -31,12 +31,12 @@ import torch
 
 from phasescope import RunConfig, run_experiment
 from phasescope.data import load_dataset
-from phasescope.experiment import build_tracker
-from phasescope.measure.capture import iter_batches, prepare
-from phasescope.models import build_model
-from phasescope.schedule import log_schedule
+from phasescope.run.experiment import build_tracker
+from phasescope.engine.measure.capture import iter_batches, prepare
+from phasescope.run.models import build_model
+from phasescope.engine.schedule import log_schedule
 from phasescope.samples import sample_extensions
-from phasescope.training import BatchStream, make_optimizer, resolve_device, train
+from phasescope.run.training import BatchStream, make_optimizer, resolve_device, train
 
 
 def training_alone(cfg: RunConfig, data) -> float:

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from phasescope.config import RunConfig
 from phasescope.data import load_dataset
-from phasescope.experiment import build_tracker, measurement_sets
-from phasescope.measure.capture import prepare
-from phasescope.models import build_model
+from phasescope.run.experiment import build_tracker, measurement_sets
+from phasescope.engine.measure.capture import prepare
+from phasescope.run.models import build_model
 from phasescope.samples import SampleDynamics
-from phasescope.training import BatchStream, make_optimizer, train
+from phasescope.run.training import BatchStream, make_optimizer, train
 
 
 def main() -> None:

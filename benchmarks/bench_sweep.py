@@ -36,8 +36,8 @@ def main() -> None:
 
     import ray
 
-    from phasescope.sweep import load_spec, run_sweep
-    from phasescope.sweep.backends import read_status, status_path
+    from phasescope.interfaces.sweep import load_spec, run_sweep
+    from phasescope.interfaces.sweep.backends import read_status, status_path
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     shutil.rmtree(out, ignore_errors=True)

@@ -3,9 +3,9 @@
 At each checkpoint of one default run (``phasescope run``'s configuration), the same tracker's
 files are written two ways into two scratch folders, in alternating order:
 
-* **per checkpoint** (what a run does): :func:`phasescope.experiment.write_checkpoint`:
+* **per checkpoint** (what a run does): :func:`phasescope.run.experiment.write_checkpoint`:
   metrics, errors and the files extensions must not lose, plus state.pt;
-* **everything** (what runs did before): :func:`phasescope.experiment.write_outputs` without
+* **everything** (what runs did before): :func:`phasescope.run.experiment.write_outputs` without
   figures: metrics, errors, phase detection with bootstrap intervals, every extension's
   tables, phases.json, plus state.pt.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from phasescope import RunConfig, run_experiment
-from phasescope.experiment import write_checkpoint, write_outputs
-from phasescope.runs import save_state
+from phasescope.run.experiment import write_checkpoint, write_outputs
+from phasescope.outputs.runs import save_state
 
 
 def main() -> None:

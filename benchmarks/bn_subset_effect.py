@@ -19,9 +19,9 @@ import torch
 
 from phasescope import PhaseTracker, RunConfig, log_schedule
 from phasescope.data import load_dataset
-from phasescope.experiment import measurement_sets
-from phasescope.models import build_model, default_layers
-from phasescope.training import BatchStream, make_optimizer, train
+from phasescope.run.experiment import measurement_sets
+from phasescope.run.models import build_model, default_layers
+from phasescope.run.training import BatchStream, make_optimizer, train
 
 
 def main() -> None:

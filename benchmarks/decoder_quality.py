@@ -19,8 +19,8 @@ import warnings
 import numpy as np
 import torch
 
-from phasescope.measure.conv_decoder import ConvDecoder, DecoderConvergenceWarning
-from phasescope.models import build_model
+from phasescope.engine.measure.conv_decoder import ConvDecoder, DecoderConvergenceWarning
+from phasescope.run.models import build_model
 
 
 def ridge_test_mse(h_fit: torch.Tensor, x_fit: torch.Tensor, h_test: torch.Tensor, x_test: torch.Tensor,

@@ -36,10 +36,10 @@ from torch import nn
 
 from phasescope import PhaseTracker, RunConfig, log_schedule, run_experiment
 from phasescope.data import load_dataset
-from phasescope.experiment import measurement_sets
+from phasescope.run.experiment import measurement_sets
 from phasescope.infoplane import InfoPlane, plot_infoplane
-from phasescope.report import phases_payload
-from phasescope.runs import write_json, write_metrics
+from phasescope.outputs.figures import phases_payload
+from phasescope.outputs.runs import write_json, write_metrics
 
 ESTIMATORS = ("binning", "quantile", "kde", "kde-lower")
 WIDTHS = (256, 64, 16, 4)  # hidden layers of the MLPs: the narrow ones are where binning can escape saturation

@@ -153,7 +153,7 @@ def ngram_levels(orders=(0, 1, 2, 3), k: float = 0.1) -> dict[int, float]:
 def plot_curves(runs: list[dict], path: Path, levels: dict[int, float] | None = None) -> None:
     from matplotlib.figure import Figure
 
-    from phasescope.report import PHASE_COLOURS
+    from phasescope.outputs.figures import PHASE_COLOURS
 
     layers = [l for l in runs[0]["df"].layer.unique() if str(l).startswith("blocks")]
     fig = Figure(figsize=(4.2 * (len(layers) + 1), 10.4), layout="constrained")
@@ -275,9 +275,9 @@ def lag_profile(run: Path, lags: int, bootstrap: int = 200) -> pd.DataFrame:
 
     from phasescope import PhaseTracker, RunConfig
     from phasescope.data import load_dataset
-    from phasescope.experiment import measurement_sets
-    from phasescope.models import build_model, default_layers
-    from phasescope.runs import load_state
+    from phasescope.run.experiment import measurement_sets
+    from phasescope.run.models import build_model, default_layers
+    from phasescope.outputs.runs import load_state
 
     cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size, seed=cfg.seed,
@@ -332,7 +332,7 @@ def plot_window(r: dict, path: Path) -> pd.DataFrame:
     recovery of each of the last K tokens over training (rows ``token_recovery@lag=J``)."""
     from matplotlib.figure import Figure
 
-    from phasescope.report import PHASE_COLOURS
+    from phasescope.outputs.figures import PHASE_COLOURS
 
     df = r["df"]
     lag_rows = df[(df.split == "test") & df.metric.str.startswith("token_recovery@lag=")].copy()

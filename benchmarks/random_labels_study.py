@@ -175,7 +175,7 @@ def alignment_rows(setting: str, run: Path, ks=(1, 3)) -> list[dict]:
     import torch
 
     from phasescope.data import load_dataset
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
 
     cfg = json.loads((run / "config.json").read_text())
     c = cfg["config"]

@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from phasescope.config import RunConfig
-from phasescope.experiment import run_experiment
-from phasescope.runs import read_metrics
+from phasescope.run.experiment import run_experiment
+from phasescope.outputs.runs import read_metrics
 from phasescope.transfer import aggregate_runs
 
 EXTRA = ("transfer", "keep_best", "stop_on_increase", "keep_layer")

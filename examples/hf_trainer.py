@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
 
 from phasescope.data import load_dataset
-from phasescope.integrations.transformers import PhaseScopeCallback
+from phasescope.interfaces.integrations.transformers import PhaseScopeCallback
 
 
 class PixelDataset(torch.utils.data.Dataset):

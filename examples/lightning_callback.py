@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from phasescope.data import load_dataset
-from phasescope.integrations.lightning import PhaseScopeCallback
-from phasescope.models import build_model
+from phasescope.interfaces.integrations.lightning import PhaseScopeCallback
+from phasescope.run.models import build_model
 
 
 class DigitsClassifier(pl.LightningModule):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from phasescope import PhaseTracker, log_schedule
 from phasescope.data import load_dataset
-from phasescope.models import build_model
+from phasescope.run.models import build_model
 
 torch.manual_seed(0)
 data = load_dataset("digits")                       # any (x, y) tensors work; here: normalised 8x8 digits

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from phasescope import PhaseTracker, log_schedule
 from phasescope.data import load_dataset
 from phasescope.data.subsets import measurement_sets
-from phasescope.models import build_model, default_layers
+from phasescope.run.models import build_model, default_layers
 
 
 def train(data, iterations: int, *, save_dir: Path | None = None, every: int = 0, tracker=None):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from phasescope import RunConfig
-from phasescope.cli import _parse_knobs, _parse_ridge, _parse_seeds, app
+from phasescope.interfaces.cli import _parse_knobs, _parse_ridge, _parse_seeds, app
 from phasescope.config import ConfigError
 
 runner = CliRunner()

@@ -13,10 +13,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from phasescope import PhaseTracker
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.data import load_dataset
-from phasescope.layers import parse_layer
-from phasescope.models import ModelError, build_model, default_layers, trackable_layers
+from phasescope.engine.layers import parse_layer
+from phasescope.run.models import ModelError, build_model, default_layers, trackable_layers
 
 
 class TinyViT(nn.Module):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from phasescope import RunConfig
-from phasescope.budget import MIN_FIT, MIN_TEST, Budget, densified_schedule, floor_checkpoints, pick, spread
+from phasescope.run.budget import MIN_FIT, MIN_TEST, Budget, densified_schedule, floor_checkpoints, pick, spread
 from phasescope.config import ConfigError
-from phasescope.schedule import log_schedule
+from phasescope.engine.schedule import log_schedule
 
 SIZES = {"fit_samples": 4000, "test_samples": 1000, "max_features": 4096}
 SCHEDULE = log_schedule(4096)  # 14 checkpoints: 0, 1, 2, 4, ..., 4096
@@ -251,7 +251,7 @@ def test_budget_field_defaults_to_none_and_round_trips():
 
 
 def test_cli_has_the_flag():
-    from phasescope.cli import config_parameters
+    from phasescope.interfaces.cli import config_parameters
 
     assert "budget" in [p.name for p in config_parameters()]
 
@@ -261,7 +261,7 @@ def test_cli_has_the_flag():
 def test_short_run_with_a_budget_records_the_fraction(tmp_path):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     out = tmp_path / "run"
     with pytest.warns(RuntimeWarning, match="too small to measure"):  # 128 iterations are far too short for 5%
@@ -291,9 +291,9 @@ def test_short_run_with_a_budget_records_the_fraction(tmp_path):
 def test_interrupted_budget_run_resumes_with_the_controllers_state(tmp_path, tiny_cfg, monkeypatch):
     """A --budget run interrupted after its third checkpoint and resumed: no second calibration, the
     saved plan, measured checkpoints, costs, adjustments and training clock carry on."""
-    import phasescope.budget as budget_module
+    import phasescope.run.budget as budget_module
     from phasescope import run_experiment
-    from phasescope.runs import load_state
+    from phasescope.outputs.runs import load_state
 
     cfg = tiny_cfg.replace(iterations=256, budget=0.3)
     calibrations = []

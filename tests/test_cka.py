@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.extensions.cka import LinearCKA, cka
-from phasescope.stats import Bootstrap
+from phasescope.engine.stats import Bootstrap
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--iterations", "8", "--fit-samples", "200", "--test-samples", "100",
@@ -214,7 +214,7 @@ def test_resume_keeps_the_reference_features(tmp_path):
 def test_state_dict_round_trip_keeps_the_references():
     from phasescope import PhaseTracker
     from phasescope.data import load_dataset
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
 
     digits = load_dataset("digits")
     torch.manual_seed(0)
@@ -240,7 +240,7 @@ def test_two_ranks_measure_the_cka_one_process_measures(tmp_path):
     test features and writes the rows one process writes."""
     from phasescope import PhaseTracker
     from phasescope.data import load_dataset
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
     from tests.test_distributed import ok, run_ranks
 
     digits = load_dataset("digits")

@@ -5,7 +5,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--width", "0.5", "--iterations", "16", "--batch-size", "32", "--lr", "0.05",
@@ -146,7 +146,7 @@ def test_clamped_sizes_resume_and_interrupt_wording(tmp_path):
     assert "--lr: saved 0.05, given 0.3" in res.output and "--model: saved 'cnn', given 'mlp'" in res.output
     res = runner.invoke(app, ["run", "--out", str(out), "--resume", "--batch-size", "4000", "--quiet"])
     assert res.exit_code == 0, res.output
-    from phasescope.cli import accuracy_line
+    from phasescope.interfaces.cli import accuracy_line
 
     payload = {"final_accuracy": {"train": 0.5, "test": 0.25}, "checkpoints": [0, 1, 2, 4]}
     assert accuracy_line(payload, "interrupted") == "accuracy at iteration 4 (run interrupted): train 0.500, test 0.250"
@@ -191,7 +191,7 @@ def test_run_options_are_generated_from_the_config_fields(tmp_path):
     """Every command-line RunConfig field is an option of `run`, with the field's help text and default."""
     import dataclasses
 
-    from phasescope.cli import CLI_NAMES, config_parameters
+    from phasescope.interfaces.cli import CLI_NAMES, config_parameters
     from phasescope.config import RunConfig
 
     cli_fields = [f for f in dataclasses.fields(RunConfig) if f.metadata.get("cli", True)]

@@ -2,10 +2,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
-from phasescope.compare import LoadedRun, aggregate, differing_keys
+from phasescope.interfaces.cli import app
+from phasescope.outputs.compare import LoadedRun, aggregate, differing_keys
 from phasescope.config import ConfigError
-from phasescope.presets import PRESETS, preset_config
+from phasescope.run.presets import PRESETS, preset_config
 
 from .test_cli import TINY
 

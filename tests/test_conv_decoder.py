@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from phasescope.measure.conv_decoder import (
+from phasescope.engine.measure.conv_decoder import (
     ConvDecoder,
     DecoderConvergenceWarning,
     NotFittedError,

@@ -29,9 +29,9 @@ from torch import nn
 from phasescope import PhaseTracker
 from phasescope.data import load_dataset
 from phasescope.errors import NonFiniteActivations, RankFailed
-from phasescope.measure.distributed import Shard
-from phasescope.measure.ridge import StreamingRidge
-from phasescope.models import build_model
+from phasescope.engine.measure.distributed import Shard
+from phasescope.engine.measure.ridge import StreamingRidge
+from phasescope.run.models import build_model
 from phasescope.samples import SampleDynamics
 from phasescope.stopping import BestFeaturesKeeper
 
@@ -183,7 +183,7 @@ def test_two_ranks_measure_what_one_process_measures(case, digits, tmp_path, mon
     case = dict(case)
     model = _trained(case.pop("model"))
     if case.pop("cache", None) is not None:  # fit features not kept: the train scores stream a second forward
-        monkeypatch.setattr("phasescope.tracker.CACHE_BYTES", 0)
+        monkeypatch.setattr("phasescope.engine.tracker.CACHE_BYTES", 0)
 
     def build(**more):
         kw = dict(case)

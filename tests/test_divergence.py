@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
-from phasescope.diagnostics import run_warnings
+from phasescope.interfaces.cli import app
+from phasescope.engine.diagnostics import run_warnings
 
 runner = CliRunner()
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from phasescope import run_experiment
-from phasescope.runs import RunFolderError
-from phasescope.training import TrainingDiverged
+from phasescope.outputs.runs import RunFolderError
+from phasescope.run.training import TrainingDiverged
 
 FILES = {"config.json", "metrics.csv", "phases.json", "curves.png", "errors.npz", "state.pt"}
 
@@ -64,7 +64,7 @@ def test_interrupted_run_resumes_to_the_identical_result(tmp_path, tiny_cfg):
 def test_a_checkpoint_writes_only_what_is_new_and_the_end_writes_the_summaries(tmp_path, tiny_cfg):
     """After each checkpoint: metrics, errors and state hold every checkpoint so far (a kill loses
     nothing measured); phase detection, tables and figures wait for the end of the run."""
-    from phasescope.runs import read_errors, read_metrics
+    from phasescope.outputs.runs import read_errors, read_metrics
 
     out = tmp_path / "run"
     seen = []

@@ -1,9 +1,9 @@
 """Faults with real processes: Ctrl-C, a second Ctrl-C, SIGKILL at random moments, two runs
 into one folder. Every assertion is an invariant that must hold whenever the signal lands.
 
-The SIGINT and lock tests start ``python -m phasescope.cli`` itself. The repeated SIGKILL
+The SIGINT and lock tests start ``python -m phasescope.interfaces.cli`` itself. The repeated SIGKILL
 test forks its processes from a fork server that has imported phasescope once (multiprocessing
-"forkserver"): each child runs ``phasescope.cli.main()`` with the run's arguments, the entry
+"forkserver"): each child runs ``phasescope.interfaces.cli.main()`` with the run's arguments, the entry
 point's code path, in its own process, and is killed with a real SIGKILL; this saves the
 5-7 s of imports per process (torch, and torch._dynamo on the optimiser's first use) that
 ~20 kills would otherwise cost.
@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.runs import is_temporary, read_errors, read_json, read_metrics
+from phasescope.outputs.runs import is_temporary, read_errors, read_json, read_metrics
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -35,7 +35,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "phasescope.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "phasescope.interfaces.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=ENV, **kw)
 
 
@@ -74,7 +74,7 @@ def test_sigint_then_resume_equals_uninterrupted_and_repeated_ctrl_c_keeps_final
     last = ph["checkpoints"][-1]
     assert last < 512 and f"accuracy at iteration {last} (run interrupted)" in " ".join(out.split())
 
-    resumed = subprocess.run([sys.executable, "-m", "phasescope.cli", "run", *args, "--out", str(tmp_path / "part"),
+    resumed = subprocess.run([sys.executable, "-m", "phasescope.interfaces.cli", "run", *args, "--out", str(tmp_path / "part"),
                               "--resume", "--quiet"], capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     full_out = full.communicate()[0]
@@ -88,7 +88,7 @@ def test_sigint_then_resume_equals_uninterrupted_and_repeated_ctrl_c_keeps_final
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     out = tmp_path / "run"
     first = cli("run", *BASE, "--iterations", "64", "--quiet", "--out", str(out))
@@ -114,7 +114,7 @@ def _cli_child(argv: list[str], log: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     sys.argv = ["phasescope", *argv]
-    from phasescope.cli import main
+    from phasescope.interfaces.cli import main
 
     main()
 
@@ -153,7 +153,7 @@ def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tm
     status). The counts of where the kills landed are printed (pytest -s)."""
     args = ["run", *BASE, "--iterations", "128", "--points-per-octave", "8", "--keep-best", "--quiet"]
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["phasescope.cli", "phasescope.experiment", "sklearn.datasets", "matplotlib.pyplot",
+    ctx.set_forkserver_preload(["phasescope.interfaces.cli", "phasescope.run.experiment", "sklearn.datasets", "matplotlib.pyplot",
                                 "pyarrow.parquet", "torch._dynamo", __name__])
 
     def has_state(out: Path) -> bool:
@@ -254,7 +254,7 @@ def test_corrupt_latest_state_falls_back_to_the_one_before(tmp_path, tiny_cfg):
     # both unusable: a clear refusal
     for name in ("state.pt", "state.prev.pt"):
         (tmp_path / "part" / name).write_bytes(b"not a state")
-    from phasescope.runs import RunFolderError
+    from phasescope.outputs.runs import RunFolderError
 
     with pytest.raises(RunFolderError, match="state.pt is unusable.*state.prev.pt is unusable.*--overwrite"):
         run_experiment(cfg, tmp_path / "part", resume=True, progress=False)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.compare import LoadedRun, plot_compare, plot_seeds
-from phasescope.report import plot_curves
+from phasescope.outputs.compare import LoadedRun, plot_compare, plot_seeds
+from phasescope.outputs.figures import plot_curves
 from phasescope.samples.report import plot_few, plot_samples
 from phasescope.theory.figures import plot_sweep, plot_theory_curves
 
@@ -97,7 +97,7 @@ def test_report_does_not_import_pyplot():
     import phasescope
 
     root = Path(phasescope.__file__).parent
-    for rel in ("report.py", "compare.py", "extensions/samples/report.py", "extensions/reconstructions.py",
+    for rel in ("outputs/figures.py", "outputs/compare.py", "extensions/samples/report.py", "extensions/reconstructions.py",
                 "extensions/infoplane.py", "extensions/ridge_sweep.py", "extensions/cka.py", "theory/figures.py"):
         tree = ast.parse((root / rel).read_text())
         for node in ast.walk(tree):

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from phasescope import RunConfig, run_experiment
-from phasescope.cli import app
-from phasescope.html import ReportError, write_index, write_report
+from phasescope.interfaces.cli import app
+from phasescope.outputs.html import ReportError, write_index, write_report
 
 runner = CliRunner()
 
@@ -135,7 +135,7 @@ def test_older_run_without_some_files_omits_sections_with_a_note(tmp_path, run_d
 
 
 def test_diverged_run_writes_a_report_that_says_so(tmp_path):
-    from phasescope.training import TrainingDiverged
+    from phasescope.run.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged):
         run_experiment(tiny(lr=1e6, momentum=0.0, iterations=256), tmp_path / "div", progress=False)
@@ -160,7 +160,7 @@ def test_compare_html_links_every_report_and_overlays_seeds(tmp_path, run_dir):
 
 
 def test_seeds_get_an_index_and_flat_inputs_a_note(tmp_path):
-    from phasescope.experiment import run_seeds
+    from phasescope.run.experiment import run_seeds
 
     _, summary = run_seeds(tiny(iterations=4), [0, 1], tmp_path / "seeds", progress=False)
     text = (summary["out"] / "index.html").read_text()

@@ -6,7 +6,7 @@ which drives that binary; no browser is downloaded. Skipped, saying why, only wh
 import pytest
 
 from phasescope import RunConfig, run_experiment
-from phasescope.html import write_index
+from phasescope.outputs.html import write_index
 
 from .browser_check import render, unavailable
 
@@ -74,7 +74,7 @@ def test_partial_report_renders_and_says_so(tmp_path):
 
 
 def test_index_sorts_by_clicking_a_header_and_links_each_report(runs, tmp_path):
-    from phasescope.compare import load_runs
+    from phasescope.outputs.compare import load_runs
 
     loaded = load_runs(runs)
     index = write_index(loaded, tmp_path / "cmp", labels=["b-seed0", "a-seed1"])

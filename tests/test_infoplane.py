@@ -13,9 +13,9 @@ from phasescope.config import ConfigError
 from phasescope.data import load_dataset
 from phasescope.infoplane import (ESTIMATORS, InfoPlane, compression_summary, from_options, infoplane_extensions,
                                   mi_curves, parse_estimators, plot_infoplane, reconstruction_minima)
-from phasescope.models import build_model
-from phasescope.report import phases_payload
-from phasescope.training import BatchStream, make_optimizer, train
+from phasescope.run.models import build_model
+from phasescope.outputs.figures import phases_payload
+from phasescope.run.training import BatchStream, make_optimizer, train
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_config_section_resolves_and_reaches_the_extension():
 def test_cli_info_plane_option(tmp_path):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["run", "--dataset", "digits", "--width", "0.5", "--iterations", "4", "--fit-samples",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from phasescope.models import (
+from phasescope.run.models import (
     MODELS,
     TOKEN_MODELS,
     VGG_PLANS,

@@ -1,4 +1,4 @@
-"""One writer of run folders (phasescope.runfolder.RunWriter, claiming with phasescope.runs.RunFolder) for `phasescope run`, the Lightning and
+"""One writer of run folders (phasescope.run.runfolder.RunWriter, claiming with phasescope.outputs.runs.RunFolder) for `phasescope run`, the Lightning and
 Hugging Face callbacks and `phasescope theory`: a folder holding another run is refused before
 anything is written (every file left as it was), overwrite replaces only phasescope's files, a
 writer holds the folder's lock while it writes and releases it at the end or on an error, and a
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from phasescope import RunConfig, log_schedule, run_experiment
 from phasescope.data import load_dataset
-from phasescope.models import build_model
-from phasescope.runs import RunFolder, RunFolderError, RunLockedError, locked_folder, read_json
+from phasescope.run.models import build_model
+from phasescope.outputs.runs import RunFolder, RunFolderError, RunLockedError, locked_folder, read_json
 
 RUN_KEYS = {"config", "data", "measurement", "model", "versions"}  # config.json of every run
 
@@ -99,7 +99,7 @@ def lightning_fit(pl, digits, callbacks, *, steps=8, ckpt_path=None, fail_at=Non
 
 
 def lightning_callback(digits, out, **kw):
-    from phasescope.integrations.lightning import PhaseScopeCallback
+    from phasescope.interfaces.integrations.lightning import PhaseScopeCallback
 
     return PhaseScopeCallback(layers=["net.features.3"], fit_data=(digits.x_train[:200], digits.y_train[:200]),
                               test_data=(digits.x_test[:100], digits.y_test[:100]), out=out, bootstrap=20, **kw)
@@ -214,7 +214,7 @@ def hf_train(hf, digits, tmp_path, callbacks, *, steps=8, resume=None, **args):
 
 
 def hf_callback(digits, out, **kw):
-    from phasescope.integrations.transformers import PhaseScopeCallback
+    from phasescope.interfaces.integrations.transformers import PhaseScopeCallback
 
     return PhaseScopeCallback(layers=["vit.layers.0"], fit_data=(digits.x_train[:200], digits.y_train[:200]),
                               test_data=(digits.x_test[:100], digits.y_test[:100]), out=out, bootstrap=20, **kw)
@@ -306,7 +306,7 @@ def test_phasescope_run_does_not_restart_a_callbacks_or_a_theorys_folder(tmp_pat
 
 def test_the_writer_as_a_context_manager_records_a_failure_and_releases_the_lock(tmp_path, digits):
     from phasescope import PhaseTracker
-    from phasescope.runfolder import RunWriter, config_document
+    from phasescope.run.runfolder import RunWriter, config_document
 
     model = build_model("cnn", (1, 8, 8), 10, width=0.5)
     tracker = PhaseTracker(model, ["features.3"], (digits.x_train[:100], digits.y_train[:100]),
@@ -324,9 +324,9 @@ def test_the_writer_as_a_context_manager_records_a_failure_and_releases_the_lock
 
 
 def test_the_callbacks_old_writer_is_a_deprecated_name_of_the_one_writer():
-    import phasescope.integrations as integrations
+    import phasescope.interfaces.integrations as integrations
 
-    from phasescope.runfolder import RunWriter
+    from phasescope.run.runfolder import RunWriter
 
-    with pytest.warns(DeprecationWarning, match="phasescope.runfolder.RunWriter"):
+    with pytest.warns(DeprecationWarning, match="phasescope.run.runfolder.RunWriter"):
         assert integrations.RunFolder is RunWriter

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from phasescope import detect_phases, log_schedule
-from phasescope.phases import mean_ci
+from phasescope.engine.phases import mean_ci
 
 ITS = log_schedule(4096)
 T = np.log2(np.asarray(ITS) + 1.0)

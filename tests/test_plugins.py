@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from phasescope import registry
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.config import ConfigError, RunConfig
 
 runner = CliRunner()
@@ -116,7 +116,7 @@ def readme_plugin() -> str:
 
 def test_the_readme_plugin_with_options_gets_a_section_validation_and_a_report_section(site, tmp_path):
     install(site, "meanact", readme_plugin(), "[phasescope.extensions]\nmean_activation = meanact:MeanActivation\n")
-    from phasescope.runs import run_files
+    from phasescope.outputs.runs import run_files
 
     assert "mean_activation.csv" in run_files()  # --overwrite may delete what a plug-in writes, and nothing else
     cfg = RunConfig.from_dict({"extensions": ["mean_activation:scale=3"]})
@@ -179,7 +179,7 @@ def test_builtin_extensions_by_name_with_options():
 
 
 def test_generated_flags_keep_their_names_and_reach_the_sections(tmp_path):
-    from phasescope.cli import section_flags
+    from phasescope.interfaces.cli import section_flags
 
     flags = {sf.param.default.param_decls[0]: sf for sf in section_flags()}
     for flag in ("--samples/--no-samples", "--samples-max", "--transfer", "--keep-best", "--stop-on-increase",
@@ -200,7 +200,7 @@ def test_the_tracker_takes_extension_names(site):
 
     from phasescope import PhaseTracker
     from phasescope.data import load_dataset
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
 
     install(site, "meanact", README_EXAMPLE, "[phasescope.extensions]\nmean_activation = meanact:MeanActivation\n")
     d = load_dataset("digits")
@@ -217,7 +217,7 @@ def test_the_tracker_takes_extension_names(site):
 
 
 def test_sweep_files_take_extension_names_with_options_and_every_section(tmp_path):
-    from phasescope.sweep import SweepError, load_spec
+    from phasescope.interfaces.sweep import SweepError, load_spec
 
     path = tmp_path / "s.toml"
     path.write_text(textwrap.dedent("""\

@@ -7,10 +7,10 @@ import torch
 from typer.testing import CliRunner
 
 from phasescope import PhaseTracker, RunConfig, log_schedule
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.config import ConfigError
 from phasescope.data import load_dataset
-from phasescope.models import build_model
+from phasescope.run.models import build_model
 from phasescope.reconstructions import (NPZ, PNG, Reconstructions, plot_reconstructions, read_arrays,
                                         select_images, spread_kept, to_pixels)
 
@@ -138,7 +138,7 @@ def test_figure_marks_the_minimum_and_draws_the_phases(tmp_path):
 
 
 def test_run_writes_the_strip_and_the_cli_switch_turns_it_off(tmp_path):
-    from phasescope.experiment import run_experiment
+    from phasescope.run.experiment import run_experiment
 
     cfg = RunConfig(dataset="digits", model="cnn", width=0.5, iterations=4, fit_samples=200, test_samples=100,
                     bootstrap=50, device="cpu")

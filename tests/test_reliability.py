@@ -12,8 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phasescope.cli import app
-from phasescope.runs import read_json, read_metrics
+from phasescope.interfaces.cli import app
+from phasescope.outputs.runs import read_json, read_metrics
 
 runner = CliRunner()
 RUN = ["run", "--dataset", "digits", "--width", "0.5", "--batch-size", "32", "--iterations", "16",
@@ -110,7 +110,7 @@ def test_torch_write_error_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
     """torch.save to a path raises a RuntimeError without errno; a disk with no space left means ENOSPC."""
     import os
 
-    from phasescope.runs import RunWriteError, atomic_write
+    from phasescope.outputs.runs import RunWriteError, atomic_write
 
     class Full:
         f_bavail = f_favail = 0
@@ -262,7 +262,7 @@ def test_report_on_a_foreign_config_json_is_bad_input(tmp_path):
 
 
 def test_compare_includes_a_run_in_progress_marked_partial(tmp_path, finished_run):
-    from phasescope.runs import locked_folder
+    from phasescope.outputs.runs import locked_folder
 
     running = copy_run(finished_run, tmp_path / "running")
     (running / "phases.json").unlink()  # as while the run trains: written when it ends
@@ -284,7 +284,7 @@ def test_compare_includes_a_run_in_progress_marked_partial(tmp_path, finished_ru
 
 
 def test_compare_with_nothing_measured_yet_is_bad_input_and_writes_nothing(tmp_path, finished_run):
-    from phasescope.runs import locked_folder
+    from phasescope.outputs.runs import locked_folder
 
     starting = copy_run(finished_run, tmp_path / "starting")
     for name in ("metrics.csv", "metrics.parquet", "errors.npz", "phases.json"):
@@ -382,7 +382,7 @@ def test_load_state_dict_continues_the_same_tracker_and_a_longer_schedule():
 def test_resume_compares_every_option_section_key_by_key():
     """`--no-reconstructions`/`--info-plane` given again to --resume are the saved options, not different ones."""
     from phasescope import RunConfig
-    from phasescope.experiment import config_differences
+    from phasescope.run.experiment import config_differences
 
     saved = RunConfig(dataset="digits", reconstructions={"enabled": False},
                       infoplane={"estimators": ["binning"]}).to_dict()

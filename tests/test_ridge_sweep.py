@@ -8,8 +8,8 @@ import torch
 
 from phasescope import RunConfig
 from phasescope.config import ConfigError
-from phasescope.experiment import run_experiment
-from phasescope.measure.ridge import StreamingRidge
+from phasescope.run.experiment import run_experiment
+from phasescope.engine.measure.ridge import StreamingRidge
 from phasescope.ridge_sweep import ridge_label, sweep_curves
 
 RIDGES = [0.1, 1e-4, 0.01, 1.0, "auto", 0.0]
@@ -48,7 +48,7 @@ def test_config_and_cli_accept_a_list_of_ridges():
     for bad in ([], [0.1, -1.0], [0.1, 0.1], ["gcv"]):
         with pytest.raises(ConfigError, match="relative_ridge"):
             RunConfig(relative_ridge=bad).validate()
-    from phasescope.cli import _parse_ridge
+    from phasescope.interfaces.cli import _parse_ridge
 
     assert _parse_ridge("1e-4, 0.01,auto") == [1e-4, 0.01, "auto"] and _parse_ridge("0.3") == 0.3
 
@@ -96,7 +96,7 @@ def test_each_value_of_the_list_equals_a_run_with_that_value_alone(tiny_cfg, tmp
 
 
 def test_sweep_resumes_and_rebuilds(tiny_cfg, tmp_path):
-    from phasescope.rebuild import rebuild
+    from phasescope.outputs.rebuild import rebuild
 
     cfg = tiny_cfg.replace(iterations=8, relative_ridge=[0.1, 1.0], samples={"enabled": False},
                            reconstructions={"enabled": False})

@@ -1,4 +1,4 @@
-"""The run folder (phasescope.runs and run_experiment's use of it): atomic writes, the lock,
+"""The run folder (phasescope.outputs.runs and run_experiment's use of it): atomic writes, the lock,
 --overwrite, restart, resume checks, validated readers, Ctrl-C handling."""
 import os
 import signal
@@ -8,7 +8,7 @@ import pytest
 
 from phasescope import run_experiment
 from phasescope.config import ConfigError
-from phasescope.runs import (InterruptGuard, ResumeMismatch, RunFileError, RunFolder, RunFolderError, RunLockedError,
+from phasescope.outputs.runs import (InterruptGuard, ResumeMismatch, RunFileError, RunFolder, RunFolderError, RunLockedError,
                              atomic_write, is_temporary, read_errors, read_json, read_metrics)
 
 
@@ -90,7 +90,7 @@ def test_the_lock_refuses_a_second_writer_and_is_released(tmp_path):
         RunFolder.claim(tmp_path / "run", "x", overwrite=True)
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     res = CliRunner().invoke(app, ["report", str(tmp_path / "run")])  # report rewrites files: not while a run writes
     assert res.exit_code == 2 and "in use" in res.output
@@ -112,7 +112,7 @@ def test_overwrite_removes_stale_extension_files_and_keeps_nothing_foreign(tmp_p
                    progress=False)
     names = set(os.listdir(out))
     assert not names & {"best_features.pt", "samples.npz", "samples.parquet", "samples.png", "few.png"}
-    from phasescope.rebuild import rebuild
+    from phasescope.outputs.rebuild import rebuild
 
     assert "samples" not in rebuild(out)  # report no longer trips over the old run's files
 
@@ -149,7 +149,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_without_overwrite(tmp
 
 
 def test_resume_refuses_other_options_and_accepts_the_requested_values(tmp_path, tiny_cfg):
-    from phasescope.experiment import resume_config
+    from phasescope.run.experiment import resume_config
 
     cfg = tiny_cfg.replace(iterations=8, batch_size=5000, fit_samples=5000)  # more than the 1437 training samples
     r = run_experiment(cfg, tmp_path / "run", progress=False)
@@ -175,7 +175,7 @@ def test_sample_counts_below_the_number_of_classes_name_the_option(tmp_path, tin
 
 
 def test_divergence_is_recorded_as_the_status(tmp_path, tiny_cfg):
-    from phasescope.training import TrainingDiverged
+    from phasescope.run.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged):
         run_experiment(tiny_cfg.replace(lr=1e6, momentum=0.0, iterations=256), tmp_path / "run", progress=False)
@@ -210,7 +210,7 @@ def test_interrupt_guard_holds_ctrl_c_during_a_checkpoint_and_ignores_it_while_c
 
 
 def test_plain_progress_lines_every_tenth(capsys):
-    from phasescope.experiment import PlainProgress
+    from phasescope.run.experiment import PlainProgress
 
     bar = PlainProgress(100, start=0)
     with bar:

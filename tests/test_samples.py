@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from phasescope.config import ConfigError, RunConfig, SamplesOptions
-from phasescope.models import Classifier, mlp
+from phasescope.run.models import Classifier, mlp
 from phasescope.samples import (
     SampleDynamics, class_distance, effective_fraction, first_crossing, forgetting_counts,
     gradient_concentration, last_layer_grad_norm, learned_at, top_share,
     typicality_correlation,
 )
-from phasescope.tracker import PhaseTracker
+from phasescope.engine.tracker import PhaseTracker
 
 
 @pytest.fixture(autouse=True)
@@ -276,7 +276,7 @@ def test_samples_options_validate():
 
 
 def test_run_writes_the_sample_files_and_summary(tmp_path):
-    from phasescope.experiment import run_experiment
+    from phasescope.run.experiment import run_experiment
     from phasescope.samples import read_samples_table
 
     cfg = RunConfig(dataset="digits", model="cnn", width=0.5, iterations=8, fit_samples=200, test_samples=100,
@@ -301,7 +301,7 @@ def test_run_writes_the_sample_files_and_summary(tmp_path):
     # `phasescope report` rebuilds the samples key and samples.png from the files alone
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     (out / "samples.png").unlink()
     r = CliRunner().invoke(app, ["report", str(out)])
@@ -316,7 +316,7 @@ def test_run_writes_the_sample_files_and_summary(tmp_path):
 def test_cli_no_samples_turns_it_off(tmp_path):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     r = CliRunner().invoke(app, ["run", "--dataset", "digits", "--width", "0.5", "--iterations", "2", "--fit-samples",
                                  "100", "--test-samples", "50", "--bootstrap", "20", "--device", "cpu", "--no-samples",

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from phasescope.phases import detect_phases, mean_ci
-from phasescope.stats import Bootstrap, bootstrap_weights, percentile_interval
+from phasescope.engine.phases import detect_phases, mean_ci
+from phasescope.engine.stats import Bootstrap, bootstrap_weights, percentile_interval
 
 
 def _old_weights(n, n_boot, seed):  # the resampling every interval is built on (one implementation)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
-from phasescope.sweep import SweepError, load_spec, run_sweep, shipped
-from phasescope.sweep.tables import write_tables
+from phasescope.interfaces.cli import app
+from phasescope.interfaces.sweep import SweepError, load_spec, run_sweep, shipped
+from phasescope.interfaces.sweep.tables import write_tables
 
 runner = CliRunner()
 TINY = textwrap.dedent("""\
@@ -198,7 +198,7 @@ def test_failures_are_recorded_and_the_others_go_on(tmp_path):
 
 # ---------------------------------------------------------------------- resume
 def test_resume_skips_finished_and_continues_interrupted_runs(tmp_path, monkeypatch):
-    import phasescope.experiment as experiment
+    import phasescope.run.experiment as experiment
 
     path = sweep_file(tmp_path, "[grid]\nlr = [0.01, 0.05]\nseed = [0, 1]\n")
     spec = load_spec(path)

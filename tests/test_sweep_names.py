@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from phasescope.cli import app
-from phasescope.sweep import SweepError, load_spec, run_sweep, saved_spec
-from phasescope.sweep.backends import status_path
-from phasescope.sweep.spec import MAX_NAME, count_runs, expand, run_path, valid_name
-from phasescope.sweep.tables import run_dir
+from phasescope.interfaces.cli import app
+from phasescope.interfaces.sweep import SweepError, load_spec, run_sweep, saved_spec
+from phasescope.interfaces.sweep.backends import status_path
+from phasescope.interfaces.sweep.spec import MAX_NAME, count_runs, expand, run_path, valid_name
+from phasescope.interfaces.sweep.tables import run_dir
 
 runner = CliRunner()
 BASE = textwrap.dedent("""\
@@ -208,7 +208,7 @@ def test_cli_refuses_an_escaping_name_with_exit_2_and_writes_nothing(tmp_path, m
 
 # ---------------------------------------------------------------------- bounded sweeps
 def test_a_huge_grid_is_refused_before_anything_is_expanded(tmp_path, monkeypatch):
-    import phasescope.sweep.spec as spec_module
+    import phasescope.interfaces.sweep.spec as spec_module
 
     def no_expansion(*a, **k):
         raise AssertionError("the grid was expanded")

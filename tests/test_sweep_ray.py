@@ -14,7 +14,7 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-from phasescope.sweep import load_spec, run_sweep  # noqa: E402
+from phasescope.interfaces.sweep import load_spec, run_sweep  # noqa: E402
 
 SWEEP = textwrap.dedent("""\
     dataset = "mnist-digits"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 
 runner = CliRunner()
 BASE = 'dataset="digits"\niterations=32\nfit_samples=300\ntest_samples=200\nbootstrap=100\n'
@@ -45,7 +45,7 @@ def lock_holder():
     children = []
 
     def hold(folder: Path) -> subprocess.Popen:
-        code = ("import sys\nfrom phasescope.runs import locked_folder\n"
+        code = ("import sys\nfrom phasescope.outputs.runs import locked_folder\n"
                 f"with locked_folder({str(folder)!r}):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
         child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True, env=env_for_child())
@@ -62,7 +62,7 @@ def lock_holder():
 def fake_sweep_folder(out: Path, spec) -> None:
     """A sweep folder as a finished sweep leaves it (sweep.json, runs/NAME with the files a run
     writes, status/NAME.json), without the seconds of training."""
-    from phasescope.runs import write_json
+    from phasescope.outputs.runs import write_json
 
     (out / "runs").mkdir(parents=True)
     (out / "status").mkdir()
@@ -80,7 +80,7 @@ def fake_sweep_folder(out: Path, spec) -> None:
 
 
 def test_overwrite_refuses_a_run_folder_locked_by_another_process(tmp_path, lock_holder):
-    from phasescope.sweep import load_spec
+    from phasescope.interfaces.sweep import load_spec
 
     path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n")
     out = tmp_path / "SW"

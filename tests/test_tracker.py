@@ -6,8 +6,8 @@ import torch
 from phasescope import PhaseTracker, log_schedule
 from phasescope.config import RunConfig
 from phasescope.data import load_dataset
-from phasescope.models import ModelError, build_model
-from phasescope.training import BatchStream, make_optimizer, train
+from phasescope.run.models import ModelError, build_model
+from phasescope.run.training import BatchStream, make_optimizer, train
 
 
 @pytest.fixture(scope="module")

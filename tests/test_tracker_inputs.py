@@ -7,7 +7,7 @@ from torch import nn
 from phasescope import PhaseTracker, log_schedule
 from phasescope.data import load_dataset
 from phasescope.errors import NonFiniteActivations, TrainingDiverged
-from phasescope.models import build_model
+from phasescope.run.models import build_model
 
 
 from tests.test_tracker import digits, fresh as model_for  # noqa: F401  (the same data fixture and model)

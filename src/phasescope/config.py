@@ -34,22 +34,35 @@ from .registry import parse_value  # noqa: F401  (the value syntax of --extensio
 
 def opt(default: Any = None, help: str = "", *, factory: Any = None, cli: bool = True, flag: str | None = None,
         parse: Any = None, choices: tuple | None = None, positive: bool = False, min: float | None = None,
-        max: float | None = None, between: tuple[float, float] | None = None, implies: dict | None = None) -> Any:
+        max: float | None = None, between: tuple[float, float] | None = None, implies: dict | None = None,
+        check: Any = None) -> Any:
     """A configuration field with its help text and what :func:`check_field` checks.
 
     ``cli=False``: not a command-line option. ``flag``: its command-line flag when it is not the
     default (``--FIELD`` for RunConfig, ``--SECTION-FIELD`` for a section), e.g. ``"--samples-max"``
     or ``"--samples/--no-samples"``; ``parse``: turns the flag's text into the value. Constraints:
     ``choices`` (for a list: of every item), ``positive`` (> 0), ``min``/``max`` (inclusive),
-    ``between`` (exclusive); None is never checked against them. ``implies``: options that giving
-    this one on the command line also sets (``--stop-on-increase`` keeps the best weights)."""
+    ``between`` (exclusive), ``check`` (a rule of its own: ``check(value)`` raises ConfigError);
+    None is never checked against them. ``implies``: options that giving this one on the command
+    line also sets (``--stop-on-increase`` keeps the best weights)."""
     meta: dict[str, Any] = {"help": help, "cli": cli}
     extra = {"flag": flag, "parse": parse, "choices": choices, "positive": positive, "min": min, "max": max,
-             "between": between, "implies": implies}
+             "between": between, "implies": implies, "check": check}
     meta.update({k: v for k, v in extra.items() if v is not None and v is not False})
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def like(owner: type, name: str, **meta: Any) -> Any:
+    """A field with the default, help and constraints of field ``name`` of ``owner`` (declared there
+    once), plus ``meta``: how typed settings (:class:`~phasescope.engine.phases.PhaseSettings`,
+    :class:`~phasescope.engine.settings.MeasureSettings`) reuse RunConfig's declarations."""
+    f = next(f for f in dataclasses.fields(owner) if f.name == name)
+    metadata = {**f.metadata, **meta}
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory, metadata=metadata)
+    return field(default=f.default, metadata=metadata)
 
 
 def comma_list(text: str) -> list[str]:
@@ -141,6 +154,8 @@ def check_field(owner: type, name: str, value: Any, *, constraints: bool = True)
                 raise ConfigError(f"{label} {list(value)!r}: choose from {', '.join(choices)}.")
         elif value not in choices:
             raise ConfigError(f"{label}={value!r} is not valid; choose one of: {', '.join(choices)}.")
+    if "check" in meta:  # a field's own rule first: its message says what is allowed
+        meta["check"](value)
     if meta.get("positive") and (not value > 0 or value == math.inf):  # `not value > 0`: NaN too
         raise ConfigError(f"{label} must be positive" + (" and finite" if isinstance(value, float) else "")
                           + f"; got {value!r}.")
@@ -227,6 +242,17 @@ class SyntheticOptions(Section):
     # The knobs are checked against the data model's fields when the data are made (data.synthetic).
 
 
+def check_ridges(value: Any) -> None:
+    """The rule of ``relative_ridge``: a number >= 0 or 'auto', or a non-empty list of distinct ones."""
+    ridges = value if isinstance(value, (list, tuple)) else [value]
+    if not ridges or any(r != "auto" and not (isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < math.inf)
+                         for r in ridges):
+        raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto' (or a non-empty list of them); "
+                          f"got {value!r}.")
+    if len({str(r) if r == "auto" else f"{float(r):g}" for r in ridges}) != len(ridges):
+        raise ConfigError(f"relative_ridge {value!r} repeats a value; give each ridge once.")
+
+
 RENAMED = {"ridge": "relative_ridge"}  # old key -> new key, accepted with a deprecation warning
 
 
@@ -286,7 +312,7 @@ class RunConfig:
                                              "and layer by generalised cross-validation. A comma-separated list (e.g. "
                                              "1e-4,1e-3,0.01,0.1,1,auto) also measures the decoder at every further "
                                              "value from the same Gram matrix, each with its own phases; the first "
-                                             "value stays the main measurement.")
+                                             "value stays the main measurement.", check=check_ridges)
     max_features: int = opt(defaults.MAX_FEATURES, "Average-pool spatial layers above this many features.",
                             positive=True)
     tokens: str = opt("auto", "Layers with (tokens, features) outputs (transformer blocks): measure the mean token, "
@@ -418,14 +444,7 @@ class RunConfig:
         if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
             raise ConfigError(f"layers must be a non-empty list of module names such as ['features.3'], or unset; "
                               f"got {self.layers!r}.")
-        ridges = self.relative_ridge if isinstance(self.relative_ridge, (list, tuple)) else [self.relative_ridge]
-        if not ridges or any(r != "auto" and not (isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < math.inf)
-                             for r in ridges):
-            raise ConfigError(f"relative_ridge must be a number >= 0 or 'auto' (or a non-empty list of them); "
-                              f"got {self.relative_ridge!r}.")
-        if len({str(r) if r == "auto" else f"{float(r):g}" for r in ridges}) != len(ridges):
-            raise ConfigError(f"relative_ridge {self.relative_ridge!r} repeats a value; give each ridge once.")
-        validate_fields(self)  # types, choices and ranges declared by the fields (opt)
+        validate_fields(self)  # types, choices, ranges and rules declared by the fields (opt)
         if self.token_window > self.context:
             raise ConfigError(f"token_window {self.token_window} is longer than the context {self.context}; give "
                               f"--token-window {self.context} or less.")

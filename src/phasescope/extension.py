@@ -1,4 +1,4 @@
-"""Extensions: what plugs into a :class:`~phasescope.tracker.PhaseTracker` and a run.
+"""Extensions: what plugs into a :class:`~phasescope.engine.tracker.PhaseTracker` and a run.
 
 An extension measures something more at every checkpoint (per-sample dynamics, transfer
 probes, information-plane estimates, ...) or acts on what was measured (keep the weights at
@@ -37,7 +37,7 @@ names the model's final ``nn.Linear``), and whether it reads ``ctx.fit_features`
 cost nothing when the tracker kept them and one forward pass (once per checkpoint) when it
 did not.
 
-Under ``torch.distributed`` (a sharded tracker, see :class:`~phasescope.tracker.PhaseTracker`)
+Under ``torch.distributed`` (a sharded tracker, see :class:`~phasescope.engine.tracker.PhaseTracker`)
 an extension sees exactly what one process would: the context's logits, test features,
 module inputs and decoders are every rank's, gathered, and the same on every rank. Its
 ``distributed`` attribute says where it runs:
@@ -50,7 +50,7 @@ module inputs and decoders are every rank's, gathered, and the same on every ran
   rank that calls it (no collective inside extension code: a rank failing in it cannot leave
   the others waiting).
 * ``"rank0"``: only on rank 0, for extensions with side effects outside the run folder
-  (:class:`~phasescope.integrations.tensorboard.TensorBoardLogger` writes event files); the rows
+  (:class:`~phasescope.interfaces.integrations.tensorboard.TensorBoardLogger` writes event files); the rows
   its ``measure`` returns are sent to the other ranks.
 
 Files (``write``) are written by whoever writes the run folder: rank 0 only.
@@ -157,7 +157,7 @@ class Extension:
     # Its figures in the run folder: file -> (report.html section, caption).
     figures: dict[str, tuple[str, str]] = {}
     # Every file it may write in a run folder (--overwrite deletes these and no others:
-    # phasescope.runs.RUN_FILES holds every registered extension's).
+    # phasescope.outputs.runs.RUN_FILES holds every registered extension's).
     files: tuple[str, ...] = ()
     # Under torch.distributed: "all" ranks run measure/after_checkpoint on the gathered data, or "rank0" only.
     distributed: str = "all"

@@ -47,7 +47,7 @@ BUILTIN = (
     "phasescope.extensions.infoplane:InfoPlane",
     "phasescope.extensions.stopping:BestFeaturesKeeper",
     "phasescope.extensions.ridge_sweep:RidgeSweep",
-    "phasescope.analyze.extension:CheckpointAnalysis",  # phasescope analyze: its summary, its warnings
+    "phasescope.interfaces.analyze.extension:CheckpointAnalysis",  # phasescope analyze: its summary, its warnings
 )
 PACKAGE = "phasescope.extensions"  # the built-ins' package: its modules not in BUILTIN are found there
 

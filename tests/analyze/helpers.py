@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from phasescope import RunConfig
-from phasescope.models import build_model
+from phasescope.run.models import build_model
 
 # measurement of an untrained 8x8 CNN in well under a second per checkpoint
 TINY = dict(dataset="digits", model="cnn", width=0.5, fit_samples=200, test_samples=100, bootstrap=50,

@@ -3,7 +3,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from phasescope.models import build_model
+from phasescope.run.models import build_model
 
 
 class Digits(pl.LightningModule):

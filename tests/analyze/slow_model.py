@@ -3,7 +3,7 @@ $PHASESCOPE_TEST_KILL_MARKER and waits there to be killed; every other build is 
 import os
 import time
 
-from phasescope.models import build_model
+from phasescope.run.models import build_model
 
 
 def build(input_shape, num_classes, width=1.0):

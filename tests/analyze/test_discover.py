@@ -5,8 +5,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phasescope.analyze.discover import DiscoveryError, discover, step_from_name
-from phasescope.cli import app
+from phasescope.interfaces.analyze.discover import DiscoveryError, discover, step_from_name
+from phasescope.interfaces.cli import app
 
 from .helpers import state
 

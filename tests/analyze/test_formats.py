@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phasescope.analyze import analyze, Source
-from phasescope.cli import app
+from phasescope.interfaces.analyze import analyze, Source
+from phasescope.interfaces.cli import app
 
 from .helpers import TINY_ARGS, model, save_steps, state, tiny_cfg
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phasescope.analyze import IntegrityRefused, analyze
-from phasescope.cli import app
+from phasescope.interfaces.analyze import IntegrityRefused, analyze
+from phasescope.interfaces.cli import app
 
 from .helpers import TINY_ARGS, save_steps, state, tiny_cfg
 

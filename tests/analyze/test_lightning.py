@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed (pip install 'phasescope[lightning]')")
 
-from phasescope.cli import app  # noqa: E402
+from phasescope.interfaces.cli import app  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
 
 from .helpers import TINY_ARGS  # noqa: E402

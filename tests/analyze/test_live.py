@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 
 runner = CliRunner()
 DATA = ["--dataset", "digits", "--width", "0.5", "--fit-samples", "300", "--test-samples", "150", "--bootstrap", "100"]

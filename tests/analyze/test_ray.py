@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-from phasescope.analyze import analyze  # noqa: E402
+from phasescope.interfaces.analyze import analyze  # noqa: E402
 
 from .helpers import save_steps, tiny_cfg  # noqa: E402
 
@@ -86,7 +86,7 @@ def test_a_killed_worker_is_retried(tmp_path, local, monkeypatch):
 def test_an_unreachable_cluster_is_exit_2_and_leaves_nothing(tmp_path, local):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     from .helpers import TINY_ARGS
 

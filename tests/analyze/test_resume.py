@@ -5,8 +5,8 @@ import pandas as pd
 import torch
 from typer.testing import CliRunner
 
-from phasescope.analyze import analyze
-from phasescope.cli import app
+from phasescope.interfaces.analyze import analyze
+from phasescope.interfaces.cli import app
 
 from .helpers import TINY_ARGS, save_steps, state, tiny_cfg
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from phasescope.phases import detect_phases
+from phasescope.engine.phases import detect_phases
 
 # log-spaced early, then every 1000 steps: what a loop saving at 2^k and every 1000 writes
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000]

@@ -5,8 +5,8 @@ import io
 from rich.console import Console
 from typer.testing import CliRunner
 
-from phasescope.analyze import analyze
-from phasescope.cli import app
+from phasescope.interfaces.analyze import analyze
+from phasescope.interfaces.cli import app
 
 from .helpers import TINY_ARGS, save_steps, tiny_cfg
 

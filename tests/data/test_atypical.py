@@ -79,7 +79,7 @@ def test_bad_specifications_are_refused_by_the_config(bad):
 def test_a_run_saves_the_mask_and_marks_the_followed_samples(tiny_cfg, tmp_path):
     import pandas as pd
 
-    from phasescope.experiment import run_experiment
+    from phasescope.run.experiment import run_experiment
 
     out = tmp_path / "run"
     run_experiment(tiny_cfg.replace(iterations=8, atypical="label-noise:0.25", reconstructions={"enabled": False}),

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.data import DataError, files, load_dataset
-from phasescope.presets import preset_config
+from phasescope.run.presets import preset_config
 
 from .test_files import write_idx_set
 

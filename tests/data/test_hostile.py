@@ -300,7 +300,7 @@ def test_folder_truncated_image(tmp_path):
 def test_cli_bad_npz_exits_2_naming_the_file(tmp_path):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     path = _npz(tmp_path, y_train=np.r_[np.arange(19) % 4, 1_000_000])
     res = CliRunner().invoke(app, ["run", "--dataset", "npz", "--data-dir", str(path), "--out", str(tmp_path / "run"),

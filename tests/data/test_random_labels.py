@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from phasescope import RunConfig
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.config import ConfigError
 from phasescope.data import load_dataset
 from phasescope.data.atypical import apply_atypical, mask_arrays, parse_atypical, random_labels
@@ -94,7 +94,7 @@ def test_a_cli_run_writes_atypical_npz(tmp_path):
 
 
 def test_sweep_files_accept_random_labels_and_name_the_runs_like_label_noise(tmp_path):
-    from phasescope.sweep.spec import load_spec
+    from phasescope.interfaces.sweep.spec import load_spec
 
     path = tmp_path / "s.toml"
     path.write_text('dataset = "digits"\niterations = 8\n\n[grid]\n'

@@ -7,7 +7,7 @@ import torch
 from phasescope.config import RunConfig
 from phasescope.data import make_splits, measurement_indices, measurement_sets
 from phasescope.data.base import normalise, unnormalise
-from phasescope.experiment import measurement_sets as experiment_measurement_sets
+from phasescope.run.experiment import measurement_sets as experiment_measurement_sets
 
 
 def _splits(shape=(1, 4, 4), n_train=90, n_test=60, classes=3):

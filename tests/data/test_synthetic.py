@@ -7,7 +7,7 @@ import pytest
 from phasescope.data import DATASETS, DataError, load_dataset
 from phasescope.data.synthetic import load_synthetic
 from phasescope.theory import DataModel
-from phasescope.theory.datamodel import normalise
+from phasescope.data.datamodel import normalise
 
 
 def test_registered_and_loadable_with_defaults():

@@ -107,7 +107,7 @@ def test_run_config_num_classes():
 def test_cli_num_classes_reaches_the_model(tmp_path):
     from typer.testing import CliRunner
 
-    from phasescope.cli import app
+    from phasescope.interfaces.cli import app
 
     args = ["run", "--dataset", "digits", "--width", "0.25", "--iterations", "2", "--batch-size", "32",
             "--fit-samples", "200", "--test-samples", "100", "--bootstrap", "20", "--no-samples", "--quiet"]

@@ -18,7 +18,7 @@ import torch
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
 
 from phasescope.data import load_dataset
-from phasescope.integrations.transformers import PhaseScopeCallback
+from phasescope.interfaces.integrations.transformers import PhaseScopeCallback
 
 SCHEDULE = [0, 1, 2, 4, 8, 16]
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import Logger
 
 from phasescope.data import load_dataset
-from phasescope.integrations.lightning import PhaseScopeCallback
-from phasescope.models import build_model
+from phasescope.interfaces.integrations.lightning import PhaseScopeCallback
+from phasescope.run.models import build_model
 
 SCHEDULE = [0, 1, 2, 4, 8, 16, 24, 32]
 

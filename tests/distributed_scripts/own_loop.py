@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from phasescope import PhaseTracker
 from phasescope.data import load_dataset
-from phasescope.integrations.common import open_run, start_run
-from phasescope.models import build_model
+from phasescope.interfaces.integrations.common import open_run, start_run
+from phasescope.run.models import build_model
 from phasescope.reconstructions import Reconstructions
 from phasescope.samples import SampleDynamics
 from phasescope.stopping import BestFeaturesKeeper

@@ -14,9 +14,9 @@ pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed
 from phasescope import log_schedule  # noqa: E402
 from phasescope.config import ConfigError  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
-from phasescope.integrations.lightning import PhaseScopeCallback  # noqa: E402
-from phasescope.models import build_model  # noqa: E402
-from phasescope.runs import read_json  # noqa: E402
+from phasescope.interfaces.integrations.lightning import PhaseScopeCallback  # noqa: E402
+from phasescope.run.models import build_model  # noqa: E402
+from phasescope.outputs.runs import read_json  # noqa: E402
 
 STEPS = 32
 

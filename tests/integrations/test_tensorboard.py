@@ -9,10 +9,10 @@ pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip ins
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from phasescope import PhaseTracker  # noqa: E402
-from phasescope.cli import app  # noqa: E402
+from phasescope.interfaces.cli import app  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
-from phasescope.integrations.tensorboard import TensorBoardLogger  # noqa: E402
-from phasescope.models import build_model  # noqa: E402
+from phasescope.interfaces.integrations.tensorboard import TensorBoardLogger  # noqa: E402
+from phasescope.run.models import build_model  # noqa: E402
 
 KEY = "phasescope/features.3/test/reconstruction_mse"
 

@@ -11,8 +11,8 @@ from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClass
 
 from phasescope import log_schedule  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
-from phasescope.integrations.transformers import PhaseScopeCallback  # noqa: E402
-from phasescope.runs import read_json  # noqa: E402
+from phasescope.interfaces.integrations.transformers import PhaseScopeCallback  # noqa: E402
+from phasescope.outputs.runs import read_json  # noqa: E402
 
 STEPS = 16
 KEY = "phasescope/vit.layers.1/test/reconstruction_mse"

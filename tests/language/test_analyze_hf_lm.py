@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'phasescope[transformers]')")
 
-from phasescope.cli import app  # noqa: E402
+from phasescope.interfaces.cli import app  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
 from phasescope.data.subsets import measurement_indices  # noqa: E402
 

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from phasescope import RunConfig
 from phasescope.errors import ModelError
-from phasescope.gpt import GPT
-from phasescope.models import build_model, default_layers, trackable_layers
-from phasescope.presets import preset_config
-from phasescope.training import BatchStream, loss_of, make_optimizer, train, warm_up
+from phasescope.run.gpt import GPT
+from phasescope.run.models import build_model, default_layers, trackable_layers
+from phasescope.run.presets import preset_config
+from phasescope.run.training import BatchStream, loss_of, make_optimizer, train, warm_up
 
 
 def small(context: int = 16, vocab: int = 11) -> GPT:

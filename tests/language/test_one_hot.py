@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from phasescope.measure.ridge import OneHot, StreamingRidge
-from phasescope.measure.targets import one_hot_errors
+from phasescope.engine.measure.ridge import OneHot, StreamingRidge
+from phasescope.engine.measure.targets import one_hot_errors
 
 VOCAB = 7
 
@@ -70,7 +70,7 @@ def test_one_hot_decoder_equals_the_dense_ridge_solution(k):
 
 
 def test_errors_are_scored_in_chunks_with_the_same_result(monkeypatch):
-    from phasescope.measure import targets
+    from phasescope.engine.measure import targets
 
     H, tokens = data(100)
     solver = fitted(H, OneHot(tokens, VOCAB))
@@ -83,7 +83,7 @@ def test_errors_are_scored_in_chunks_with_the_same_result(monkeypatch):
 def test_the_tracker_never_forms_a_dense_one_hot_of_tokens(monkeypatch):
     """Token inputs: decoder and probe targets are index-added; a vocabulary of 50,000 would not fit."""
     from phasescope import PhaseTracker
-    from phasescope.gpt import gpt
+    from phasescope.run.gpt import gpt
 
     torch.manual_seed(0)
     model = gpt((8,), VOCAB, width=0.25)
@@ -107,7 +107,7 @@ def test_tracker_rows_equal_a_dense_ridge_on_its_own_features(window):
     """End to end: the token rows of a checkpoint are the dense ridge decoder's on the features of the
     last position (errors averaged over the window's one-hots; recovery = the argmax is the token)."""
     from phasescope import PhaseTracker
-    from phasescope.gpt import gpt
+    from phasescope.run.gpt import gpt
 
     torch.manual_seed(0)
     model = gpt((8,), VOCAB, width=0.25)
@@ -144,7 +144,7 @@ def test_tracker_rows_equal_a_dense_ridge_on_its_own_features(window):
 
 def test_token_inputs_are_checked_against_the_vocabulary():
     from phasescope import PhaseTracker
-    from phasescope.gpt import gpt
+    from phasescope.run.gpt import gpt
 
     model = gpt((8,), VOCAB, width=0.25)
     x, y = torch.randint(0, VOCAB, (40, 8)), torch.randint(0, VOCAB, (40,))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 
 runner = CliRunner()
 BLOCKS = ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from phasescope import PhaseTracker
-from phasescope.measure.ridge import OneHot, StreamingRidge
+from phasescope.engine.measure.ridge import OneHot, StreamingRidge
 from tests.test_distributed import ok, run_ranks
 
 VOCAB = 7
@@ -68,7 +68,7 @@ def test_a_one_hot_accumulated_around_a_given_shift_equals_the_dense_products():
 
 
 def _gpt_tracker(distributed, **kw):
-    from phasescope.gpt import gpt
+    from phasescope.run.gpt import gpt
 
     torch.manual_seed(0)
     model = gpt((8,), VOCAB, width=0.25)
@@ -103,7 +103,7 @@ def test_two_ranks_measure_a_token_model_as_one_process(kw, tmp_path):
 def test_the_input_span_never_applies_to_token_targets():
     """Windows of 64 tokens and 40 fit windows: inputs of more values than fit samples, which the
     span would take for images; token targets reconstruct the one-hot and record input_span off."""
-    from phasescope.gpt import gpt
+    from phasescope.run.gpt import gpt
 
     torch.manual_seed(0)
     model = gpt((64,), VOCAB, width=0.25)

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, Trainer, TrainingArgu
 
 from phasescope import log_schedule  # noqa: E402
 from phasescope.data import load_dataset  # noqa: E402
-from phasescope.integrations.transformers import PhaseScopeCallback, transformer_blocks  # noqa: E402
-from phasescope.runs import read_json  # noqa: E402
+from phasescope.interfaces.integrations.transformers import PhaseScopeCallback, transformer_blocks  # noqa: E402
+from phasescope.outputs.runs import read_json  # noqa: E402
 
 STEPS, CONTEXT = 8, 32
 

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from phasescope.measure.capture import flatten_features, frozen_copy, pool_grid, prepare, recalibrate_bn
-from phasescope.models import build_model
+from phasescope.engine.measure.capture import flatten_features, frozen_copy, pool_grid, prepare, recalibrate_bn
+from phasescope.run.models import build_model
 
 
 def test_recalibrated_statistics_are_the_exact_data_statistics():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from phasescope.measure.information import (
+from phasescope.engine.measure.information import (
     bin_activations, binning_mi, conditional_entropy, discrete_entropy, discrete_mutual_information,
     gaussian_channel_mi, kde_mi, pattern_ids, reduce_units, relative_sigma, subsample)
 

@@ -3,8 +3,8 @@ coordinates gives the full-D decoder's per-sample errors, training error and rec
 import pytest
 import torch
 
-from phasescope.measure.ridge import StreamingRidge
-from phasescope.measure.span import InputSpan
+from phasescope.engine.measure.ridge import StreamingRidge
+from phasescope.engine.measure.span import InputSpan
 
 
 def _data(n=50, m=40, D=300, p=10, rank=None, seed=0):
@@ -90,7 +90,7 @@ def _images(n_fit=120, n_test=60, seed=0):
 
 
 def _model():
-    from phasescope.models import build_model
+    from phasescope.run.models import build_model
 
     torch.manual_seed(0)
     return build_model("cnn", (1, 16, 16), 10, width=0.5)

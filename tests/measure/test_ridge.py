@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from phasescope.measure.ridge import NotFittedError, RidgeDecoder, StreamingRidge
+from phasescope.engine.measure.ridge import NotFittedError, RidgeDecoder, StreamingRidge
 
 
 def data(n=400, p=20, d=30, seed=0, offset=5.0):
@@ -143,7 +143,7 @@ def _explicit_gcv_and_loo(H, X, lam):
 
 
 def test_gcv_from_the_eigendecomposition_equals_the_hat_matrix_formula_and_tracks_leave_one_out():
-    from phasescope.measure.ridge import GCV_GRID, gcv_curve
+    from phasescope.engine.measure.ridge import GCV_GRID, gcv_curve
 
     H, X = data(n=60, p=12, d=4, offset=0.0)
     X = X + 3.0 * torch.randn(60, 4, generator=torch.Generator().manual_seed(1))  # noisy targets: ridge matters
@@ -179,7 +179,7 @@ def test_auto_ridge_is_a_valid_solution_for_every_target():
 def test_inverse_solve_equals_cholesky_solve_and_the_float64_per_sample_errors(monkeypatch):
     """Well-conditioned systems are solved through (C + lam I)^-1 (one product per target), others by
     cholesky_solve: the same solution; per-sample errors summed in float32 equal float64 sums."""
-    import phasescope.measure.ridge as ridge
+    import phasescope.engine.measure.ridge as ridge
 
     H, X = data(n=600, p=40, d=50)
     fast = RidgeDecoder(ridge=0.1).fit(H, X, batch_size=100)

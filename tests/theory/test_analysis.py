@@ -43,7 +43,7 @@ def test_max_margin_limit():
 
     from phasescope.theory import DataModel, Training
     from phasescope.theory.analysis import max_margin_reconstruction
-    from phasescope.theory.datamodel import normalise
+    from phasescope.data.datamodel import normalise
 
     dm = DataModel(num_classes=3, dim=20, n_train=60, n_test=60, atypical_fraction=0.2)
     mm = max_margin_reconstruction(dm, Training(), seed=0)

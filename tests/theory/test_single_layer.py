@@ -149,7 +149,7 @@ def test_divergence_is_reported():
 
 
 def test_the_decoder_is_the_shared_ridge_solver_with_ridge_0_auto_or_a_number():
-    from phasescope.measure.ridge import StreamingRidge
+    from phasescope.engine.measure.ridge import StreamingRidge
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 20))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phasescope.runs import read_errors
+from phasescope.outputs.runs import read_errors
 from phasescope.theory import DataModel, Training
 from phasescope.theory.experiment import run_theory
 from phasescope.theory.sweep import configure, run_sweep, summarise, sweep_values

@@ -8,13 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phasescope.cli import app
+from phasescope.interfaces.cli import app
 from phasescope.config import ConfigError, RunConfig
 from phasescope.data import load_dataset
-from phasescope.experiment import run_experiment
-from phasescope.models import build_model
-from phasescope.runs import read_metrics
-from phasescope.tracker import METRIC_COLUMNS, PhaseTracker
+from phasescope.run.experiment import run_experiment
+from phasescope.run.models import build_model
+from phasescope.outputs.runs import read_metrics
+from phasescope.engine.tracker import METRIC_COLUMNS, PhaseTracker
 from phasescope.config import TransferOptions
 from phasescope.transfer import TransferProbes, TransferTask, validate_options
 
@@ -126,7 +126,7 @@ def test_run_experiment_stops_when_the_keeper_says_so(tmp_path, monkeypatch):
 
 
 def test_report_rebuilds_the_transfer_section_from_files(tmp_path):
-    from phasescope.rebuild import rebuild
+    from phasescope.outputs.rebuild import rebuild
 
     cfg = RunConfig(**SMALL, transfer=TransferOptions(tasks=["class-split"]))
     res = run_experiment(cfg, tmp_path / "run", progress=False)

@@ -7,7 +7,7 @@ import torch
 
 from phasescope.config import RunConfig, TransferOptions
 from phasescope.data import make_splits
-from phasescope.experiment import measurement_sets
+from phasescope.run.experiment import measurement_sets
 from phasescope.transfer import (TransferError, build_tasks, colour_dominance, colour_task, from_config, npz_task,
                                  parse_specs, split_classes, switch_task)
 from phasescope.transfer.tasks import dataset_task, unnormalise

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .base import DataError, Splits, make_splits
 from .embedded import load_mnist_digits, load_sklearn_digits
@@ -26,7 +26,6 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
     ),
 }
 
-DATASETS: tuple[str, ...] = tuple(_LOADERS)
 # Datasets that read no files (data_dir is an error for them).
 EMBEDDED_DATASETS = ("mnist-digits", "digits", "synthetic", "shakespeare")
 # Text as windows of token ids (data.text): their loaders take the window length, ``context``.
@@ -34,9 +33,13 @@ TEXT_DATASETS = ("shakespeare", "text")
 
 
 def register_dataset(name: str, loader: Callable[..., Splits]) -> None:
-    global DATASETS
-    _LOADERS[name] = loader
-    DATASETS = tuple(_LOADERS)
+    _LOADERS[name] = loader  # DATASETS is derived from the loaders (see __getattr__): nothing is rebound
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DATASETS":  # the names of the registered datasets, in registration order
+        return tuple(_LOADERS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Standard distribution files (cifar10, cifar100, mnist, fashion-mnist) and bring-your-own

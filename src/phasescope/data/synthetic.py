@@ -23,7 +23,7 @@ from .base import DataError, Splits
 def load_synthetic(*, train_size: int | None = None, seed: int = 0, data_dir: Any = None, download: bool = False,
                    data_seed: int | None = None, **params: Any) -> Splits:
     """Generate the ``synthetic`` splits (``data_dir`` and ``download`` are ignored)."""
-    from ..theory.datamodel import DataModel, normalise
+    from .datamodel import DataModel, normalise
 
     known = {f.name for f in dataclasses.fields(DataModel)}
     unknown = sorted(set(params) - known)

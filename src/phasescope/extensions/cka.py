@@ -13,7 +13,7 @@ the test samples (the (n, p) features the tracker scores its decoder on: pooled 
 
 Rows (split ``test``): ``value`` the estimate over the n samples, ``ci_low``/``ci_high`` the
 tracker's percentile-bootstrap interval over test samples. Both feature matrices are resampled
-jointly (a resample repeats the same samples in both), with :class:`phasescope.stats.Bootstrap`
+jointly (a resample repeats the same samples in both), with :class:`phasescope.engine.stats.Bootstrap`
 built from the tracker's ``bootstrap`` count, ``confidence`` and ``seed``: the resample weights
 of n samples are the very ones the tracker's own intervals use for n test samples (the same when
 ``max_samples`` keeps them all), and the same at every checkpoint (paired). A resample's value is
@@ -73,8 +73,8 @@ import torch
 
 from ..config import Section, opt
 from ..extension import Extension, RunSetup
-from ..measure.information import subsample
-from ..stats import Bootstrap
+from ..engine.measure.information import subsample
+from ..engine.stats import Bootstrap
 
 METRICS = ("cka_init", "cka_previous")
 PNG = "cka.png"
@@ -321,7 +321,7 @@ class LinearCKA(Extension):
         cached = 4 * n * columns * 8 if n else None  # k and k2 of two references (GramStats)
         return {"estimator": "linear CKA, unbiased HSIC (Song et al. 2012)", "samples": n,
                 "max_samples": self.max_samples, "seed": self.seed,
-                "resampling": "phasescope.stats.Bootstrap with the tracker's bootstrap, confidence and seed; "
+                "resampling": "phasescope.engine.stats.Bootstrap with the tracker's bootstrap, confidence and seed; "
                               "test samples resampled jointly for both feature matrices; a resample's value is the "
                               "U-statistic over its tuples of distinct samples",
                 **self._settings, "reference_bytes": kept, "reference_bytes_total": int(sum(kept.values())),
@@ -507,8 +507,8 @@ def summarise_cka(df: pd.DataFrame | None, payload: dict | None) -> dict | None:
 def plot_cka(df: pd.DataFrame, payload: dict | None, path: Path, title: str | None = None) -> Path:
     """cka.png: one panel per layer, ``cka_init`` and ``cka_previous`` against iteration (log axis)
     with their bootstrap intervals as bands, the phases shaded and the reconstruction minimum dotted."""
-    from ..report import _series, _setup_axis, new_figure, shade_phases
-    from ..runs import save_figure
+    from ..outputs.figures import _series, _setup_axis, new_figure, shade_phases
+    from ..outputs.runs import save_figure
 
     payload = payload or {}
     rows = df[df.metric.isin(METRICS) & (df.split == "test")]
@@ -540,7 +540,7 @@ def plot_cka(df: pd.DataFrame, payload: dict | None, path: Path, title: str | No
     if layers:
         from matplotlib.patches import Patch
 
-        from ..report import PHASE_COLOURS
+        from ..outputs.figures import PHASE_COLOURS
 
         handles, labels = axes[0][0].get_legend_handles_labels()
         names = {p.get("name") for info in (payload.get("layers") or {}).values() if isinstance(info, dict)

@@ -9,7 +9,7 @@
 At every checkpoint, for every tracked layer, :class:`InfoPlane` estimates I(X;T) and
 I(T;Y) in bits from the features the tracker has already computed (the pooled (N, p)
 layer outputs of its forward pass over the fit samples; no extra forward pass), with the
-estimators of :mod:`phasescope.measure.information`:
+estimators of :mod:`phasescope.engine.measure.information`:
 
 ====================  =====================================================================
 ``binning``           equal-width bins over the range observed at the checkpoint (``bins``, ``binning_scope``)
@@ -30,7 +30,7 @@ the noise and the budgets, all recorded in the ``infoplane`` section of phases.j
 
 Budgets (recorded): at most ``max_units`` units per layer (spatial maps average-pooled,
 else a seeded random subset) and ``max_samples`` samples (a seeded random subset, the
-same at every checkpoint); see :mod:`phasescope.measure.information` for what they do to
+same at every checkpoint); see :mod:`phasescope.engine.measure.information` for what they do to
 the estimates.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ import torch
 
 from ..config import ConfigError, Section, comma_list, opt
 from ..extension import Extension, Requires, RunSetup
-from ..measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
+from ..engine.measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
 
 ESTIMATORS = {
     "binning": "equal-width bins over the range observed at the checkpoint",
@@ -174,7 +174,7 @@ class InfoPlane(Extension):
         """Per-sample output shape of each tracked layer, from one 2-sample forward through
         hooks (the model's train/eval modes are left as they are)."""
         if self._shapes is None:
-            from ..measure.capture import capture
+            from ..engine.measure.capture import capture
 
             with torch.no_grad(), capture(ctx.model, list(ctx.layers)) as store:
                 ctx.model(ctx.fit_x[:2].to(ctx.device))
@@ -277,11 +277,11 @@ class InfoPlane(Extension):
         return section
 
     def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
-        """Hook of :func:`phasescope.experiment.write_outputs`: the ``infoplane`` key of phases.json."""
+        """Hook of :func:`phasescope.run.experiment.write_outputs`: the ``infoplane`` key of phases.json."""
         return {"infoplane": self.summary(df, reconstruction_minima(df, payload))}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        """Hook of :func:`phasescope.experiment.write_outputs`: infoplane.png when ``figure``
+        """Hook of :func:`phasescope.run.experiment.write_outputs`: infoplane.png when ``figure``
         (the rows themselves are in metrics.csv, the summary in phases.json)."""
         if not figure or df is None or not len(df) or "estimator" not in df.columns:
             return []
@@ -460,7 +460,7 @@ def plot_infoplane(df: pd.DataFrame, payload: dict | None, path: Path, title: st
     from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
 
-    from ..report import _series, _setup_axis, shade_phases
+    from ..outputs.figures import _series, _setup_axis, shade_phases
 
     payload = payload or {}
     curves = mi_curves(df)

@@ -333,7 +333,7 @@ class Reconstructions(Extension):
 
 # ---------------------------------------------------------------------- files
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from ..runs import atomic_write as _atomic
+    from ..outputs.runs import atomic_write as _atomic
 
     def save(p: Path) -> None:
         with open(p, "wb") as f:
@@ -410,8 +410,8 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from ..report import PHASE_COLOURS, to_rgb8
-    from ..runs import save_figure
+    from ..outputs.figures import PHASE_COLOURS, to_rgb8
+    from ..outputs.runs import save_figure
 
     its = [int(i) for i in a["iterations"]]
     layer = str(a["layer"])

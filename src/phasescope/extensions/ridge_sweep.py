@@ -40,8 +40,8 @@ import torch
 
 from ..errors import ConfigError, NonFiniteActivations
 from ..extension import Extension, RunSetup
-from ..measure.ridge import AUTO, StreamingRidge, _check_ridge
-from ..phases import detect_phases
+from ..engine.measure.ridge import AUTO, StreamingRidge, _check_ridge
+from ..engine.phases import PhaseSettings, detect_phases
 
 ERRORS_FILE = "errors_ridge.npz"
 SWEEP_METRICS = ("reconstruction_mse", "decoder_lambda", "decoder_dof")
@@ -107,8 +107,7 @@ class RidgeSweep(Extension):
         if main in self.errors:
             raise ValueError(f"relative_ridge repeats the main value {main}; give each ridge once.")
         self.main = main
-        self.tracker_settings = {"confidence": tracker.confidence, "n_boot": tracker.bootstrap,
-                                 "min_effect": tracker.min_effect, "seed": tracker.seed}
+        self.phase_settings = PhaseSettings.from_config(tracker)  # the tracker's (any object with those attributes)
 
     def describe(self) -> dict:
         return {"ridges": [ridge_label(r) for r in self.ridges], "errors_file": ERRORS_FILE}
@@ -142,8 +141,8 @@ class RidgeSweep(Extension):
     # ------------------------------------------------------------------ results
     def phases(self) -> dict[str, dict[str, Any]]:
         """{ridge label: {layer: PhaseResult}} of the extra ridges (layers with >= 2 checkpoints)."""
-        s = getattr(self, "tracker_settings", {})
-        return {label: _phases(per_layer, **s) for label, per_layer in self.errors.items()}
+        s = getattr(self, "phase_settings", None)
+        return {label: _phases(per_layer, s) for label, per_layer in self.errors.items()}
 
     def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
         per = {self.main: payload.get("layers", {})}
@@ -151,7 +150,7 @@ class RidgeSweep(Extension):
         return {"ridge_sweep": {"ridges": list(per), "main": self.main, "per_ridge": per}}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ..runs import atomic_write, by_iteration, write_bytes_to
+        from ..outputs.runs import atomic_write, by_iteration, write_bytes_to
 
         arrays = {}
         for label, per_layer in self.errors.items():
@@ -182,7 +181,7 @@ class RidgeSweep(Extension):
     def report_context(cls, payload: dict) -> dict:
         """report.html's ridge section: per ridge and layer, the printed summary's row (phases,
         minimum, decrease, increase)."""
-        from ..report import summary_rows
+        from ..outputs.figures import summary_rows
 
         sweep = payload.get("ridge_sweep")
         if not sweep:
@@ -200,10 +199,9 @@ class RidgeSweep(Extension):
             return {}
         errors = read_sweep_errors(path)
         settings = next((r.get("settings", {}) for r in payload.get("layers", {}).values()), {})
-        kw = {"confidence": settings.get("confidence", 0.95), "n_boot": settings.get("bootstrap", 1000),
-              "min_effect": settings.get("min_effect", 0.02), "seed": settings.get("seed", 0)}
+        kw = PhaseSettings.from_config(settings)  # as recorded in phases.json (older runs: the defaults)
         per = {old["main"]: payload.get("layers", {})}
-        per.update({label: {n: r.to_dict() for n, r in _phases(e, **kw).items()} for label, e in errors.items()})
+        per.update({label: {n: r.to_dict() for n, r in _phases(e, kw).items()} for label, e in errors.items()})
         return {"ridge_sweep": {"ridges": list(per), "main": old["main"], "per_ridge": per}}
 
     # ------------------------------------------------------------------ resume
@@ -221,14 +219,12 @@ def _further_ridges(relative_ridge: Any) -> list:
     return list(relative_ridge[1:]) if isinstance(relative_ridge, (list, tuple)) else []
 
 
-def _phases(per_layer: dict[str, dict[int, np.ndarray]], *, confidence: float = 0.95, n_boot: int = 1000,
-            min_effect: float = 0.02, seed: int = 0) -> dict:
+def _phases(per_layer: dict[str, dict[int, np.ndarray]], settings: PhaseSettings | None = None) -> dict:
     out = {}
     for layer, per_it in per_layer.items():
         its = sorted(per_it)
         if len(its) >= 2:
-            out[layer] = detect_phases(its, np.stack([per_it[i] for i in its]), confidence=confidence,
-                                       n_boot=n_boot, min_effect=min_effect, seed=seed)
+            out[layer] = detect_phases(its, np.stack([per_it[i] for i in its]), settings=settings)
     return out
 
 
@@ -256,8 +252,8 @@ def sweep_curves(df: pd.DataFrame, main: str | None = None, split: str = "test")
 def plot_ridge_sweep(df: pd.DataFrame, payload: dict, path: Path) -> Path:
     """One panel per layer: the test reconstruction curve at every ridge, each divided by its
     value at iteration 0 (so their shapes compare), the minimum of each marked."""
-    from ..report import _setup_axis, new_figure
-    from ..runs import save_figure
+    from ..outputs.figures import _setup_axis, new_figure
+    from ..outputs.runs import save_figure
 
     sweep = payload.get("ridge_sweep") or {}
     curves = sweep_curves(df, sweep.get("main"))

@@ -20,16 +20,18 @@ tells the loop to stop once the rise after the minimum is significant:
 
 The hook is thin: :func:`decide` is a pure function of the checkpoints' per-sample
 errors, tested without training. Stopping uses the same paired bootstrap and the same
-(Bonferroni-adjusted) rule as :func:`~phasescope.phases.detect_phases`: stop once the
+(Bonferroni-adjusted) rule as :func:`~phasescope.engine.phases.detect_phases`: stop once the
 curve so far has a significant increase after its minimum (and, by default, a
 significant decrease before it, so a curve that only rises at the start does not stop
 training at initialisation).
 
 The kept weights are the model's full ``state_dict`` (BatchNorm buffers included, as
 training left them); recalibrate BatchNorm on your data before using frozen features
-(:func:`phasescope.measure.capture.recalibrate_bn`), as the tracker does.
+(:func:`phasescope.engine.measure.capture.recalibrate_bn`), as the tracker does.
 """
 from __future__ import annotations
+
+import dataclasses
 
 from dataclasses import asdict
 from pathlib import Path
@@ -42,14 +44,17 @@ from torch import nn
 
 from ..extension import CheckpointContext, Decision, Extension, RunSetup
 from ..errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
-from ..phases import detect_phases
+from ..engine.phases import PhaseSettings, detect_phases
 from .transfer.options import TransferOptions
 
 
 def decide(iterations: Sequence[int], errors: np.ndarray, *, stop_on_increase: bool = False,
-           require_decrease: bool = True, confidence: float = 0.95, n_boot: int = 1000, min_effect: float = 0.02,
-           seed: int = 0) -> Decision:
+           require_decrease: bool = True, settings: PhaseSettings | None = None, confidence: float | None = None,
+           n_boot: int | None = None, min_effect: float | None = None, seed: int | None = None) -> Decision:
     """Keep and stop decision after the last of ``iterations``.
+
+    ``settings``: how phases are decided (:class:`~phasescope.engine.phases.PhaseSettings`; the loose
+    ``confidence``, ``n_boot``, ``min_effect`` and ``seed`` replace its values when given).
 
     ``errors``: (K, n) per-sample test reconstruction errors of the same n samples at the K
     checkpoints so far (or a (K,) curve of means; then only ``min_effect`` decides).
@@ -69,7 +74,7 @@ def decide(iterations: Sequence[int], errors: np.ndarray, *, stop_on_increase: b
     if not stop_on_increase or len(its) < (3 if require_decrease else 2):
         why = "new minimum of the reconstruction error" if new_best else f"minimum still at iteration {best}"
         return Decision(False, why, new_best, best)
-    r = detect_phases(its, E, confidence=confidence, n_boot=n_boot, min_effect=min_effect, seed=seed)
+    r = detect_phases(its, E, settings=settings, confidence=confidence, n_boot=n_boot, min_effect=min_effect, seed=seed)
     inc = r.relative_increase
     ci = "" if inc.ci_low is None or not np.isfinite(inc.ci_low) else \
         f" [{100 * inc.ci_low:.1f}%, {100 * inc.ci_high:.1f}%]"
@@ -127,9 +132,12 @@ class BestFeaturesKeeper(Extension):
         self.layer = self.layer if self.layer is not None else tracker.layers[-1]
         if self.layer not in tracker.layers:
             raise ValueError(f"layer={self.layer!r} is not tracked; choose one of: {', '.join(tracker.layers)}.")
-        for attr, default in (("confidence", 0.95), ("n_boot", 1000), ("min_effect", 0.02), ("seed", 0)):
-            if getattr(self, attr) is None:
-                setattr(self, attr, getattr(tracker, "bootstrap" if attr == "n_boot" else attr, default))
+        # The phase settings given to the keeper, else the tracker's (else the defaults): one checked value.
+        theirs = PhaseSettings.from_config(tracker)
+        mine = {"confidence": self.confidence, "bootstrap": self.n_boot, "min_effect": self.min_effect, "seed": self.seed}
+        self.phase_settings = dataclasses.replace(theirs, **{k: v for k, v in mine.items() if v is not None})
+        s = self.phase_settings
+        self.confidence, self.n_boot, self.min_effect, self.seed = s.confidence, s.bootstrap, s.min_effect, s.seed
 
     # ------------------------------------------------------------------ the hooks
     def after_checkpoint(self, ctx: CheckpointContext) -> Decision:
@@ -151,8 +159,7 @@ class BestFeaturesKeeper(Extension):
             return self.decision or Decision(False, f"no measurement at iteration {iteration}")
         upto = [k for k, i in enumerate(its) if i <= iteration]
         d = decide([its[k] for k in upto], E[upto], stop_on_increase=self.stop_on_increase,
-                   require_decrease=self.require_decrease, confidence=self.confidence, n_boot=self.n_boot,
-                   min_effect=self.min_effect, seed=self.seed)
+                   require_decrease=self.require_decrease, settings=self.phase_settings)
         if d.new_best:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             self.best_iteration = int(iteration)
@@ -208,7 +215,7 @@ class BestFeaturesKeeper(Extension):
 
     def save(self, path, **meta: Any) -> None:
         """Write the kept weights with their iteration and layer (atomically) to ``path``."""
-        from ..runs import atomic_write
+        from ..outputs.runs import atomic_write
 
         doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
                "decision": asdict(self.decision) if self.decision else None, **meta}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..phases import PhaseResult
-from .datamodel import DataModel, normalise
+from ..engine.phases import PhaseResult
+from ..data.datamodel import DataModel, normalise
 from .single_layer import LinearReconstruction, Training, initial_weights
 
 

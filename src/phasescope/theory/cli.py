@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .datamodel import DataModel
+from ..data.datamodel import DataModel
 from .single_layer import Training
 
 _D, _T = DataModel(), Training()
@@ -74,7 +74,7 @@ def theory_command(
     phases exactly; or, with --sweep, run several values of one knob over several seeds."""
     from rich.console import Console
 
-    from ..runs import RunFolderError
+    from ..outputs.runs import RunFolderError
 
     console = Console()
     data = DataModel(num_classes=classes, dim=dim, n_train=n_train, n_test=n_test,
@@ -100,7 +100,7 @@ def theory_command(
 def _single(console, data, training, seed, out, overwrite, bootstrap, confidence, min_effect, figure) -> None:
     from rich.table import Table
 
-    from ..report import fmt_estimate
+    from ..outputs.figures import fmt_estimate
     from .experiment import describe, run_theory
 
     console.print(describe(data, training, seed))

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..report import phases_payload
-from ..runfolder import RunWriter
-from ..runs import Wording, write_errors, write_json, write_metrics
+from ..outputs.figures import phases_payload
+from ..run.runfolder import RunWriter
+from ..outputs.runs import Wording, write_errors, write_json, write_metrics
 from .analysis import turn_summary
-from .datamodel import DataModel
+from ..data.datamodel import DataModel
 from .figures import plot_theory_curves
 from .single_layer import OUTPUT_LAYERS, TheoryResult, Training, simulate
 
@@ -49,7 +49,7 @@ def measurement_settings(bootstrap: int, confidence: float, min_effect: float) -
 
 
 def versions() -> dict:
-    from ..runfolder import versions as _versions
+    from ..run.runfolder import versions as _versions
 
     return _versions()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import PHASE_COLOURS, _setup_axis, new_figure, shade_phases
+from ..outputs.figures import PHASE_COLOURS, _setup_axis, new_figure, shade_phases
 
 BLUE, LIGHT_BLUE, ORANGE, GREEN, RED, GREY = "#08519c", "#6baed6", "#e6550d", "#31a354", "#cb181d", "#636363"
 

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import NotFittedError
-from ..phases import PhaseResult, detect_phases
-from ..schedule import log_schedule
-from ..stats import Bootstrap
-from .datamodel import DataModel, normalise
+from ..engine.phases import PhaseResult, PhaseSettings, detect_phases
+from ..engine.schedule import log_schedule
+from ..engine.stats import Bootstrap
+from ..data.datamodel import DataModel, normalise
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 OUTPUT_LAYERS = ("logits", "softmax")
@@ -44,7 +44,7 @@ RCOND = 1e-12  # ridge 0: eigenvalues of the centred Gram matrix below this x th
 # ----------------------------------------------------------------------------- reconstruction
 class LinearReconstruction:
     """The affine decoder ``x ~ z B + c`` from outputs Z (n, K) to inputs X (n, d), solved by
-    the same ridge code as the tracker's decoder (:class:`phasescope.measure.ridge.StreamingRidge`,
+    the same ridge code as the tracker's decoder (:class:`phasescope.engine.measure.ridge.StreamingRidge`,
     here with its products in float64), so theory and experiment measure the same thing.
 
     ``ridge`` is relative, as in ``phasescope run --ridge``: lambda = ridge x the mean eigenvalue
@@ -66,7 +66,7 @@ class LinearReconstruction:
     def fit(self, Z: np.ndarray, X: np.ndarray) -> "LinearReconstruction":
         import torch
 
-        from ..measure.ridge import StreamingRidge
+        from ..engine.measure.ridge import StreamingRidge
 
         Z = np.asarray(Z, dtype=np.float64)
         X = np.asarray(X, dtype=np.float64)
@@ -161,7 +161,7 @@ class Training:
             raise ValueError(f"init_scale must be >= 0; got {self.init_scale}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}.")
-        from ..measure.ridge import _check_ridge
+        from ..engine.measure.ridge import _check_ridge
 
         _check_ridge(self.decoder_ridge)
         if self.points_per_octave < 1:
@@ -301,7 +301,7 @@ class TheoryResult:
         return s.set_index("iteration")["value"].sort_index()
 
     def errors_by_iteration(self) -> dict[str, dict[int, np.ndarray]]:
-        """The per-sample errors in the layout of :func:`phasescope.runs.write_errors`."""
+        """The per-sample errors in the layout of :func:`phasescope.outputs.runs.write_errors`."""
         return {layer: dict(zip(self.iterations, E)) for layer, E in self.errors.items()}
 
 
@@ -373,8 +373,8 @@ def simulate(data: DataModel, training: Training | None = None, seed: int = 0, *
     t_train = time.perf_counter() - t_train - timing["measure"]
     metrics = rows.frame()
     E = {name: np.stack(v) for name, v in errors.items()}
-    phases = {name: detect_phases(schedule, E[name], confidence=confidence, n_boot=bootstrap,
-                                  min_effect=min_effect, seed=seed) for name in OUTPUT_LAYERS}
+    settings = PhaseSettings(confidence=confidence, bootstrap=bootstrap, min_effect=min_effect, seed=seed)
+    phases = {name: detect_phases(schedule, E[name], settings=settings) for name in OUTPUT_LAYERS}
     total = time.perf_counter() - t0
     return TheoryResult(
         data=data, training=training, seed=seed, metrics=metrics, iterations=schedule, errors=E, phases=phases,

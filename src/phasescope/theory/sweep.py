@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..runs import atomic_write, write_metrics
+from ..outputs.runs import atomic_write, write_metrics
 from .analysis import turn_summary
-from .datamodel import DataModel
+from ..data.datamodel import DataModel
 from .experiment import PRIMARY_LAYER, claim, describe, measurement_settings, versions
 from .figures import plot_sweep
 from .single_layer import TheoryResult, Training, simulate

@@ -103,8 +103,8 @@ class SampleDynamics(Extension):
     # ------------------------------------------------------------------ measurement
     def _forward(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """x, y, logits, head input and tracked-layer features of the followed samples."""
-        from ...measure.capture import capture_inputs, final_linear_name
-        from ...measure.inputs import as_tensors as _as_tensors
+        from ...engine.measure.capture import capture_inputs, final_linear_name
+        from ...engine.measure.inputs import as_tensors as _as_tensors
 
         if self.data is None and HEAD in ctx.module_inputs:
             return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.module_inputs[HEAD], _LazyFeatures(ctx)
@@ -167,7 +167,7 @@ class SampleDynamics(Extension):
 
     def _check_head(self, ctx, logits: torch.Tensor, a: torch.Tensor) -> None:
         """The captured input must be what the logits are computed from: logits = a W^T + b."""
-        from ...measure.capture import final_linear_name
+        from ...engine.measure.capture import final_linear_name
 
         lin = ctx.model.get_submodule(final_linear_name(ctx.model))
         self.bias_ = lin.bias is not None
@@ -229,7 +229,7 @@ class SampleDynamics(Extension):
                                  marks=[k for k, v in self.marks.items() if v.dtype.kind == "f"])  # text: frequencies
 
     def summarise(self, df: pd.DataFrame, payload: dict) -> dict:
-        """Hook of :func:`phasescope.experiment.write_outputs`: the ``samples`` key of phases.json."""
+        """Hook of :func:`phasescope.run.experiment.write_outputs`: the ``samples`` key of phases.json."""
         minima = {n: p["min_iteration"] for n, p in payload.get("layers", {}).items()}
         return {"samples": self.summary(minima)}
 
@@ -291,10 +291,10 @@ class SampleDynamics(Extension):
 
     # ------------------------------------------------------------------ files
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        """Hook of :func:`phasescope.experiment.write_outputs`: samples.parquet (or .csv
+        """Hook of :func:`phasescope.run.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from ...runs import atomic_write, write_bytes_to
+        from ...outputs.runs import atomic_write, write_bytes_to
         from .report import plot_few, plot_samples, write_samples_table
 
         out = Path(out)

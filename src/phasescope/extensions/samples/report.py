@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 
 from ...data.base import unnormalise
-from ...report import _series, _setup_axis, new_figure, to_rgb8
-from ...runs import save_figure
+from ...outputs.figures import _series, _setup_axis, new_figure, to_rgb8
+from ...outputs.runs import save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
     "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
@@ -200,7 +200,7 @@ def _data_marks(run_dir: Path, table: pd.DataFrame) -> list[str]:
 
 def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
     """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
-    from ...runs import atomic_write
+    from ...outputs.runs import atomic_write
 
     try:
         import pyarrow  # noqa: F401
@@ -212,7 +212,7 @@ def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
 
 
 def read_samples_table(run_dir: Path) -> pd.DataFrame:
-    from ...runs import RunFileError
+    from ...outputs.runs import RunFileError
 
     run_dir = Path(run_dir)
     for name, read in (("samples.parquet", pd.read_parquet),

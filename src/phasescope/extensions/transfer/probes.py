@@ -1,7 +1,7 @@
 """``TransferProbes``: a tracker extension that probes frozen features for transfer tasks.
 
 At every checkpoint, for every task and tracked layer, a fresh linear probe (the engine
-of the tracker's label probes, :class:`~phasescope.measure.probe.LinearProbe`) is fitted on
+of the tracker's label probes, :class:`~phasescope.engine.measure.probe.LinearProbe`) is fitted on
 the frozen layer's features of the task's training inputs and scored on its training and
 test inputs. Rows go to the tidy metrics as ``transfer_accuracy`` / ``transfer_loss`` with
 a ``task`` column and bootstrap intervals; per-sample test correctness is kept for paired
@@ -20,9 +20,9 @@ import torch
 
 from ...config import ConfigError
 from ...extension import Extension, Requires, RunSetup
-from ...measure.probe import LinearProbe
-from ...measure.ridge import DEFAULT_RIDGE
-from ...stats import Bootstrap
+from ...engine.measure.probe import LinearProbe
+from ...engine.measure.ridge import DEFAULT_RIDGE
+from ...engine.stats import Bootstrap
 from .options import TransferOptions, validate_options
 from .recommend import transfer_section
 from .tasks import TransferError, TransferTask, build_tasks, parse_specs
@@ -65,7 +65,7 @@ class TransferProbes(Extension):
     @classmethod
     def draw_curves(cls, ax, df: pd.DataFrame, layer: str) -> None:
         """Test transfer accuracy of every task on the accuracy axis of ``layer``'s panel of curves.png."""
-        from ...report import TASK_COLOURS
+        from ...outputs.figures import TASK_COLOURS
 
         s = df[(df.layer == layer) & (df.split == "test") & (df.metric == "transfer_accuracy")]
         for i, (task, g) in enumerate(s.groupby("task", sort=False) if "task" in s.columns else []):
@@ -154,7 +154,7 @@ class TransferProbes(Extension):
         return {"transfer": section}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ...runs import by_iteration, write_npz
+        from ...outputs.runs import by_iteration, write_npz
 
         arrays = {}
         for task, per in self.correct.items():
@@ -192,7 +192,7 @@ class TransferProbes(Extension):
         """The ``transfer`` section from metrics.csv and transfer.npz (task descriptions from phases.json)."""
         if "transfer_accuracy" not in set(df.metric):
             return {}
-        from ...runs import read_json
+        from ...outputs.runs import read_json
 
         conf = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
         cfg = conf.get("config", {})

@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ...phases import Estimate
-from ...stats import Bootstrap
+from ...engine.phases import Estimate
+from ...engine.stats import Bootstrap
 
 ACCURACIES = ("acc_at_start", "acc_at_min", "acc_at_peak", "acc_at_end")
 GAPS = {  # name -> (a, b): accuracy at a minus accuracy at b
