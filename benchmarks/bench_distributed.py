@@ -18,18 +18,22 @@ the collectives; with 2 ranks the forward passes take half as long.
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import multiprocessing as mp
 import os
-import statistics
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread per rank, numpy's BLAS too
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 SUBSET = Path("shared") / "data" / "cifar10_subset.npz"  # beside the project's folder, or one above it
 CIFAR = next((p / SUBSET for p in Path(__file__).resolve().parents[1:] if (p / SUBSET).exists()),
