@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import defaults
+from .data.atypical import parse_atypical
 from .defaults import BN_MODES, DECODERS, INPUT_SPANS, OPTIMIZERS, PROBES, TOKENS
 from .errors import ConfigError  # noqa: F401  (defined with the other exceptions; imported from here too)
 from .registry import parse_value  # noqa: F401  (the value syntax of --extension NAME:KEY=VALUE)
+from .registry import get, is_builtin, option_sections, section_extensions
 
 
 def opt(default: Any = None, help: str = "", *, factory: Any = None, cli: bool = True, flag: str | None = None,
@@ -391,8 +393,6 @@ class RunConfig:
     def recorded_sections(self) -> list[str]:
         """The sections config.json holds: synthetic and the built-in extensions' always (so that its
         shape stays the same), an installed extension's when that extension is on."""
-        from .registry import is_builtin, section_extensions
-
         out = []
         for name in sections():
             owners = section_extensions(name)
@@ -450,7 +450,6 @@ class RunConfig:
                               f"--token-window {self.context} or less.")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not valid; choose cpu, cuda, cuda:N or auto.")
-        from .data.atypical import parse_atypical
 
         try:
             parse_atypical(self.atypical)
@@ -462,7 +461,6 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a {section.__name__}; build the config with RunConfig.from_dict.")
             validate_fields(value)
             value.validate()
-        from .registry import get
 
         for name in self.extensions:
             get(name)  # a registered extension, else ConfigError with the closest names
@@ -487,7 +485,6 @@ def _init(self: RunConfig, *args: Any, **kwargs: Any) -> None:
         v = given.get(name)
         held[name] = cls() if v is None else cls.from_dict(v) if isinstance(v, dict) else v
     object.__setattr__(self, "_sections", held)
-    from .registry import is_builtin, section_extensions
 
     for name in given:  # an installed extension's options were given: it is on
         owners = section_extensions(name)
@@ -505,8 +502,6 @@ SECTION_ORDER = ("samples", "transfer", "synthetic", "infoplane", "reconstructio
 def extension_sections() -> dict[str, type[Section]]:
     """{config.json key: Section class} of the registered extensions (built-in and installed),
     without those whose key is a core field (a warning names the plug-in)."""
-    from .registry import option_sections
-
     out = {}
     for name, cls in option_sections().items():
         if name in _CORE:
@@ -545,8 +540,6 @@ def parse_extension(spec: str) -> tuple[str, str | None, dict[str, Any]]:
     The name must be registered (else a ConfigError with the closest names); keys must be fields
     of its options section; a single value for a list field becomes a one-item list, and an option
     that implies others (``opt(implies=...)``) sets them too. Values are checked by the section."""
-    from .registry import get
-
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"extension {spec!r}: give an extension's name, optionally with options: "
                           "NAME or NAME:KEY=VALUE,KEY=VALUE (see `phasescope extensions`).")

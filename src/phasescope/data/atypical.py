@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import load_dataset
 from .base import DataError, Splits, normalise, unnormalise
 
 KINDS = ("label-noise", "random-labels", "foreign")
@@ -134,8 +135,6 @@ def convert(raw: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 def foreign_source(data: Splits, path: str | None, seed: int) -> tuple[str, torch.Tensor | None]:
     """(description, raw [0, 1] training images of the source, or None for synthetic noise)."""
-    from . import load_dataset
-
     if path:
         p = Path(path).expanduser()
         name = "folder" if p.is_dir() else "npz"

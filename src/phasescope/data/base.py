@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 
+from .validate import as_labels, check_inputs, check_splits, class_names
 from ..errors import DataError  # noqa: E402  (defined with the other exceptions; imported from here too)
 
 
@@ -82,8 +83,6 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
     or ``(N, C, H, W)``; uint8 is divided by 255, floats above 1.5 are taken as 0..255.
     Values must be finite real numbers of moderate size (:func:`~phasescope.data.validate.check_inputs`).
     """
-    from .validate import check_inputs
-
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[:, None]
@@ -156,8 +155,6 @@ def make_splits(
     then applied to both splits. Labels, inputs and sizes are checked as
     :mod:`phasescope.data.validate` describes; errors name ``info["source"]`` (the file).
     """
-    from .validate import as_labels, check_splits, class_names
-
     info = dict(info or {})
     source = str(info.get("source") or name)
     y_train = as_labels(y_train, source=f"{source} y_train")

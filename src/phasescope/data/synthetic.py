@@ -18,13 +18,12 @@ import numpy as np
 import torch
 
 from .base import DataError, Splits
+from .datamodel import DataModel, normalise
 
 
 def load_synthetic(*, train_size: int | None = None, seed: int = 0, data_dir: Any = None, download: bool = False,
                    data_seed: int | None = None, **params: Any) -> Splits:
     """Generate the ``synthetic`` splits (``data_dir`` and ``download`` are ignored)."""
-    from .datamodel import DataModel, normalise
-
     known = {f.name for f in dataclasses.fields(DataModel)}
     unknown = sorted(set(params) - known)
     if unknown:

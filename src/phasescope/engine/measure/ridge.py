@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .distributed import DEFAULT_TIMEOUT, Shard, _dist
 from ...errors import NonFiniteInput, NotFittedError
 from .precision import full_precision
+from .span import Projected
 
 
 from ...defaults import RELATIVE_RIDGE as DEFAULT_RIDGE  # relative ridge; the docstring says how it was chosen
@@ -196,8 +198,6 @@ class StreamingRidge:
         world) into each one, so that every process solves the same regression, on all their samples.
         Call it on every process, after its own :meth:`partial_fit` calls and before :meth:`solve`;
         a process without samples calls :meth:`allocate` first. See :func:`all_reduce_statistics`."""
-        from .distributed import DEFAULT_TIMEOUT, Shard, _dist
-
         shard = Shard(group if group is not None else _dist().group.WORLD, 1,
                       timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
         all_reduce_statistics([self], shard)
@@ -443,7 +443,6 @@ class StreamingRidge:
             # float32 row sums (torch sums blockwise: relative error ~1e-7, far below the float32
             # products before them), divided in float64: a float64 sum would convert the buffer first (4x slower)
             return residual.sum(1).double() / residual.shape[1]
-        from .span import Projected
 
         P = T if isinstance(T, Projected) else span.project(T)
         inside = self._predict(H, name).sub_(P.coords.to(H.device, torch.float32)).square_()
