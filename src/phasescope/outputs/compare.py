@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .runs import RunFileError, read_json, read_metrics, save_figure
+from .figures import _setup_axis, new_figure, phases_payload
+from .rebuild import measured_phases, with_defaults
+from .runs import RunFileError, read_errors, read_json, read_metrics, save_figure, writer_pid
 
 
 FINISHED = ("complete", "stopped")  # statuses of a run that ended as planned
@@ -47,10 +49,6 @@ def load_run(d: str | Path) -> LoadedRun:
     no metrics.csv :class:`NoCheckpoint`. A run still in progress (its lock held by a live process)
     or one that ended without phases.json gets its phases from the checkpoints so far (errors.npz),
     computed here and written nowhere; its ``status`` says which ("running", "no final status")."""
-    from .rebuild import measured_phases, with_defaults
-    from .figures import phases_payload
-    from .runs import read_errors, writer_pid
-
     d = Path(d)
     if not (d / "config.json").exists():
         raise FileNotFoundError(f"{d} is not a phasescope run folder (no config.json).")
@@ -156,9 +154,7 @@ def seed_agreement(table: pd.DataFrame) -> pd.DataFrame:
 def plot_compare(runs: list[LoadedRun], path: Path, labels: list[str] | None = None,
                  metric: str = "reconstruction_mse", title: str | None = None) -> Path:
     """Overlay the test curve of ``metric`` of every run, one panel per layer."""
-    from matplotlib import colormaps
-
-    from .figures import _setup_axis, new_figure
+    from matplotlib import colormaps  # lazy: matplotlib is heavy and only the figures need it
 
     labels = labels or run_labels(runs)
     layers = sorted({l for r in runs for l in r.metrics.layer.unique() if l != "model"
@@ -192,8 +188,6 @@ def plot_compare(runs: list[LoadedRun], path: Path, labels: list[str] | None = N
 
 def plot_seeds(runs: list[LoadedRun], path: Path, title: str | None = None) -> Path:
     """Mean and spread across seeds of the test reconstruction curve, one panel per layer."""
-    from .figures import _setup_axis, new_figure
-
     agg = aggregate(runs)
     rec = agg[(agg.metric == "reconstruction_mse") & (agg.split == "test") & (agg.layer != "model")]
     layers = sorted(rec.layer.unique())

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .runs import save_figure
+from ..engine.diagnostics import run_warnings
+from ..registry import extensions
 
 PHASE_COLOURS = {"constant": "#bdbdbd", "decrease": "#74c476", "increase": "#fb6a4a"}
 TASK_COLOURS = ["#756bb1", "#dd1c77", "#8c6d31", "#636363", "#17becf", "#bcbd22"]  # extensions' curves, one per series
@@ -36,7 +38,7 @@ def shade_phases(ax, phases: list[dict]) -> None:
 
 def new_figure(figsize: tuple[float, float], *, layout: str | None = "constrained"):
     """A matplotlib Figure that belongs to no pyplot state (save it with ``fig.savefig``)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is heavy and only the figures need it
 
     return Figure(figsize=figsize, layout=layout)
 
@@ -51,9 +53,7 @@ def plot_curves(df: pd.DataFrame, phases: dict[str, Any], path: Path, title: str
     """One panel per tracked layer: test/train reconstruction MSE (left axis, with 95% band)
     and accuracies (right axis) against iteration (log axis), phases shaded; every extension
     may add curves to the accuracy axis (``Extension.draw_curves``, e.g. transfer accuracy)."""
-    from matplotlib.patches import Patch
-
-    from ..registry import extensions
+    from matplotlib.patches import Patch  # lazy: matplotlib is heavy and only the figures need it
 
     layers = [l for l in df.layer.unique() if l != "model" and not str(l).startswith("_")
               and (df[(df.layer == l) & (df.metric == "reconstruction_mse")].shape[0] > 0)]
@@ -137,8 +137,6 @@ def final_accuracy(df: pd.DataFrame) -> dict[str, float]:
 
 def phases_payload(phase_results: dict, df: pd.DataFrame, num_classes: int | None = None) -> dict:
     """The phases.json document; ``warnings`` (see diagnostics) are checked when the class count is known."""
-    from ..engine.diagnostics import run_warnings
-
     return {
         "layers": {n: r.to_dict() for n, r in phase_results.items()},
         "final_accuracy": final_accuracy(df),

@@ -28,13 +28,17 @@ import json
 import math
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
+from .compare import load_runs, phase_table, plot_compare, plot_seeds, run_labels
 from .rebuild import NotARunFolder, check_run_folder
 from ..registry import extension_figures, extensions, find as find_extension
 from .figures import PHASE_COLOURS
+from .runs import RunFileError, atomic_write as _atomic
+from ..version import __version__
 
 REPORT, INDEX = "report.html", "index.html"
 STATUS_TEXT = {
@@ -63,7 +67,7 @@ class ReportError(NotARunFolder):
 
 # ---------------------------------------------------------------------- helpers
 def _env():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # lazy: jinja2 only renders report.html and index.html
 
     env = Environment(loader=PackageLoader("phasescope", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -83,7 +87,7 @@ def href(target: str | Path, start: str | Path) -> str:
 def inline_script(name: str) -> dict:
     """The page script ``templates/NAME`` and its CSP source (``'sha256-...'``): the policy allows
     this script and no other inline script, event handler or ``javascript:`` URL."""
-    from markupsafe import Markup
+    from markupsafe import Markup  # lazy: markupsafe (with jinja2) only renders report.html
 
     env = _env()
     text = env.loader.get_source(env, name)[0]
@@ -168,8 +172,6 @@ def _section(notes: list[str], name: str, build: Callable[[], Any], default: Any
 # ---------------------------------------------------------------------- one run
 def report_context(run_dir: str | Path, *, status: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
     """Everything report.html shows, read from the files of ``run_dir`` (``notes``: shown with its own)."""
-    from .runs import RunFileError
-
     try:
         run_dir = check_run_folder(Path(run_dir))
     except (NotARunFolder, RunFileError) as e:  # RunFileError: a corrupt config.json
@@ -226,7 +228,7 @@ def _extension_sections(ctx: dict, own: dict[type, dict], notes: list[str]) -> l
     """The extensions' sections of report.html, in ``report_order`` (then registry order): each
     extension's ``report_template`` rendered with the report's context and its own; an extension
     without one shows its figures that exist. An empty rendering is no section (nor navigation)."""
-    from markupsafe import Markup
+    from markupsafe import Markup  # lazy: markupsafe (with jinja2) only renders report.html
 
     env = _env()
     out = []
@@ -255,8 +257,6 @@ def _extension_sections(ctx: dict, own: dict[type, dict], notes: list[str]) -> l
 
 
 def _version() -> str:
-    from ..version import __version__
-
     return __version__
 
 
@@ -405,8 +405,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, status: 
     ``status`` overrides the run status of phases.json (e.g. "diverged" while it is not yet recorded);
     ``notes`` are shown with the report's own (e.g. what a rebuild could not do).
     Raises :class:`ReportError` when ``run_dir`` is no run folder."""
-    from .runs import atomic_write as _atomic
-
     text = render_report(run_dir, status=status, notes=notes)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
@@ -415,8 +413,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, status: 
 
 def write_report_quietly(run_dir: str | Path, *, status: str | None = None) -> Path | None:
     """:func:`write_report` for the end of a run: a failure is a warning, never the run's failure."""
-    import warnings
-
     try:
         return write_report(run_dir, status=status)
     except Exception as e:  # noqa: BLE001  the run's results matter more than its report
@@ -434,8 +430,6 @@ def _config_key(cfg: dict) -> str:
 def index_context(runs: Sequence, out: Path, labels: Sequence[str] | None = None,
                   metric: str = "reconstruction_mse") -> dict[str, Any]:
     """What index.html shows for ``runs`` (:class:`~phasescope.outputs.compare.LoadedRun`); figures go to ``out``."""
-    from .compare import phase_table, plot_compare, plot_seeds, run_labels
-
     notes: list[str] = []
     labels = list(labels or run_labels(runs))
     table = phase_table(runs, labels)
@@ -491,9 +485,6 @@ def write_index(runs: Sequence, out: str | Path, labels: Sequence[str] | None = 
     """index.html in ``out`` over several runs (LoadedRun objects or run folders): the summary
     table (sortable by clicking a header), each run's phases, the curves of all runs and, per
     configuration with several seeds, the seeds overlaid; links to each run's report.html."""
-    from .compare import load_runs
-    from .runs import atomic_write as _atomic
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [r for r in runs] if runs and not isinstance(runs[0], (str, Path)) else load_runs(list(runs))
@@ -504,8 +495,6 @@ def write_index(runs: Sequence, out: str | Path, labels: Sequence[str] | None = 
 
 def write_index_quietly(runs: Sequence, out: str | Path, labels: Sequence[str] | None = None) -> Path | None:
     """:func:`write_index` at the end of ``run_seeds``: a failure is a warning, never the run's failure."""
-    import warnings
-
     try:
         return write_index(runs, out, labels)
     except Exception as e:  # noqa: BLE001

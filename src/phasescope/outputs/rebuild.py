@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .figures import phases_payload, plot_curves
+from .runs import RunFileError, read_errors, read_json, read_metrics, write_json
+from .. import defaults
+from ..engine.phases import PhaseSettings, detect_phases
+from ..registry import rebuild_extensions
 
 RUN_FILES = ("config.json", "phases.json", "metrics.csv")  # what a run writes first; config.json before all
 
@@ -19,8 +23,6 @@ def check_run_folder(run_dir: Path) -> Path:
     without one is no run, whatever else it holds (a stray metrics.csv or phases.json included):
     nothing may be written into it. A corrupt config.json raises
     :class:`~phasescope.outputs.runs.RunFileError` naming it."""
-    from .runs import read_json
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NotARunFolder(f"{run_dir} does not exist or is not a folder; give a run folder written by "
@@ -40,8 +42,6 @@ def check_run_folder(run_dir: Path) -> Path:
 def with_defaults(cfg: dict) -> dict:
     """A saved configuration with the settings an older phasescope may not have recorded (the
     defaults of its time)."""
-    from .. import defaults
-
     return {"confidence": defaults.CONFIDENCE, "bootstrap": defaults.BOOTSTRAP, "min_effect": defaults.MIN_EFFECT,
             "seed": 0, "model": "model", "dataset": "data", **cfg}
 
@@ -49,8 +49,6 @@ def with_defaults(cfg: dict) -> dict:
 def measured_phases(errors: dict, cfg: dict) -> dict:
     """The phases of every layer with at least two checkpoints in ``errors`` (:func:`~phasescope.outputs.runs.read_errors`),
     detected with the run's own settings (``cfg``, see :func:`with_defaults`)."""
-    from ..engine.phases import PhaseSettings, detect_phases
-
     settings = PhaseSettings.from_config(cfg)
     return {layer: detect_phases(its, E, settings=settings) for layer, (its, E) in errors.items() if len(its) >= 2}
 
@@ -64,9 +62,6 @@ def rebuild(run_dir: Path) -> dict:
     Raises FileNotFoundError (not a run folder) or :class:`~phasescope.outputs.runs.RunFileError`
     naming the corrupt, truncated or inconsistent file. Hold the folder's lock while calling
     it (the CLI does), so that a running process is not written over."""
-    from ..registry import rebuild_extensions
-    from .runs import RunFileError, read_errors, read_json, read_metrics, write_json
-
     run_dir = check_run_folder(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():

@@ -44,13 +44,16 @@ import secrets
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..config import ConfigError
+from ..registry import extension_files
 
 
 class RunFolderError(FileExistsError):
@@ -108,8 +111,6 @@ CORE_FILES = frozenset({
 def run_files() -> frozenset[str]:
     """Every file phasescope writes in a run folder: :data:`CORE_FILES` and every registered
     extension's ``files`` (built-in and installed), so ``--overwrite`` knows a plug-in's files."""
-    from ..registry import extension_files
-
     return CORE_FILES | frozenset(extension_files())
 
 
@@ -299,7 +300,7 @@ METRIC_COLUMNS = ("iteration", "layer", "split", "metric", "value", "ci_low", "c
 def write_metrics(out: Path, df: pd.DataFrame) -> None:
     atomic_write(out / "metrics.csv", lambda p: df.to_csv(p, index=False, float_format="%.6g"))
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401  # lazy: optional dependency (pyarrow): metrics.parquet only when it is installed
     except ImportError:
         return
     atomic_write(out / "metrics.parquet", lambda p: df.to_parquet(p, index=False))
@@ -390,16 +391,12 @@ STATE_KEYS = ("iteration", "model", "optimizer", "stream", "tracker", "rng")
 
 def save_state(out: Path, state: dict) -> None:
     """state.pt, keeping the one it replaces as state.prev.pt."""
-    import torch
-
     # through a Python file handle: a full disk then surfaces as OSError(ENOSPC), not only as torch's
     # "enforce fail at inline_container.cc" (see _write_failure)
     atomic_write(Path(out) / STATE, write_bytes_to(lambda f: torch.save(state, f)), previous=Path(out) / PREV_STATE)
 
 
 def _read_state(path: Path) -> dict:
-    import torch
-
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
         raise ValueError(f"not a phasescope training state (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})")
@@ -437,8 +434,6 @@ def load_state(run_dir: Path, *, repair: bool = False) -> tuple[dict, str | None
 
 # ---------------------------------------------------------------------- the folder and its lock
 def default_out(name: str) -> Path:
-    from datetime import datetime
-
     out = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{name}"
     i = 1
     while out.exists():
@@ -568,7 +563,7 @@ class RunFolder:
             raise RunFolderError(f"{self.wording.out} {self.path}: cannot create the run folder or its lock file "
                                  f"({e.strerror or e}). Give a folder you can write to.") from e
         try:
-            import fcntl
+            import fcntl  # lazy: fcntl exists only on POSIX (Windows: no lock)
         except ImportError:  # Windows: no advisory locks; concurrent runs are not detected
             return
         try:
@@ -772,7 +767,7 @@ def writer_pid(folder: Path | str) -> str | None:
     """The process id recorded in ``.lock`` while another process holds the folder's lock (a run
     in progress), else None. Only reads: creates no lock file, never blocks."""
     try:
-        import fcntl
+        import fcntl  # lazy: fcntl exists only on POSIX (Windows: no lock)
 
         fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
     except (ImportError, OSError):  # no lock file (or no flock): no process claims the folder
