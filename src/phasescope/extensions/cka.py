@@ -75,6 +75,8 @@ from ..config import Section, opt
 from ..extension import Extension, RunSetup
 from ..engine.measure.information import subsample
 from ..engine.stats import Bootstrap
+from ..outputs.figures import PHASE_COLOURS, _series, _setup_axis, new_figure, shade_phases
+from ..outputs.runs import save_figure
 
 METRICS = ("cka_init", "cka_previous")
 PNG = "cka.png"
@@ -507,9 +509,6 @@ def summarise_cka(df: pd.DataFrame | None, payload: dict | None) -> dict | None:
 def plot_cka(df: pd.DataFrame, payload: dict | None, path: Path, title: str | None = None) -> Path:
     """cka.png: one panel per layer, ``cka_init`` and ``cka_previous`` against iteration (log axis)
     with their bootstrap intervals as bands, the phases shaded and the reconstruction minimum dotted."""
-    from ..outputs.figures import _series, _setup_axis, new_figure, shade_phases
-    from ..outputs.runs import save_figure
-
     payload = payload or {}
     rows = df[df.metric.isin(METRICS) & (df.split == "test")]
     layers = list(dict.fromkeys(rows.layer))
@@ -538,9 +537,7 @@ def plot_cka(df: pd.DataFrame, payload: dict | None, path: Path, title: str | No
         ax.set_xlabel("iteration")
         ax.set_ylabel("linear CKA")
     if layers:
-        from matplotlib.patches import Patch
-
-        from ..outputs.figures import PHASE_COLOURS
+        from matplotlib.patches import Patch  # lazy: matplotlib is heavy and only the figure needs it
 
         handles, labels = axes[0][0].get_legend_handles_labels()
         names = {p.get("name") for info in (payload.get("layers") or {}).values() if isinstance(info, dict)

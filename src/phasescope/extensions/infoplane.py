@@ -47,8 +47,10 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError, Section, comma_list, opt
+from ..engine.measure.capture import capture
 from ..extension import Extension, Requires, RunSetup
 from ..engine.measure.information import (binning_mi, discrete_entropy, kde_mi, reduce_units, subsample)
+from ..outputs.figures import _series, _setup_axis, shade_phases
 
 ESTIMATORS = {
     "binning": "equal-width bins over the range observed at the checkpoint",
@@ -174,8 +176,6 @@ class InfoPlane(Extension):
         """Per-sample output shape of each tracked layer, from one 2-sample forward through
         hooks (the model's train/eval modes are left as they are)."""
         if self._shapes is None:
-            from ..engine.measure.capture import capture
-
             with torch.no_grad(), capture(ctx.model, list(ctx.layers)) as store:
                 ctx.model(ctx.fit_x[:2].to(ctx.device))
                 self._shapes = {n: tuple(store[n].shape[1:]) for n in ctx.layers}
@@ -411,7 +411,7 @@ def compression_summary(iterations: Sequence[int], mi_input: Sequence[float], mi
     out["peak_octaves_from_minimum"] = (math.log2(peak_it) - math.log2(m)) if peak_it > 0 and m > 0 else None
     rho = None
     if reconstruction is not None and len(its) - km >= 3:
-        from scipy.stats import spearmanr
+        from scipy.stats import spearmanr  # lazy: scipy is heavy and only this statistic needs it
 
         a, b = v[km:], np.asarray(reconstruction, dtype=np.float64)[km:]
         if np.ptp(a) > tol and np.ptp(b) > 0:  # not constant up to rounding
@@ -456,11 +456,9 @@ def plot_infoplane(df: pd.DataFrame, payload: dict | None, path: Path, title: st
     ringed, and beside them the test reconstruction curve (phases shaded) with I(X;T)
     of every estimator on a second axis (legend below the figure). Object-oriented
     matplotlib only (no pyplot state)."""
-    from matplotlib import colors
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.figure import Figure
-
-    from ..outputs.figures import _series, _setup_axis, shade_phases
+    from matplotlib import colors  # lazy: matplotlib is heavy and only the figure needs it
+    from matplotlib.cm import ScalarMappable  # lazy: matplotlib is heavy and only the figure needs it
+    from matplotlib.figure import Figure  # lazy: matplotlib is heavy and only the figure needs it
 
     payload = payload or {}
     curves = mi_curves(df)

@@ -44,7 +44,10 @@ import pandas as pd
 import torch
 
 from ..config import Section, opt
+from ..data.subsets import measurement_indices
 from ..extension import Extension, RunSetup
+from ..outputs.figures import PHASE_COLOURS, to_rgb8
+from ..outputs.runs import atomic_write as _atomic, save_figure
 
 SELECTION_SEED = 20220217  # fixed: the same test images for every run and seed (not the run's seed)
 NPZ, PNG = "reconstructions.npz", "reconstructions.png"
@@ -145,8 +148,6 @@ class Reconstructions(Extension):
         """The reconstruction strip of a run, unless ``cfg.reconstructions.enabled`` is off. The
         tracker's test set is the seed-0 stratified subset of the test split (as
         experiment.measurement_sets), so ``test_index`` can point into the dataset."""
-        from ..data.subsets import measurement_indices
-
         cfg, data = setup.cfg, setup.data
         opts = getattr(cfg, "reconstructions", None)
         if opts is None or (not opts.enabled and cls.name not in (getattr(cfg, "extensions", None) or ())):
@@ -333,8 +334,6 @@ class Reconstructions(Extension):
 
 # ---------------------------------------------------------------------- files
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from ..outputs.runs import atomic_write as _atomic
-
     def save(p: Path) -> None:
         with open(p, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -407,11 +406,8 @@ def plot_reconstructions(a: dict[str, np.ndarray], payload: dict, path: Path, *,
     """The strip: rows = images (original first column), columns = checkpoints; the reconstruction
     minimum's column framed; the phases as a colour band on top; class means below the images.
     ``a`` holds the arrays of reconstructions.npz, ``payload`` phases.json (for phases and minimum)."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    from ..outputs.figures import PHASE_COLOURS, to_rgb8
-    from ..outputs.runs import save_figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is heavy and only the figure needs it
+    from matplotlib.patches import Rectangle  # lazy: matplotlib is heavy and only the figure needs it
 
     its = [int(i) for i in a["iterations"]]
     layer = str(a["layer"])

@@ -42,6 +42,8 @@ from ..errors import ConfigError, NonFiniteActivations
 from ..extension import Extension, RunSetup
 from ..engine.measure.ridge import AUTO, StreamingRidge, _check_ridge
 from ..engine.phases import PhaseSettings, detect_phases
+from ..outputs.figures import _setup_axis, new_figure, summary_rows
+from ..outputs.runs import atomic_write, by_iteration, save_figure, write_bytes_to
 
 ERRORS_FILE = "errors_ridge.npz"
 SWEEP_METRICS = ("reconstruction_mse", "decoder_lambda", "decoder_dof")
@@ -150,8 +152,6 @@ class RidgeSweep(Extension):
         return {"ridge_sweep": {"ridges": list(per), "main": self.main, "per_ridge": per}}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ..outputs.runs import atomic_write, by_iteration, write_bytes_to
-
         arrays = {}
         for label, per_layer in self.errors.items():
             for layer, per_it in per_layer.items():
@@ -181,8 +181,6 @@ class RidgeSweep(Extension):
     def report_context(cls, payload: dict) -> dict:
         """report.html's ridge section: per ridge and layer, the printed summary's row (phases,
         minimum, decrease, increase)."""
-        from ..outputs.figures import summary_rows
-
         sweep = payload.get("ridge_sweep")
         if not sweep:
             return {"ridge_sweep": None}
@@ -252,9 +250,6 @@ def sweep_curves(df: pd.DataFrame, main: str | None = None, split: str = "test")
 def plot_ridge_sweep(df: pd.DataFrame, payload: dict, path: Path) -> Path:
     """One panel per layer: the test reconstruction curve at every ridge, each divided by its
     value at iteration 0 (so their shapes compare), the minimum of each marked."""
-    from ..outputs.figures import _setup_axis, new_figure
-    from ..outputs.runs import save_figure
-
     sweep = payload.get("ridge_sweep") or {}
     curves = sweep_curves(df, sweep.get("main"))
     layers = list(dict.fromkeys(curves.layer))

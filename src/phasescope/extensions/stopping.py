@@ -46,6 +46,7 @@ from ..extension import CheckpointContext, Decision, Extension, RunSetup
 from ..errors import StopTraining  # noqa: F401  (re-exported: raised by training hooks)
 from ..engine.phases import PhaseSettings, detect_phases
 from .transfer.options import TransferOptions
+from ..outputs.runs import atomic_write
 
 
 def decide(iterations: Sequence[int], errors: np.ndarray, *, stop_on_increase: bool = False,
@@ -215,8 +216,6 @@ class BestFeaturesKeeper(Extension):
 
     def save(self, path, **meta: Any) -> None:
         """Write the kept weights with their iteration and layer (atomically) to ``path``."""
-        from ..outputs.runs import atomic_write
-
         doc = {"iteration": self.best_iteration, "layer": self.layer, "state_dict": self.best_state,
                "decision": asdict(self.decision) if self.decision else None, **meta}
         atomic_write(path, lambda p: torch.save(doc, p))

@@ -16,6 +16,11 @@ from ...config import Section, opt
 from ...extension import HEAD, Extension, Requires, RunSetup
 from .metrics import (HISTORY, METRICS, class_distance, forgetting_counts, gradient_concentration,
                       last_layer_grad_norm, learned_at, logit_margin, summarise_samples)
+from .report import plot_few, plot_samples, rebuild_samples, summary_lines, write_samples_table
+from ...data.subsets import measurement_indices
+from ...engine.measure.capture import capture_inputs, final_linear_name
+from ...engine.measure.inputs import as_tensors as _as_tensors
+from ...outputs.runs import atomic_write, write_bytes_to
 
 
 @dataclass
@@ -103,9 +108,6 @@ class SampleDynamics(Extension):
     # ------------------------------------------------------------------ measurement
     def _forward(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """x, y, logits, head input and tracked-layer features of the followed samples."""
-        from ...engine.measure.capture import capture_inputs, final_linear_name
-        from ...engine.measure.inputs import as_tensors as _as_tensors
-
         if self.data is None and HEAD in ctx.module_inputs:
             return ctx.fit_x, ctx.fit_y, ctx.fit_logits, ctx.module_inputs[HEAD], _LazyFeatures(ctx)
         # Own forward: followed data of the user's, or a tracker that did not capture the head.
@@ -167,8 +169,6 @@ class SampleDynamics(Extension):
 
     def _check_head(self, ctx, logits: torch.Tensor, a: torch.Tensor) -> None:
         """The captured input must be what the logits are computed from: logits = a W^T + b."""
-        from ...engine.measure.capture import final_linear_name
-
         lin = ctx.model.get_submodule(final_linear_name(ctx.model))
         self.bias_ = lin.bias is not None
         k = min(8, len(a))
@@ -237,8 +237,6 @@ class SampleDynamics(Extension):
     def from_config(cls, setup: RunSetup) -> list["SampleDynamics"]:
         """The per-sample dynamics of a run, unless ``cfg.samples.enabled`` is off (``--no-samples``).
         Follows the tracker's fit subset, so it reuses the tracker's forward pass."""
-        from ...data.subsets import measurement_indices
-
         cfg, data = setup.cfg, setup.data
         opts = cfg.samples
         if not opts.enabled and cls.name not in (getattr(cfg, "extensions", None) or ()):
@@ -262,15 +260,11 @@ class SampleDynamics(Extension):
 
     @classmethod
     def summary_lines(cls, payload: dict) -> list[str]:
-        from .report import summary_lines
-
         return summary_lines(payload)
 
     @classmethod
     def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
         """The ``samples`` key and samples.png from samples.parquet and the metrics (few.png needs the images)."""
-        from .report import rebuild_samples
-
         updated = dict(payload)
         return {"samples": updated["samples"]} if rebuild_samples(run_dir, df, updated) else {}
 
@@ -294,9 +288,6 @@ class SampleDynamics(Extension):
         """Hook of :func:`phasescope.run.experiment.write_outputs`: samples.parquet (or .csv
         without pyarrow) and samples.npz (raw per-checkpoint arrays); with ``figure`` also
         samples.png and, for image data given as ``images``, few.png."""
-        from ...outputs.runs import atomic_write, write_bytes_to
-        from .report import plot_few, plot_samples, write_samples_table
-
         out = Path(out)
         table = self.samples()
         if table.empty:

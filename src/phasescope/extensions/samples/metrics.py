@@ -110,7 +110,7 @@ def typicality_correlation(learned: np.ndarray, distance: np.ndarray) -> dict[st
       learned one (tied among themselves);
     * ``never_vs_learned``: mean distance of the never-learned vs the learned samples.
     """
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy is heavy and only this statistic needs it
 
     learned = np.asarray(learned, dtype=np.float64)
     distance = np.asarray(distance, dtype=np.float64)

@@ -2,6 +2,7 @@
 the tidy results (metrics.csv, phases.json, samples.parquet) so they can be rebuilt."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,9 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .metrics import curves_from_metrics, summarise_samples
 from ...data.base import unnormalise
 from ...outputs.figures import _series, _setup_axis, new_figure, to_rgb8
-from ...outputs.runs import save_figure
+from ...outputs.runs import RunFileError, atomic_write, save_figure
 
 CONCENTRATION_STYLE = {  # metric -> (label, colour, line style)
     "grad_share_top10": ("gradient share of top 10%", "#a50f15", "o-"),
@@ -25,7 +27,7 @@ def plot_samples(df: pd.DataFrame, payload: dict, path: Path, title: str | None 
     """Two panels on the same log iteration axis: the test reconstruction loss of each
     tracked layer (top) and the concentration of the last-layer gradient on few samples
     (bottom), with the reconstruction minimum and the top-10% half-crossing marked."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: matplotlib is heavy and only the figure needs it
 
     fig = new_figure((6.8, 6.4))
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -168,8 +170,6 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
     """Recompute the ``samples`` key of ``payload`` and samples.png from a run folder's
     files (samples.parquet/csv, metrics). few.png needs the images and is not redrawn.
     Returns False (and changes nothing) when the run has no per-sample dynamics."""
-    from .metrics import curves_from_metrics, summarise_samples
-
     try:
         table = read_samples_table(run_dir)
     except FileNotFoundError:
@@ -189,8 +189,6 @@ def rebuild_samples(run_dir: Path, df: pd.DataFrame, payload: dict) -> bool:
 def _data_marks(run_dir: Path, table: pd.DataFrame) -> list[str]:
     """The per-sample marks the dataset attached (config.json's ``data.marks``, e.g. a text window's
     ``target_frequency``) that the table holds."""
-    import json
-
     try:
         marks = json.loads((Path(run_dir) / "config.json").read_text()).get("data", {}).get("marks") or []
     except (OSError, ValueError):
@@ -200,10 +198,8 @@ def _data_marks(run_dir: Path, table: pd.DataFrame) -> list[str]:
 
 def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
     """samples.parquet when pyarrow is installed, else samples.csv (missing learned_at is empty)."""
-    from ...outputs.runs import atomic_write
-
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401  # lazy: optional dependency (pyarrow): samples.parquet only when it is installed
     except ImportError:
         atomic_write(out / "samples.csv", lambda p: table.to_csv(p, index=False, float_format="%.6g"))
         return out / "samples.csv"
@@ -212,8 +208,6 @@ def write_samples_table(out: Path, table: pd.DataFrame) -> Path:
 
 
 def read_samples_table(run_dir: Path) -> pd.DataFrame:
-    from ...outputs.runs import RunFileError
-
     run_dir = Path(run_dir)
     for name, read in (("samples.parquet", pd.read_parquet),
                        ("samples.csv", lambda p: pd.read_csv(p, dtype={"learned_at": "Int64"}))):

@@ -24,8 +24,10 @@ from ...engine.measure.probe import LinearProbe
 from ...engine.measure.ridge import DEFAULT_RIDGE
 from ...engine.stats import Bootstrap
 from .options import TransferOptions, validate_options
-from .recommend import transfer_section
+from .recommend import transfer_section, transfer_summary_rows
 from .tasks import TransferError, TransferTask, build_tasks, parse_specs
+from ...outputs.figures import TASK_COLOURS
+from ...outputs.runs import by_iteration, read_json, write_npz
 
 
 def _majority(y: torch.Tensor | None) -> dict:
@@ -65,8 +67,6 @@ class TransferProbes(Extension):
     @classmethod
     def draw_curves(cls, ax, df: pd.DataFrame, layer: str) -> None:
         """Test transfer accuracy of every task on the accuracy axis of ``layer``'s panel of curves.png."""
-        from ...outputs.figures import TASK_COLOURS
-
         s = df[(df.layer == layer) & (df.split == "test") & (df.metric == "transfer_accuracy")]
         for i, (task, g) in enumerate(s.groupby("task", sort=False) if "task" in s.columns else []):
             g = g.sort_values("iteration")
@@ -80,7 +80,6 @@ class TransferProbes(Extension):
         best = payload.get("best_features") if isinstance(payload.get("best_features"), dict) else None
         if not section and not best:
             return {"transfer": None}
-        from .recommend import transfer_summary_rows
 
         rows = transfer_summary_rows(section) if isinstance(section, dict) else []
         return {"transfer": {"rows": rows, "note": section.get("note") if isinstance(section, dict) else None,
@@ -154,8 +153,6 @@ class TransferProbes(Extension):
         return {"transfer": section}
 
     def write(self, out: Path, df: pd.DataFrame, payload: dict, *, figure: bool = False) -> list[Path]:
-        from ...outputs.runs import by_iteration, write_npz
-
         arrays = {}
         for task, per in self.correct.items():
             for layer, its in per.items():
@@ -171,9 +168,7 @@ class TransferProbes(Extension):
 
     @classmethod
     def summary_lines(cls, payload: dict) -> list[Any]:
-        from rich.table import Table
-
-        from .recommend import transfer_summary_rows
+        from rich.table import Table  # lazy: rich only for the summary printed by the command line
 
         rows = transfer_summary_rows(payload.get("transfer") or {})
         if not rows:
@@ -192,7 +187,6 @@ class TransferProbes(Extension):
         """The ``transfer`` section from metrics.csv and transfer.npz (task descriptions from phases.json)."""
         if "transfer_accuracy" not in set(df.metric):
             return {}
-        from ...outputs.runs import read_json
 
         conf = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
         cfg = conf.get("config", {})

@@ -141,7 +141,7 @@ def transfer_section(metrics: pd.DataFrame, minimum: dict[str, int] | None = Non
 
 
 def _t_interval(v: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    from scipy import stats
+    from scipy import stats  # lazy: scipy is heavy and only this statistic needs it
 
     v = v[np.isfinite(v)]
     if len(v) == 0:

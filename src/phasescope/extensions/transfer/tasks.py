@@ -29,6 +29,7 @@ from ...data import Splits, load_dataset, measurement_sets
 from ...data.base import DataError, unnormalise  # noqa: F401  (unnormalise: re-exported)
 from ...data.classes import split_classes
 from ...data.convert import resize, to_input_space  # noqa: F401  (resize: re-exported)
+from ...data.files import load_npz
 from ...errors import TransferError
 
 
@@ -150,8 +151,6 @@ def switch_task(spec: str, data: Splits, *, fit_samples: int | None = 4000, test
 def npz_task(spec: str, data: Splits, *, fit_samples: int | None = 4000, test_samples: int | None = 2000,
              seed: int = 0) -> TransferTask:
     """``npz:PATH``: probe on a labelled ``.npz`` with exactly ``data``'s input shape."""
-    from ...data.files import load_npz
-
     path = spec.partition(":")[2]
     try:
         other = load_npz(path, name=Path(path).stem)
