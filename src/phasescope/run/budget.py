@@ -31,17 +31,20 @@ of phases.json: the calibration, the settings chosen, every adjustment, and the 
 """
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
+import torch
+import torch.nn.functional as F
+
+from .training import BatchStream, make_optimizer
 from ..extension import Extension
 from ..engine.schedule import log_schedule
-
-if TYPE_CHECKING:
-    import torch
+from ..registry import run_extensions
 
 MIN_FIT = 500  # fewest fit samples the budget chooses (fewer give a decoder that mostly memorises)
 MIN_TEST = 250  # fewest test samples (the intervals of the phases widen as 1/sqrt(n))
@@ -451,14 +454,6 @@ def run_timers(cfg: Any, model: "torch.nn.Module", data: Any, device: "torch.dev
     weights, batches and random numbers are untouched) and seconds of one measurement of the
     initial model at given sizes (a throwaway tracker, with the configuration's extensions made
     afresh from ``source``, the data before the extensions, for those sizes)."""
-    import copy
-
-    import torch
-    import torch.nn.functional as F
-
-    from ..registry import run_extensions
-    from .training import BatchStream, make_optimizer
-
     def time_steps() -> list[float]:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             m = copy.deepcopy(model).train()

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import ConfigError, RunConfig
+from .budget import plan_budget
+from ..config import ConfigError, RunConfig, flag_of, sections
 from ..data import Splits, load_dataset
 from ..data import subsets
 from ..data.atypical import MASK_FILE, apply_atypical, mask_arrays
@@ -32,13 +33,16 @@ from .models import build_model, default_layers, token_layers
 from ..engine.phases import PhaseResult
 from ..registry import run_extensions
 from .runfolder import RunWriter, config_document, versions, write_checkpoint, write_outputs  # noqa: F401
-from ..outputs.runs import (InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, load_state, read_json,
-                   write_npz)
+from ..outputs.runs import (
+    CHECKPOINTS, InterruptGuard, ResumeMismatch, RunFolder, RunFolderError, atomic_write, clear_run_files,
+    load_state, read_json, write_bytes_to, write_npz,
+)
 from ..engine.schedule import log_schedule
 from ..engine.settings import MeasureSettings
 from ..engine.tracker import PhaseTracker
 from ..errors import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
+from ..outputs.compare import aggregate, load_runs, phase_table, plot_seeds, seed_agreement
 
 
 @dataclass
@@ -131,8 +135,6 @@ def _synthetic_knobs(cfg: RunConfig) -> dict:
 def option_names() -> dict[str, str]:
     """Configuration keys -> the flag that sets them, for resume-mismatch messages: every section's
     fields from their metadata (``config.flag_of``), and the core keys named otherwise on the CLI."""
-    from ..config import flag_of, sections
-
     names = {"synthetic.knobs": "--synthetic", "synthetic.data_seed": "--synthetic data_seed=",
              "relative_ridge": "--ridge", "extensions": "--extension"}
     for section, cls in sections().items():
@@ -143,8 +145,6 @@ def option_names() -> dict[str, str]:
 
 def section_keys() -> tuple[str, ...]:
     """The typed sections (synthetic and the extensions'), compared option by option."""
-    from ..config import sections
-
     return tuple(sections())
 
 
@@ -232,8 +232,6 @@ def resume_config(out: str | Path, given: dict, *, seeds: bool = False) -> RunCo
 def save_weights(out: Path, iteration: int, model: torch.nn.Module) -> Path:
     """``checkpoints/step-N.pt``: the model's state_dict at checkpoint N (``--save-checkpoints``), on
     the CPU, written atomically, so that ``phasescope analyze`` can measure the run again from files."""
-    from ..outputs.runs import CHECKPOINTS, write_bytes_to
-
     folder = Path(out) / CHECKPOINTS
     folder.mkdir(exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -317,7 +315,6 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
     budget = None
     if cfg.budget is not None:  # --budget: sizes from a short calibration; checkpoints thinned as the run goes
-        from .budget import plan_budget
 
         budget, cfg, more = plan_budget(cfg, model, data, device, build_tracker, source=source,
                                         resume=folder.mode == "resume")
@@ -455,7 +452,7 @@ def _progress(enabled: bool, total: int, start: int) -> Any:
         return _NoProgress()
     if not sys.stdout.isatty():  # rich would draw nothing useful into a log file
         return PlainProgress(total, start)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # lazy: rich's progress bar only on a terminal
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -481,9 +478,6 @@ def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: str | Path | None = Non
 
     With ``resume``, finished seeds are skipped and interrupted ones continued. An interrupted
     seed ends the loop (the summary is then not written; ``summary["interrupted"]`` is True)."""
-    from ..outputs.compare import aggregate, load_runs, phase_table, plot_seeds, seed_agreement
-    from ..outputs.runs import clear_run_files
-
     seeds = check_seeds(seeds)
     cfg.validate()
     results: list[RunResult] = []

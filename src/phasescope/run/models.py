@@ -17,8 +17,10 @@ from torch import nn
 
 from ..errors import ModelError
 from .gpt import GPT, gpt
-from ..engine.layers import (build_foreign, dry_run, foreign_default_layer, foreign_trackable_layers, preserved_modes,
-                     resolve_layers)
+from ..engine.layers import (
+    build_foreign, dry_run, foreign_default_layer, foreign_trackable_layers, preserved_modes, resolve_layers,
+    transformer_blocks,
+)
 
 __all__ = ["ModelError", "build_model", "default_layers", "output_shapes", "preserved_modes", "resolve_layers",
            "trackable_layers"]
@@ -205,8 +207,6 @@ def token_layers(model: nn.Module, input_shape: tuple[int, ...], forward=None,
     """Every transformer block of a language model that takes token ids (see
     :func:`phasescope.engine.layers.transformer_blocks`), with the selector ``[0]`` where a block returns
     a tuple (older transformers); a model without blocks: :func:`default_layers`."""
-    from ..engine.layers import transformer_blocks
-
     names = transformer_blocks(model)
     if not names:
         return default_layers(model, tuple(input_shape), forward, dtype=dtype)

@@ -5,6 +5,7 @@ Runtimes are wall-clock on 2 CPU cores unless marked GPU (see README, measured f
 """
 from __future__ import annotations
 
+from .models import TRAINING_DEFAULTS
 from ..config import ConfigError, RunConfig
 
 PRESETS: dict[str, dict] = {
@@ -57,8 +58,6 @@ PRESETS: dict[str, dict] = {
 def preset_config(name: str | None, overrides: dict) -> RunConfig:
     """The preset's configuration with ``overrides`` (options the user gave) on top; under both, the
     training defaults of the model they name (``models.TRAINING_DEFAULTS``: AdamW with warm-up for gpt)."""
-    from .models import TRAINING_DEFAULTS
-
     base = RunConfig().to_dict()
     if name is not None and name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}.")
