@@ -7,6 +7,8 @@ of prediction 4 in docs/theory.md.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -79,9 +81,7 @@ def max_margin_reconstruction(data: DataModel, training: Training, seed: int = 0
     Crammer-Singer ``LinearSVC`` with a large ``C`` (``min_margin`` near 1 means the hard
     margin is reached). Returns the train and test losses and the SVM's training accuracy.
     """
-    import warnings
-
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import LinearSVC  # lazy: scikit-learn is heavy and only this baseline needs it
 
     X, y, _ = data.generate(seed, "train")
     Xt, _, _ = data.generate(seed, "test")

@@ -10,9 +10,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from .experiment import describe, run_theory
 from ..data.datamodel import DataModel
 from .single_layer import Training
+from .sweep import run_sweep, summarise, sweep_values
+from ..outputs.figures import fmt_estimate
+from ..outputs.runs import RunFolderError
 
 _D, _T = DataModel(), Training()
 
@@ -72,10 +78,6 @@ def theory_command(
 ) -> None:
     """Train the single-layer model on the synthetic data model and measure its learning
     phases exactly; or, with --sweep, run several values of one knob over several seeds."""
-    from rich.console import Console
-
-    from ..outputs.runs import RunFolderError
-
     console = Console()
     data = DataModel(num_classes=classes, dim=dim, n_train=n_train, n_test=n_test,
                      prototype_strength=prototype_strength, noise=noise, atypical_fraction=atypical_fraction,
@@ -98,11 +100,6 @@ def theory_command(
 
 
 def _single(console, data, training, seed, out, overwrite, bootstrap, confidence, min_effect, figure) -> None:
-    from rich.table import Table
-
-    from ..outputs.figures import fmt_estimate
-    from .experiment import describe, run_theory
-
     console.print(describe(data, training, seed))
     run = run_theory(data, training, seed, out, overwrite=overwrite, bootstrap=bootstrap, confidence=confidence,
                      min_effect=min_effect, figure=figure)
@@ -141,10 +138,6 @@ def _single(console, data, training, seed, out, overwrite, bootstrap, confidence
 
 def _sweep(console, data, training, param, values, seeds, out, overwrite, bootstrap, confidence, min_effect,
            figure) -> None:
-    from rich.table import Table
-
-    from .sweep import run_sweep, summarise, sweep_values
-
     values = sweep_values(param, values)
     console.print(f"sweep {param} over {values} with seeds {seeds}: {len(values) * len(seeds)} runs")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..outputs.figures import phases_payload
-from ..run.runfolder import RunWriter
+from ..run.runfolder import RunWriter, versions as _versions
 from ..outputs.runs import Wording, write_errors, write_json, write_metrics
 from .analysis import turn_summary
 from ..data.datamodel import DataModel
@@ -49,8 +49,6 @@ def measurement_settings(bootstrap: int, confidence: float, min_effect: float) -
 
 
 def versions() -> dict:
-    from ..run.runfolder import versions as _versions
-
     return _versions()
 
 

@@ -21,7 +21,7 @@ def plot_theory_curves(df: pd.DataFrame, phases: dict, path: Path, *, title: str
     """Three panels on one log-iteration axis: (a) reconstruction loss of the input from the
     layer's outputs, (b) training loss of typical and atypical samples, (c) the atypical
     samples' share of the gradient. ``phases`` maps layer -> phases.json entry."""
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # lazy: matplotlib is heavy and only the figure needs it
 
     fig = new_figure((6.4, 7.6))
     axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1.25, 1, 0.8]})

@@ -28,12 +28,14 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..errors import NotFittedError
 from ..engine.phases import PhaseResult, PhaseSettings, detect_phases
 from ..engine.schedule import log_schedule
 from ..engine.stats import Bootstrap
 from ..data.datamodel import DataModel, normalise
+from ..engine.measure.ridge import StreamingRidge, _check_ridge
 
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 OUTPUT_LAYERS = ("logits", "softmax")
@@ -64,10 +66,6 @@ class LinearReconstruction:
         self.ridge, self.rcond = ridge, rcond
 
     def fit(self, Z: np.ndarray, X: np.ndarray) -> "LinearReconstruction":
-        import torch
-
-        from ..engine.measure.ridge import StreamingRidge
-
         Z = np.asarray(Z, dtype=np.float64)
         X = np.asarray(X, dtype=np.float64)
         if Z.ndim != 2 or X.ndim != 2 or len(Z) != len(X):
@@ -161,7 +159,6 @@ class Training:
             raise ValueError(f"init_scale must be >= 0; got {self.init_scale}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}.")
-        from ..engine.measure.ridge import _check_ridge
 
         _check_ridge(self.decoder_ridge)
         if self.points_per_octave < 1:
