@@ -198,12 +198,12 @@ def test_failures_are_recorded_and_the_others_go_on(tmp_path):
 
 # ---------------------------------------------------------------------- resume
 def test_resume_skips_finished_and_continues_interrupted_runs(tmp_path, monkeypatch):
-    import phasescope.run.experiment as experiment
+    import phasescope.interfaces.sweep.backends as backends  # runs each configuration with its run_experiment
 
     path = sweep_file(tmp_path, "[grid]\nlr = [0.01, 0.05]\nseed = [0, 1]\n")
     spec = load_spec(path)
     reference = run_sweep(spec, tmp_path / "ref", backend="local", progress=False)
-    original = experiment.run_experiment
+    original = backends.run_experiment
     calls = []
 
     def interrupting(cfg, out, **kw):  # the third run is interrupted (Ctrl-C) after iteration 8's checkpoint
@@ -215,7 +215,7 @@ def test_resume_skips_finished_and_continues_interrupted_runs(tmp_path, monkeypa
             kw["on_step"] = on_step
         return original(cfg, out, **kw)
 
-    monkeypatch.setattr(experiment, "run_experiment", interrupting)
+    monkeypatch.setattr(backends, "run_experiment", interrupting)
     out = tmp_path / "sw"
     first = run_sweep(spec, out, backend="local", progress=False)
     assert first.interrupted and first.exit_code == 130

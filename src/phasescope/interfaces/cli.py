@@ -12,6 +12,7 @@ Exit codes: 0 done, 2 bad input, 3 training diverged, 4 a file could not be writ
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import re
 import sys
@@ -19,13 +20,28 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape  # help texts hold [defaults] and MODULE[i], not markup
 from rich.table import Table
 
+from .integrations.tensorboard import TensorBoardLogger
 from .process import entry_point
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, comma_list, expand_extension_specs, flag_of, sections
+from ..data import DataError, load_dataset
+from ..outputs.compare import NoCheckpoint, available_metrics, load_run, phase_table, plot_compare, run_labels
+from ..outputs.figures import summary_rows
+from ..outputs.html import write_index, write_report
+from ..outputs.rebuild import NotARunFolder, check_run_folder, rebuild
+from ..outputs.runs import (
+    InterruptGuard, RunFileError, RunFolderError, RunWriteError, atomic_write, locked_folder, writer_pid,
+)
+from ..registry import check_config, entries, extension_files, summary_lines
+from ..run.experiment import check_seeds, resume_config, run_experiment, run_seeds
+from ..run.models import ModelError, TOKEN_MODELS, build_model, default_layers, trackable_layers
+from ..run.presets import PRESETS, preset_config
+from ..run.training import TrainingDiverged
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure the learning phases of neural-network classifiers.")
@@ -43,8 +59,6 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 def write_failed(e: OSError, then: str) -> None:
     """Exit 4 for a file that could not be written (a full disk above all): which file, why, and what
     to do (``then``: the command that continues). Atomic writes left every earlier file intact."""
-    import errno
-
     path = getattr(e, "path", None) or e.filename or "a file"
     why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(e.errno)
     reason = e.strerror or str(e)
@@ -147,8 +161,6 @@ def print_notes(notes) -> None:
 
 
 def print_summary(result) -> None:
-    from ..outputs.figures import summary_rows
-
     table = Table(title=f"learning phases: {result.out}", title_justify="left")
     for col in ("layer", "phases (iterations)", "reconstruction minimum", "relative decrease [95% CI]",
                 "relative increase [95% CI]"):
@@ -161,7 +173,6 @@ def print_summary(result) -> None:
                   f"{result.seconds.get('measurement', 0):.0f} s)")
     for w in result.payload.get("warnings") or []:
         err.print(f"[bold yellow]warning:[/] {w}")
-    from ..registry import extension_files, summary_lines
 
     for line in summary_lines(result.payload):  # every extension's part (transfer, the few, kept weights)
         console.print(line)
@@ -236,8 +247,6 @@ class SectionFlag:
 def section_flags() -> list[SectionFlag]:
     """One option per field of every extension's options section, generated from the field's
     metadata (flag, help, default; ``config.opt``): no extension's flag is written by hand."""
-    from ..config import comma_list, flag_of, sections
-
     out = []
     for section, cls in sections().items():
         if section == "synthetic":  # core data knobs: --synthetic below
@@ -324,17 +333,8 @@ def run(**kw: Any) -> None:
     if threads is not None:
         if threads < 1:
             fail(f"--threads must be at least 1; got {threads}. Leave it out for torch's default.")
-        import torch
 
         torch.set_num_threads(threads)
-    from ..data import DataError
-    from ..run.experiment import check_seeds, resume_config, run_experiment, run_seeds
-    from ..run.models import ModelError
-    from ..run.presets import PRESETS, preset_config
-    from ..outputs.runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
-    from ..run.training import TrainingDiverged
-    from ..registry import check_config
-    from ..config import expand_extension_specs
 
     # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
     # so that the final files are always complete.
@@ -408,12 +408,8 @@ def _tensorboard(log_dir: Path | None) -> list:
     if log_dir is None:
         return []
     try:
-        from .integrations.tensorboard import TensorBoardLogger
-    except ImportError as e:  # the package, or one it needs, is missing
-        fail(f"--tensorboard: {e}")
-    try:
         return [TensorBoardLogger(log_dir)]
-    except ImportError as e:
+    except ImportError as e:  # tensorboard (an optional extra) is missing
         fail(f"--tensorboard: {e}")
 
 
@@ -429,8 +425,7 @@ def layers_cmd(
     num_classes: int = typer.Option(10, help="Classes the model is built for."),
 ) -> None:
     """List the trackable layer names of a model, with output shapes."""
-    from ..data import DATASETS, DataError, load_dataset
-    from ..run.models import TOKEN_MODELS, ModelError, build_model, default_layers, trackable_layers
+    from ..data import DATASETS  # lazy: DATASETS is computed on access, from the datasets registered so far
 
     try:
         if input_shape:
@@ -467,9 +462,6 @@ def report(
                               "embedded, no network); for an interrupted or older run it shows what exists."),
 ) -> None:
     """Rebuild phases.json, curves.png and the extensions' parts of a run from its files."""
-    from ..outputs.rebuild import NotARunFolder, check_run_folder, rebuild
-    from ..outputs.runs import RunFileError, RunFolderError, RunWriteError, locked_folder, writer_pid
-
     notes: list[str] = []
     if not run_dir.is_dir():
         fail(f"{run_dir} does not exist or is not a folder; give a run folder written by `phasescope run`.")
@@ -502,8 +494,6 @@ def report(
     for note in notes:
         err.print(f"[yellow]note:[/] {note}")
     if html:
-        from ..outputs.html import write_report
-
         try:
             console.print(f"wrote {write_report(run_dir, notes=notes)}")
         except RunWriteError as e:
@@ -513,8 +503,6 @@ def report(
 @app.command()
 def presets() -> None:
     """List the named configurations for --preset."""
-    from ..run.presets import PRESETS
-
     table = Table(title="presets", title_justify="left")
     table.add_column("name")
     table.add_column("what it runs")
@@ -526,9 +514,6 @@ def presets() -> None:
 @app.command("extensions")
 def extensions_cmd() -> None:
     """List the extensions, built-in and installed (plug-ins): options with defaults, and files."""
-    from ..config import flag_of
-    from ..registry import entries
-
     table = Table(title="extensions: turn one on with `phasescope run --extension NAME[:KEY=VALUE,...]`",
                   title_justify="left", show_lines=True)
     for col in ("name", "from", "options [default]", "files"):
@@ -559,9 +544,6 @@ def compare(
                               "seeds overlaid per configuration, links to each run's report.html."),
 ) -> None:
     """Overlay the curves of several runs in one figure and one table."""
-    from ..outputs.compare import NoCheckpoint, available_metrics, load_run, phase_table, plot_compare, run_labels
-    from ..outputs.runs import RunFileError, RunWriteError, atomic_write
-
     runs, notes = [], []
     seen: dict[Path, Path] = {}
     for d in run_dirs:  # the same folder twice (r1 ./r1/) would count one run twice in the table and seed means
@@ -612,8 +594,6 @@ def compare(
     console.print(t)
     console.print(f"wrote {out}/compare.png and {out}/compare.csv")
     if html:
-        from ..outputs.html import write_index
-
         try:
             console.print(f"wrote {write_index(runs, out, labels, metric)}")
         except RunWriteError as e:

@@ -12,6 +12,7 @@ All of them write the same run-folder files as ``phasescope run``, with its writ
 """
 from typing import Any
 
+from . import common
 from .common import checkpoint_scalars, open_run, portable, restore
 
 __all__ = ["checkpoint_scalars", "open_run", "portable", "restore"]
@@ -19,7 +20,6 @@ __all__ = ["checkpoint_scalars", "open_run", "portable", "restore"]
 
 def __getattr__(name: str) -> Any:
     if name == "RunFolder":  # deprecated: the one writer is phasescope.run.runfolder.RunWriter
-        from . import common
 
         return common.__getattr__(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

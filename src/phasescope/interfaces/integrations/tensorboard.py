@@ -23,6 +23,7 @@ import numpy as np
 
 from ...extension import CheckpointContext, Extension
 from .common import checkpoint_scalars
+from ...outputs.figures import phases_payload, plot_curves
 
 
 class TensorBoardLogger(Extension):
@@ -31,7 +32,7 @@ class TensorBoardLogger(Extension):
 
     def __init__(self, log_dir: str | Path, *, images: bool = True, prefix: str = "phasescope", title: str | None = None):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency (tensorboard)
         except ImportError as e:
             raise ImportError("TensorBoardLogger needs the tensorboard package: "
                               "pip install 'phasescope[tensorboard]'") from e
@@ -60,9 +61,7 @@ class TensorBoardLogger(Extension):
 
     def _curves(self, tracker: Any) -> np.ndarray:
         """The curves.png figure of the results so far, as an (H, W, 3) uint8 array."""
-        from PIL import Image
-
-        from ...outputs.figures import phases_payload, plot_curves
+        from PIL import Image  # lazy: Pillow only when the curves figure is logged
 
         df = tracker.results()
         payload = phases_payload(tracker.phases(), df, tracker.num_classes)

@@ -24,9 +24,14 @@ from typing import Any
 import pandas as pd
 
 from ...outputs.runs import RunFolderError, RunLockedError, atomic_write, clear_run_files, locked_folder
-from .backends import CONNECT_TIMEOUT, INSTALL_RAY, ClusterUnreachable, RayMissing, finished_outcome, status_path
+from .backends import (
+    CONNECT_TIMEOUT, ClusterUnreachable, INSTALL_RAY, RayMissing, finished_outcome, import_ray, run_local, run_ray,
+    start_ray, status_path,
+)
+from .figure import plot_sweep
 from .spec import PlannedRun, SweepError, SweepSpec, check_names, load_spec, shipped, spec_from_dict
 from .tables import run_dir, write_tables
+from .view import SweepView
 
 __all__ = ["run_sweep", "load_spec", "shipped", "SweepSpec", "PlannedRun", "SweepError", "SweepResult",
            "RayMissing", "ClusterUnreachable", "INSTALL_RAY", "EXIT_FAILED", "EXIT_DIVERGED_ONLY"]
@@ -89,7 +94,7 @@ class _SweepLock:
         self.created_lock = not self.path.exists()
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            import fcntl
+            import fcntl  # lazy: fcntl exists only on POSIX (Windows: no lock)
         except ImportError:  # Windows: concurrent sweeps are not detected
             return self
         try:
@@ -243,8 +248,6 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, backend: str = "
     if not connect_timeout > 0:
         raise SweepError(f"--connect-timeout must be a positive number of seconds; got {connect_timeout}.")
     if backend == "ray":
-        from .backends import import_ray
-
         import_ray()  # before the folder is touched: say how to install it
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -255,7 +258,6 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, backend: str = "
     _check(out, spec, resume=resume, overwrite=overwrite)  # refuse before anything is created
     ray, started = None, False
     if backend == "ray":  # reach the cluster before anything is created, too
-        from .backends import start_ray
 
         ray, started = start_ray(address, num_cpus, connect_timeout=connect_timeout)
     try:
@@ -274,7 +276,6 @@ def _run(spec: SweepSpec, out: Path, *, backend: str, ray: Any, cpus_per_run: fl
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SweepError(f"--out {out}: cannot create the folder ({e.strerror or e}).") from None
-    from .view import SweepView
 
     with _SweepLock(out, created) as lock:
         try:
@@ -305,17 +306,13 @@ def _run(spec: SweepSpec, out: Path, *, backend: str, ray: Any, cpus_per_run: fl
         with view:
             if backend == "local":
                 threads = int(cpus_per_run) if cpus_per_run else None
-                from .backends import run_local
 
                 interrupted = run_local(jobs, session=session, threads=threads, on_done=on_done, guard=guard)
             else:
-                from .backends import run_ray
-
                 interrupted = run_ray(jobs, session=session, cpus_per_run=cpus_per_run or 1.0,
                                       gpus_per_run=gpus_per_run, retries=retries, on_done=on_done,
                                       on_tick=view.tick, ray=ray)
         table, summary = write_tables(spec, out)
-        from .figure import plot_sweep
 
         figure = plot_sweep(spec, out)
     outcomes = dict(view.outcomes)

@@ -10,11 +10,21 @@ and the tables read. Every file is written atomically.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+import torch
+
+from .spec import run_path
+from ...config import RunConfig
+from ...errors import TrainingDiverged
+from ...outputs.runs import write_json
+from ...run.experiment import _status_of, run_experiment
 
 FINISHED = ("complete", "stopped", "diverged")  # results: never computed again
 INSTALL_RAY = ('the ray backend needs Ray: pip install "phasescope[ray]" '
@@ -26,8 +36,6 @@ class RayMissing(RuntimeError):
 
 
 def status_path(out: Path, name: str) -> Path:
-    from .spec import run_path  # SweepError for a name that would lead outside status/
-
     return run_path(Path(out) / "status", name, ".json")
 
 
@@ -40,16 +48,12 @@ def read_status(path: Path) -> dict | None:
 
 
 def write_status(path: Path, doc: dict) -> None:
-    from ...outputs.runs import write_json
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(path), doc)
 
 
 def finished_outcome(run_dir: Path, spath: Path) -> dict | None:
     """The recorded outcome of a run that has finished (complete, stopped, diverged), else None."""
-    from ...run.experiment import _status_of
-
     run_dir = Path(run_dir)
     status = _status_of(run_dir) if run_dir.is_dir() else None
     if status not in FINISHED:
@@ -67,17 +71,11 @@ def execute_run(name: str, config: dict, run_dir: str, spath: str, session: str,
     """Run one configuration into ``run_dir`` (skip it when finished, resume it when a state
     exists) and return its outcome: {name, status, message, seconds, iteration, skipped, pid}.
     A diverged run, a bad configuration or any other exception is an outcome, not an error."""
-    from ...config import RunConfig
-    from ...errors import TrainingDiverged
-    from ...run.experiment import run_experiment
-
     run_dir, spath = Path(run_dir), Path(spath)
     done = finished_outcome(run_dir, spath)
     if done is not None:
         return {**done, "name": name}
     if threads:
-        import torch
-
         torch.set_num_threads(max(1, int(threads)))
     previous = read_status(spath) or {}
     attempt = previous.get("attempt", 0) + 1 if previous.get("session") == session else 1
@@ -129,8 +127,6 @@ Job = tuple[str, dict, str, str]  # name, config dict, run folder, status file
 def run_local(jobs: Iterable[Job], *, session: str, threads: int | None, on_done: Callable[[dict], None],
               guard: Any = None) -> bool:
     """One run after another in this process. Returns True when a run was interrupted (Ctrl-C)."""
-    import torch
-
     before = torch.get_num_threads()
     try:
         for name, config, run_dir, spath in jobs:
@@ -145,7 +141,7 @@ def run_local(jobs: Iterable[Job], *, session: str, threads: int | None, on_done
 
 def import_ray():
     try:
-        import ray
+        import ray  # lazy: optional dependency (ray)
     except ImportError:
         raise RayMissing(INSTALL_RAY) from None
     return ray
@@ -195,7 +191,7 @@ def _speaks_grpc(host: str, port: int, timeout: float) -> bool:
     if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         return True
     try:
-        import grpc
+        import grpc  # lazy: optional dependency (grpcio, comes with ray)
     except ImportError:
         return True
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -216,7 +212,7 @@ def _target(address: str) -> tuple[str, str]:
     if address != "auto":
         return address, ""
     try:
-        from ray._private.services import get_ray_address_from_environment
+        from ray._private.services import get_ray_address_from_environment  # lazy: optional dependency (ray)
     except ImportError:  # another Ray version: ray.init resolves it (under the deadline)
         return address, ""
     try:
@@ -225,7 +221,7 @@ def _target(address: str) -> tuple[str, str]:
         raise ClusterUnreachable("could not reach a Ray cluster at auto: no running Ray cluster was found on this "
                                  f"machine. {START_A_CLUSTER}") from None
     try:
-        from ray._private.utils import read_ray_address
+        from ray._private.utils import read_ray_address  # lazy: optional dependency (ray)
 
         recorded = read_ray_address()
     except Exception:  # noqa: BLE001 - private API of one Ray version
@@ -252,7 +248,7 @@ def check_address(address: str, timeout: float, label: str | None = None) -> Non
     why = _probe(host, port, timeout)
     if why is not None:
         try:  # Ray connects to this machine's own IP for a localhost address: a GCS may listen only there
-            from ray._private.services import resolve_ip_for_localhost
+            from ray._private.services import resolve_ip_for_localhost  # lazy: optional dependency (ray)
 
             own = resolve_ip_for_localhost(host)
         except Exception:  # noqa: BLE001 - private API of one Ray version
@@ -271,9 +267,6 @@ def _init_within(ray, timeout: float, shown: str, limit: float, **kwargs) -> Non
     --connect-timeout named in the message): Ray waits for minutes on an address where
     something listens that does not answer as a Ray cluster. It runs in a daemon thread; on a
     timeout that thread is left behind (the command exits right after)."""
-    import logging
-    import threading
-
     box: dict[str, BaseException] = {}
 
     def init() -> None:

@@ -1,14 +1,20 @@
 """``phasescope sweep``: the command (mounted on the main app by :func:`register`)."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
+from . import ClusterUnreachable, RayMissing, SweepError, load_spec, run_sweep, saved_spec
 from ..process import entry_point as _entry_point
-from .spec import MAX_RUNS
+from .spec import MAX_RUNS, load_spec, parse_assignments, read_file, shipped
+from ...outputs.runs import InterruptGuard
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -22,8 +28,6 @@ def register(app: typer.Typer) -> None:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    from rich.markup import escape
-
     err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
@@ -31,9 +35,6 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 def _exit_now(message: str, code: int = EXIT_BAD_INPUT) -> None:
     """Say ``message`` and end the process at once: Ray's connection attempt, still running in a
     thread, can hang or abort Python's normal exit (its atexit shutdown, its C++ threads)."""
-    import os
-    import sys
-
     try:
         fail(message, code)
     except typer.Exit:
@@ -44,10 +45,6 @@ def _exit_now(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def _list() -> None:
-    from rich.table import Table
-
-    from .spec import load_spec, read_file, shipped
-
     t = Table(title="shipped sweeps (phasescope sweep NAME --out DIR)", title_justify="left")
     for col in ("name", "runs", "what it runs"):
         t.add_column(col)
@@ -61,8 +58,6 @@ def _list() -> None:
 
 
 def _dry_run(spec) -> None:
-    from rich.table import Table
-
     t = Table(title=f"{len(spec.runs)} runs of {spec.source}", title_justify="left")
     t.add_column("run")
     for c in spec.columns:
@@ -74,9 +69,6 @@ def _dry_run(spec) -> None:
 
 
 def _print_result(result) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
     s = result.summary
     t = Table(title=f"sweep {result.out}: per configuration and layer (mean ± sd across seeds)", title_justify="left")
     for col in ("configuration", "layer", "finished", "all three phases", "minimum at", "relative decrease",
@@ -137,9 +129,6 @@ def sweep(
 
     Exit code: 0 all runs finished; 1 some failed; 3 some diverged and none failed otherwise;
     2 bad input; 130 interrupted (run it again to continue)."""
-    from ...outputs.runs import InterruptGuard
-    from . import ClusterUnreachable, RayMissing, SweepError, load_spec, run_sweep, saved_spec
-
     if list_:
         _list()
         return
@@ -186,6 +175,4 @@ def sweep(
 
 
 def _assignments(items: list[str], option: str) -> dict:
-    from .spec import parse_assignments
-
     return parse_assignments(items, option)

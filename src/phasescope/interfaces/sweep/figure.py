@@ -6,19 +6,19 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ...outputs.runs import save_figure
 from .spec import SweepSpec
 from .tables import OK, run_dir, run_status
+from ...outputs.compare import load_runs
+from ...outputs.figures import _setup_axis, new_figure
 
 COLOURS = ("#08519c", "#a63603", "#006d2c", "#54278f", "#7f2704", "#252525")
 
 
 def plot_sweep(spec: SweepSpec, out: Path, path: Path | None = None, metric: str = "reconstruction_mse") -> Path | None:
     """Write ``out/sweep.png`` from the run folders; None when no run has finished yet."""
-    from ...outputs.compare import load_runs
-    from ...outputs.figures import _setup_axis, new_figure
-
     groups: dict[str, list] = {}
     for run in spec.runs:
         if run_status(out, run.name)[0] not in OK:
@@ -47,7 +47,6 @@ def plot_sweep(spec: SweepSpec, out: Path, path: Path | None = None, metric: str
                 curves.append(s.set_index("iteration").value)
             if not curves:
                 continue
-            import pandas as pd
 
             mean = pd.concat(curves, axis=1).mean(axis=1).sort_index()
             ax.plot(mean.index, mean.values, "o-", color=colour, ms=2.5, lw=1.6,

@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from ...config import ConfigError, RunConfig, check_field, parse_extension, sections
+from ...registry import check_config
+from ...run.models import ModelError, check_model_name
+from ...run.presets import PRESETS
 
 TOP_RESERVED = ("grid", "runs", "preset", "description")
 ENTRY_RESERVED = ("name", "preset", "grid")
@@ -170,7 +173,7 @@ def read_file(path: Path) -> dict:
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            import yaml
+            import yaml  # lazy: optional dependency (pyyaml): YAML sweep files only
         except ImportError:
             raise SweepError(f"{path}: YAML sweep files need PyYAML (pip install pyyaml); or write the file as TOML.") \
                 from None
@@ -185,10 +188,10 @@ def read_file(path: Path) -> dict:
         doc = {} if doc is None else doc
     else:
         try:
-            import tomllib
+            import tomllib  # lazy: tomllib is Python 3.11+, else the tomli backport
         except ImportError:  # Python 3.10
             try:
-                import tomli as tomllib
+                import tomli as tomllib  # lazy: tomllib is Python 3.11+, else the tomli backport
             except ImportError:
                 raise SweepError("reading TOML sweep files needs Python 3.11+ or `pip install tomli`.") from None
         try:
@@ -265,8 +268,6 @@ def check_key_value(key: str, value: Any, where: str, src: str) -> None:
 
 
 def _check_preset(value: Any, where: str, src: str) -> None:
-    from ...run.presets import PRESETS
-
     if not isinstance(value, str) or value not in PRESETS:
         raise SweepError(f"{src}: preset {short(value)} in {where} is not a preset; choose one of: "
                          f"{', '.join(PRESETS)} (see `phasescope presets`).")
@@ -427,8 +428,6 @@ def _check_size(doc: dict, src: str, max_runs: int) -> None:
 
 def _check_model(model: str) -> None:
     """The model check of ``phasescope run`` (a built-in name or an import path), without building it."""
-    from ...run.models import ModelError, check_model_name
-
     try:
         check_model_name(model)
     except ModelError as e:
@@ -439,9 +438,7 @@ def expand(doc: dict, src: str, *, base_dir: Path | None = None, overrides: dict
            data_dirs: dict[str, str] | None = None, max_runs: int = MAX_RUNS) -> tuple[list[PlannedRun], list[str]]:
     """The runs of a parsed sweep file, named and validated; SweepError when the file expands to
     more than ``max_runs`` runs (counted before anything is expanded)."""
-    from ...data import DATASETS
-    from ...run.presets import PRESETS
-    from ...registry import check_config
+    from ...data import DATASETS  # lazy: DATASETS is computed on access, from the datasets registered so far
 
     if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
         raise SweepError(f"--max-runs must be a positive integer; got {short(max_runs)}.")
@@ -584,9 +581,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def parse_value(text: str) -> Any:
     """A --set value: TOML syntax when it parses (512, 0.01, true, ["a", "b"]), else the plain string."""
     try:
-        import tomllib
+        import tomllib  # lazy: tomllib is Python 3.11+, else the tomli backport
     except ImportError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # lazy: tomllib is Python 3.11+, else the tomli backport
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except Exception:

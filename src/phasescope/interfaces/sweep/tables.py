@@ -10,6 +10,7 @@ show all three phases, and Student-t intervals across seeds.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import pandas as pd
 from ...outputs.runs import atomic_write
 from .backends import read_status, status_path
 from .spec import SweepSpec, run_path
+from ...outputs.compare import load_runs, phase_table
+from ...run.experiment import _status_of
 
 PHASE_COLUMNS = ["layer", "phases", "three_phases", "min_iteration", "min_value", "relative_decrease",
                  "relative_decrease_ci_low", "relative_decrease_ci_high", "relative_increase",
@@ -37,8 +40,6 @@ def run_dir(out: Path, name: str) -> Path:
 
 def run_status(out: Path, name: str) -> tuple[str, str, float | None]:
     """(status, message, seconds) of a run from its status file and folder; 'pending' when it has not started."""
-    from ...run.experiment import _status_of
-
     doc = read_status(status_path(out, name)) or {}
     folder_status = _status_of(run_dir(out, name))
     status = doc.get("status") or folder_status or "pending"
@@ -50,8 +51,6 @@ def run_status(out: Path, name: str) -> tuple[str, str, float | None]:
 
 
 def _phase_rows(folder: Path) -> list[dict]:
-    from ...outputs.compare import load_runs, phase_table
-
     if not (folder / "phases.json").exists() or not (folder / "metrics.csv").exists():
         return []
     try:
@@ -83,14 +82,12 @@ def sweep_table(spec: SweepSpec, out: Path) -> pd.DataFrame:
 
 def _cell(v):
     if isinstance(v, (list, dict)):
-        import json
-
         return json.dumps(v)
     return v
 
 
 def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    from scipy import stats
+    from scipy import stats  # lazy: scipy is heavy and only this statistic needs it
 
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]

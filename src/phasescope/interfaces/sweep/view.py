@@ -6,6 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+from rich.live import Live
+from rich.table import Table
+
 from .backends import read_status, status_path
 
 
@@ -38,8 +41,6 @@ class SweepView:
                 "pending": len(self.names) - len(self.outcomes) - running}
 
     def render(self):
-        from rich.table import Table
-
         c = self.counts()
         t = Table(title=f"sweep {self.out}: {c['done']} done, {c['running']} running, {c['failed']} failed, "
                         f"{c['pending']} waiting ({len(self.names)} runs, {time.perf_counter() - self.t0:.0f} s)",
@@ -56,8 +57,6 @@ class SweepView:
     # -- events
     def __enter__(self) -> "SweepView":
         if self.tty:
-            from rich.live import Live
-
             self.live = Live(get_renderable=self.render, console=self.console, refresh_per_second=2, transient=False)
             self.live.__enter__()
         return self
