@@ -41,8 +41,8 @@ from .engine.schedule import log_schedule  # noqa: E402
 from .engine.tracker import PhaseTracker  # noqa: E402
 
 
-def run_experiment(*args, **kwargs):  # imported lazily: keeps `import phasescope` light
-    from .run.experiment import run_experiment as _run
+def run_experiment(*args, **kwargs):
+    from .run.experiment import run_experiment as _run  # lazy: keeps `import phasescope` light
 
     return _run(*args, **kwargs)
 

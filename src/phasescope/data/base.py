@@ -102,7 +102,7 @@ def to_nchw_unit(x: np.ndarray, *, name: str = "x") -> np.ndarray:
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded, stratified train/test split (same seed, same split)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # lazy: scikit-learn is heavy and only this function needs it
 
     idx = np.arange(len(y))
     tr, te = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
@@ -125,7 +125,7 @@ def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
         largest = np.lexsort((rng.permutation(len(labels)), -counts))[:n_drop]
         drop = [rng.choice(np.flatnonzero(y == labels[k])) for k in largest]
         return np.setdiff1d(np.arange(len(y)), drop)
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # lazy: scikit-learn is heavy and only this function needs it
 
     # Integer sizes: a float fraction can round to one sample fewer than asked for.
     try:

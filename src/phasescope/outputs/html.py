@@ -67,7 +67,7 @@ class ReportError(NotARunFolder):
 
 # ---------------------------------------------------------------------- helpers
 def _env():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # lazy: jinja2 only renders report.html and index.html
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # lazy: jinja2 only for the html pages
 
     env = Environment(loader=PackageLoader("phasescope", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)

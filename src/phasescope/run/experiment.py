@@ -452,7 +452,7 @@ def _progress(enabled: bool, total: int, start: int) -> Any:
         return _NoProgress()
     if not sys.stdout.isatty():  # rich would draw nothing useful into a log file
         return PlainProgress(total, start)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # lazy: rich's progress bar only on a terminal
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # lazy: only on a terminal
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),

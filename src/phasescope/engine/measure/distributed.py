@@ -23,11 +23,14 @@ hanging.
 from __future__ import annotations
 
 import datetime
+import pickle
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ...errors import NonFiniteActivations, NonFiniteInput, RankFailed
@@ -36,8 +39,6 @@ DEFAULT_TIMEOUT = 600.0  # seconds any rank waits for the others at a collective
 
 
 def _dist():
-    import torch.distributed as dist
-
     return dist
 
 
@@ -97,8 +98,6 @@ def local_module(model: nn.Module) -> nn.Module:
 
 
 def _fsdp_classes() -> tuple[type, ...]:
-    import sys
-
     fsdp = sys.modules.get("torch.distributed.fsdp")  # an FSDP model has imported it; importing it costs seconds
     if fsdp is None:
         return ()
@@ -215,8 +214,6 @@ class Shard:
 
     def broadcast_object(self, obj: Any, src: int = 0, what: str = "sharing a result") -> Any:
         """A picklable ``obj`` as rank ``src`` holds it, on every rank (two collectives: size, bytes)."""
-        import pickle
-
         data = pickle.dumps(obj) if self.rank == src else b""
         size = self.broadcast([torch.tensor([float(len(data))])], src, what)[0]
         buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=self.device)

@@ -565,8 +565,8 @@ def one_hot(y: torch.Tensor, k: int) -> torch.Tensor:
 
 def logistic_probe(H_train: np.ndarray, y_train: np.ndarray, seed: int = 0):
     """Multinomial logistic regression solved to convergence (L-BFGS, L2 C=1 on standardised features)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is heavy and only this function needs it
+    from sklearn.pipeline import make_pipeline  # lazy: scikit-learn is heavy and only this function needs it
+    from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn is heavy and only this function needs it
 
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(H_train, y_train)

@@ -30,7 +30,7 @@ _FROM_STOPPING = ("BestFeaturesKeeper", "Decision", "decide")  # the keeper's mo
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_STOPPING:
-        from .. import stopping  # lazy: breaks the stopping -> transfer.options import cycle at import time
+        from .. import stopping  # lazy: stopping imports transfer.options: circular at module level
 
         return getattr(stopping, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -49,7 +49,7 @@ def from_config(cfg: RunConfig, data: Splits) -> tuple[Splits, list[TransferProb
 def keeper_from_config(cfg: RunConfig) -> Any:
     """Deprecated: the keeper extension of ``cfg.transfer`` (keep_best / stop_on_increase), or None;
     use ``BestFeaturesKeeper.from_config(RunSetup(cfg, data))``."""
-    from ..stopping import BestFeaturesKeeper  # lazy: breaks the stopping -> transfer.options import cycle at import time
+    from ..stopping import BestFeaturesKeeper  # lazy: stopping imports transfer.options: circular at module level
 
     warnings.warn("phasescope.transfer.keeper_from_config is deprecated; use "
                   "BestFeaturesKeeper.from_config(RunSetup(cfg, data))", DeprecationWarning, stacklevel=2)
