@@ -9,7 +9,9 @@ imports each module's code names, wherever they stand:
   cycle (the code cannot be understood, tested or moved one module at a time), and
   hiding a cycle behind a function-level import is exactly what this test is meant to
   catch. Lazy imports that only keep ``import phasescope`` light (matplotlib, scipy,
-  sklearn, an optional module) are fine: they point outside the package or downward.
+  sklearn, an optional module) are fine: they point outside the package or downward. Each
+  says why on its line (``# lazy: why``: see test_imports_inside_functions_say_why); every
+  other import stands at the top of its module.
 * ``import a.b`` gives the edge to ``a.b``; ``from X import n`` gives the edge to the
   submodule ``X.n`` when there is one, else to ``X`` itself (a name ``X`` defines).
 * Relative imports are resolved against the importing module's package.
@@ -187,6 +189,54 @@ def test_imports_only_go_downward():
     assert not upward, "imports from a lower layer into a higher one:\n" + "\n".join(
         f"  {a} ({LAYERS[layer_of(a)][0]}) -> {b} ({LAYERS[layer_of(b)][0] if layer_of(b) < len(LAYERS) else 'facade'}) "
         f"(line {', '.join(map(str, edges[(a, b)]))})" for a, b in sorted(upward))
+
+
+# Files whose function-level imports are not annotated yet: being changed on other branches; to be
+# annotated (and removed from here) once those changes land.
+LAZY_UNCHECKED = (
+    "interfaces/analyze/",  # the whole package
+    "engine/tracker.py",
+    "engine/measure/span.py",
+    "engine/measure/inputs.py",
+    "engine/measure/capture.py",
+)
+
+
+def function_level_imports(path: Path) -> list[ast.stmt]:
+    """The import statements inside function bodies (at any depth) of one module."""
+    found: list[ast.stmt] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(path.read_text(), filename=str(path)), False)
+    return found
+
+
+def test_imports_inside_functions_say_why():
+    """An import stays inside a function only for a reason (an optional or heavy dependency, a fast
+    ``import phasescope``, a cycle at import time), given on its line as ``# lazy: why``; every other
+    import stands at the top of its module, where the layering can be read."""
+    unsaid = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if any(rel == f or (f.endswith("/") and rel.startswith(f)) for f in LAZY_UNCHECKED):
+            continue
+        lines = path.read_text().splitlines()
+        unsaid += [f"  {rel}:{n.lineno}: {lines[n.lineno - 1].strip()}" for n in function_level_imports(path)
+                   if "# lazy:" not in lines[n.lineno - 1]]
+    assert not unsaid, ("imports inside functions without a `# lazy: why` comment (move them to the top of "
+                        "the module, or say why they must wait):\n" + "\n".join(unsaid))
+
+
+def test_function_level_imports_are_found(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("import os\n\ndef f():\n    import json  # lazy: test\n    def g():\n"
+                      "        from . import x\n    return json\n\nclass C:\n    def m(self):\n        import re\n")
+    assert [n.lineno for n in function_level_imports(source)] == [4, 6, 11]
 
 
 def test_find_cycles_finds_cycles():
