@@ -16,7 +16,7 @@ from ...config import Section, opt
 from ...extension import HEAD, Extension, Requires, RunSetup
 from .metrics import (HISTORY, METRICS, class_distance, forgetting_counts, gradient_concentration,
                       last_layer_grad_norm, learned_at, logit_margin, summarise_samples)
-from .report import plot_few, plot_samples, rebuild_samples, summary_lines, write_samples_table
+from .report import plot_few, plot_samples, rebuild_samples, summary_lines as report_lines, write_samples_table
 from ...data.subsets import measurement_indices
 from ...engine.measure.capture import capture_inputs, final_linear_name
 from ...engine.measure.inputs import as_tensors as _as_tensors
@@ -260,7 +260,7 @@ class SampleDynamics(Extension):
 
     @classmethod
     def summary_lines(cls, payload: dict) -> list[str]:
-        return summary_lines(payload)
+        return report_lines(payload)
 
     @classmethod
     def rebuild(cls, run_dir: Path, df: pd.DataFrame, payload: dict) -> dict:
