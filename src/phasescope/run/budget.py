@@ -322,7 +322,8 @@ class Budget:
             return None  # near enough to F: keep the plan as it is (no reshuffling on noise)
         k = self.affordable(rate, per, spent, trained_seconds, at=iteration)
         remaining = [i for i in self.candidates if i > iteration]
-        keep = min(len(remaining), max(k, self.floor - len(self.measured)))
+        # the run's last iteration is always measured, however far over budget (its end state and phases)
+        keep = min(len(remaining), max(k, self.floor - len(self.measured), 1))
         if keep == len(before):  # nothing to change (at the floor, or every candidate planned)
             return None
         if keep > len(before):  # densify only as far as the run's own clock agrees (points remain for later)
