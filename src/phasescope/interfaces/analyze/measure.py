@@ -27,7 +27,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -59,48 +58,18 @@ def _read_data(cfg):
     return apply_atypical(data, cfg.atypical, cfg.seed)
 
 
-class _Prefetch(threading.Thread):
-    """:func:`_read_data` in the background (the driver's data while Ray starts)."""
-
-    def __init__(self, cfg):
-        super().__init__(name="phasescope-data", daemon=True)
-        self.cfg, self.data = cfg, None
-
-    def run(self) -> None:
-        try:  # (warnings' filters are the process's: they are left alone here)
-            self.data = _read_data(self.cfg)
-        except BaseException:  # noqa: BLE001 - read again in the main thread, which raises it properly
-            self.data = None
-
-
-_PREFETCH: dict[str, _Prefetch] = {}
-
-
-def prefetch_data(cfg) -> None:
-    """Start reading ``cfg``'s data in a background thread; :func:`load_data` takes it from there."""
-    key = _data_key(cfg)
-    if key not in _DATA_CACHE and key not in _PREFETCH:
-        _PREFETCH[key] = _Prefetch(cfg)
-        _PREFETCH[key].start()
-
-
 def load_data(cfg):
     """The data exactly as ``phasescope run`` prepares it (atypical samples included), cached per process."""
     key = _data_key(cfg)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        fetched = _PREFETCH.pop(key, None)
-        if fetched is not None:
-            fetched.join()
-        data = fetched.data if fetched is not None else None
-        _DATA_CACHE[key] = data if data is not None else _read_data(cfg)
+        _DATA_CACHE[key] = _read_data(cfg)
     return _DATA_CACHE[key]
 
 
 def forget_data() -> None:
     """Drop this process's cached data and prepared measurement (the local backend, once done)."""
     _DATA_CACHE.clear()
-    _PREFETCH.clear()  # a read still under way ends on its own; its result is dropped
     _PREPARED.clear()
 
 

@@ -272,19 +272,14 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     # writer refuses any other run's folder unless overwrite
     existing = out is not None and not overwrite and run_writer(Path(out)) == WRITER
     name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
-    from .measure import forget_data, prefetch_data
+    from .measure import forget_data
 
     ray, started, warm = (None, False, [])
     if backend == "ray":  # joined before the folder is touched: an unreachable cluster leaves nothing behind
         from ..sweep.backends import start_ray
         from .backends import warm_up_ray
 
-        prefetch_data(cfg)  # the driver's data is read while Ray starts
-        try:
-            ray, started = start_ray(address, num_cpus)
-        except BaseException:
-            forget_data()
-            raise
+        ray, started = start_ray(address, num_cpus)
         # at once: the workers' imports and data overlap the driver's preparation and the guard's scan
         warm = warm_up_ray(ray, cfg.to_dict(), source.to_dict(), count=len(found.checkpoints),
                            cpus_per_run=cpus_per_run or 1.0, gpus_per_run=gpus_per_run,
