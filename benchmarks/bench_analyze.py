@@ -13,6 +13,9 @@ Prints
 * Ray's overhead per checkpoint: (2 x parallel time - the checkpoints' own time inside the
   workers) / K: worker start and imports, loading the data once per worker, scheduling,
   returning the results;
+* the checkpoints' own times (load + measure, median) in both modes, and in Ray each worker's
+  first checkpoint apart from the others (what the per-process cache and the warm-up leave);
+* the load average (1, 5, 15 min) before and after each mode: the machine may be shared;
 * whether the analysis agrees with the run's own metrics.csv (rtol 1e-5) in both modes.
 
     python benchmarks/bench_analyze.py [--iterations 128] [--points-per-octave 1] [--data /work/shared/data/cifar10_subset.npz]
@@ -26,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 SUBSET = Path("/work/shared/data/cifar10_subset.npz")
@@ -69,10 +73,11 @@ def main() -> None:
           f"(live measurement {run.seconds['measurement']:.1f} s)", flush=True)
     acfg = cfg.replace(save_checkpoints=False)
 
+    print(f"load average before the sequential analysis: {load()}", flush=True)
     t0 = time.perf_counter()
     seq = analyze(ckpts, acfg, out / "local", backend="local", cpus_per_run=1, progress=False)
     t_seq = time.perf_counter() - t0
-    print(f"sequential (local backend, 1 thread): {t_seq:.1f} s", flush=True)
+    print(f"sequential (local backend, 1 thread): {t_seq:.1f} s; load average after {load()}", flush=True)
 
     import ray
 
@@ -80,12 +85,29 @@ def main() -> None:
     ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=False)
     t_init = time.perf_counter() - t0
     ray.shutdown()
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     par = analyze(ckpts, acfg, out / "ray", backend="ray", num_cpus=args.parallel, cpus_per_run=1, progress=False)
     t_par = time.perf_counter() - t0
     inside = sum(sum(o["seconds"].values()) for o in par.outcomes.values())
     inside_seq = sum(sum(o["seconds"].values()) for o in seq.outcomes.values())
-    print(f"Ray ({args.parallel} workers, 1 CPU each): {t_par:.1f} s, of which ray.init about {t_init:.1f} s", flush=True)
+    print(f"Ray ({args.parallel} workers, 1 CPU each): {t_par:.1f} s, of which ray.init about {t_init:.1f} s; "
+          f"load average after {load()}", flush=True)
+    per = lambda res: [sum(o["seconds"].values()) for o in res.outcomes.values()]  # noqa: E731
+    firsts, rest, seen = [], [], set()
+    for o in sorted(par.outcomes.values(), key=lambda o: o.get("started", 0.0)):
+        (rest if o["pid"] in seen else firsts).append(sum(o["seconds"].values()))
+        seen.add(o["pid"])
+    print(f"per checkpoint (load + measure, median): sequential {np.median(per(seq)):.2f} s, Ray workers "
+          f"{np.median(per(par)):.2f} s (each worker's first: {', '.join(f'{t:.2f}' for t in firsts)} s; "
+          f"the others {np.median(rest) if rest else float('nan'):.2f} s)")
+    jobs = [(o["started"] - wall0, o["started"] - wall0 + sum(o["seconds"].values()))
+            for o in par.outcomes.values() if "started" in o]
+    warm = [(w["started"] - wall0, w["started"] - wall0 + w["seconds"]) for w in getattr(par, "warm_ups", [])]
+    if jobs:
+        print("Ray timeline (s from the call): "
+              + (f"warm-ups {', '.join(f'{a:.1f}-{b:.1f}' for a, b in sorted(warm))}; " if warm else "")
+              + f"checkpoints {min(a for a, _ in jobs):.1f}-{max(b for _, b in jobs):.1f}; "
+              f"end {t_par:.1f} (final files and figures after the last checkpoint)")
     print(f"time inside the checkpoints' jobs: sequential {inside_seq:.1f} s, Ray workers {inside:.1f} s")
     eff = t_seq / (args.parallel * t_par)
     eff_no_init = t_seq / (args.parallel * max(t_par - t_init, 1e-9))
@@ -103,7 +125,11 @@ def main() -> None:
             print(f"{name}: metrics.csv agrees with the live run's (rtol 1e-5)")
         except AssertionError as e:
             print(f"{name}: metrics.csv DIFFERS from the live run's: {str(e).splitlines()[0]}")
-    print(f"load average at the end {os.getloadavg()[0]:.1f}; files in {out}")
+    print(f"load average at the end {load()}; files in {out}")
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ only the hooks it needs; every hook has a no-op default. The lifecycle:
                               ``figures`` names its PNGs with their report section and caption
     rebuild(run_dir, df, payload)   (classmethod) recompute its phases.json part and figures from files
     state_dict() / load_state_dict()   resume
+    restart()                 (optional) forget every checkpoint measured, keep what does not depend
+                              on the weights (samples chosen, statistics of the inputs): a tracker
+                              whose extensions all have it is reused from checkpoint to checkpoint by
+                              ``phasescope analyze`` (:meth:`PhaseTracker.restart
+                              <phasescope.engine.tracker.PhaseTracker.restart>`); without it, a new
+                              tracker is built for every checkpoint
 
 An extension also declares how a run (``phasescope run``, a sweep) uses it, all optional:
 
@@ -169,6 +175,9 @@ class Extension:
     report_title: str | None = None  # the section's entry in the report's navigation [name]
     report_anchor: str | None = None  # the section's id [name]
     report_order: int = 100  # sections are shown by this number, then in registry order
+    # Optional hook (a method in the subclass): forget the checkpoints measured, keep what does not
+    # depend on the weights. None: the extension cannot be restarted (see PhaseTracker.restart).
+    restart: Any = None
 
     @classmethod
     def from_config(cls, setup: RunSetup) -> list["Extension"]:

@@ -35,21 +35,26 @@ def local(tmp_path_factory):
     return ckpts, pd.read_csv(root / "out" / "metrics.csv")
 
 
-def test_two_node_cluster_spreads_the_checkpoints(tmp_path, local):
+def test_two_node_cluster_spreads_the_checkpoints(tmp_path, local, monkeypatch):
     from ray.cluster_utils import Cluster
 
     ckpts, expected = local
+    barrier = tmp_path / "barrier"  # see slow_model.build_together: both nodes hold a checkpoint at once
+    barrier.mkdir()
+    monkeypatch.setenv("PHASESCOPE_TEST_BARRIER", str(barrier))
+    monkeypatch.setenv("PHASESCOPE_TEST_DRIVER_PID", str(os.getpid()))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        result = analyze(ckpts, tiny_cfg(), tmp_path / "out", backend="ray", address=cluster.address,
-                         cpus_per_run=1, progress=False)
+        result = analyze(ckpts, tiny_cfg(model="tests.analyze.slow_model:build_together"), tmp_path / "out",
+                         backend="ray", address=cluster.address, cpus_per_run=1, progress=False)
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert sorted(result.outcomes) == [0, 1, 2, 4]
     assert len({o["node"] for o in result.outcomes.values()}) == 2
+    assert len({w["node"] for w in result.warm_ups}) == 2  # a warm-up per slot, spread too
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "metrics.csv"), expected, rtol=1e-5)
 
 

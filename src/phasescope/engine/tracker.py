@@ -767,6 +767,32 @@ class PhaseTracker:
                 out[n] = detect_phases(its, E, settings=self.settings.phases())
         return out
 
+    # ------------------------------------------------------------------ reuse
+    def restartable(self) -> bool:
+        """Whether :meth:`restart` can reuse this tracker: every extension has a ``restart`` hook."""
+        return all(callable(getattr(e, "restart", None)) for e in self.extensions)
+
+    def restart(self, schedule: Sequence[int] | None = None) -> bool:
+        """Forget every measurement (rows, per-sample errors, timings, decisions, and each
+        extension's records through its ``restart`` hook) and keep what does not depend on the
+        weights: the converted fit and test inputs, the layers' feature maps, the BatchNorm
+        subset, the span of the inputs, the bootstrap weights, the extensions' choice of samples
+        and statistics of the inputs. Measuring another model of the same structure then gives
+        what a new tracker would (``phasescope analyze`` measures checkpoint after checkpoint
+        this way). ``schedule``: the new schedule. Returns False, changing nothing, when an
+        extension has no ``restart`` hook (build a new tracker then)."""
+        if not self.restartable():
+            return False
+        self.rows = []  # new containers: states handed out before keep theirs
+        self.errors = {n: {} for n in self.layers}
+        self.timings = {}
+        self.decisions = {}
+        for e in self.extensions:
+            e.restart()
+        if schedule is not None:
+            self.schedule = sorted(set(int(i) for i in schedule))
+        return True
+
     # ------------------------------------------------------------------ resume
     def _identity(self) -> dict:
         """What a saved state must agree with to be continued by this tracker (see load_state_dict)."""

@@ -163,6 +163,12 @@ class InfoPlane(Extension):
         self.estimator_seconds: dict[int, dict[str, float]] = {}
         self._shapes: dict[str, tuple] | None = None
 
+    def restart(self) -> None:
+        """Forget the checkpoints measured; keep the layers' output shapes (see PhaseTracker.restart)."""
+        shapes = self._shapes
+        self._reset()
+        self._shapes = shapes
+
     def describe(self) -> dict:
         """Settings, as recorded in phases.json (``infoplane.settings``)."""
         return {"estimators": list(self.estimators), "bins": self.bins, "binning_scope": self.binning_scope,

@@ -216,6 +216,11 @@ class Reconstructions(Extension):
         else:
             self.method_ = "decoded class-mean feature (= class mean of the decoded inputs: the decoder is affine)"
 
+    def restart(self) -> None:
+        """Forget the checkpoints measured; keep the images chosen, their originals and the test
+        inputs' class sums (none depends on the weights; see PhaseTracker.restart)."""
+        self.iterations, self.images, self.protos, self.kept = [], [], [], []
+
     def describe(self) -> dict:
         return {"per_class": self.per_class, "layer": self.layer_ or self.layer, "prototypes": self.prototypes,
                 "selection_seed": self.seed, **({"skipped": self.skipped} if self.skipped else {})}

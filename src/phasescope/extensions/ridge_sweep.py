@@ -111,6 +111,10 @@ class RidgeSweep(Extension):
         self.main = main
         self.phase_settings = PhaseSettings.from_config(tracker)  # the tracker's (any object with those attributes)
 
+    def restart(self) -> None:
+        """Forget the checkpoints measured (see PhaseTracker.restart)."""
+        self.errors = {label: {} for label in self.errors}
+
     def describe(self) -> dict:
         return {"ridges": [ridge_label(r) for r in self.ridges], "errors_file": ERRORS_FILE}
 

@@ -11,6 +11,7 @@
     curves.png       the figure
     checkpoints/     with --save-checkpoints: the weights at every checkpoint, step-N.pt
     analyze.pt       `phasescope analyze`: each checkpoint's measurement (for re-runs that add checkpoints)
+    analyze.journal  `phasescope analyze`: checkpoints measured since analyze.pt was written (while it runs)
     state.pt         training + tracker state at the last checkpoint (for --resume)
     state.prev.pt    the state of the checkpoint before (used when state.pt is unusable)
     .lock            held (flock) by the process writing the folder
@@ -105,6 +106,7 @@ CORE_FILES = frozenset({
     "seeds.csv", "agreement.csv", "aggregate.csv", "seeds.png",
     "sweep.csv", "sweep.png",  # phasescope theory --sweep
     "analyze.pt",  # `phasescope analyze`: the measurements of each checkpoint so far
+    "analyze.journal",  # `phasescope analyze`: those appended since analyze.pt was written (folded in at the end)
 })
 
 

@@ -105,6 +105,15 @@ class SampleDynamics(Extension):
         self.timings: dict[int, float] = {}
         self.bias_: bool = True
 
+    def restart(self) -> None:
+        """Forget the checkpoints measured; keep the followed rows, their labels and the inputs'
+        typicality (none depends on the weights; see PhaseTracker.restart)."""
+        self.iterations = []
+        self.history = {k: [] for k in HISTORY}
+        self.layer_typicality_ = None
+        self.timings = {}
+        self.bias_ = True
+
     # ------------------------------------------------------------------ measurement
     def _forward(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """x, y, logits, head input and tracked-layer features of the followed samples."""

@@ -101,6 +101,11 @@ class TransferProbes(Extension):
         self._labels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._boot = Bootstrap(bootstrap, confidence, seed)
 
+    def restart(self) -> None:
+        """Forget the checkpoints measured; keep the tasks' labels of the tracker's inputs and the
+        bootstrap weights (see PhaseTracker.restart)."""
+        self.correct = {n: {} for n in self.correct}
+
     def describe(self) -> dict:
         return {"probe": self.probe, "ridge": self.ridge, "tasks": {t.name: t.describe() for t in self.tasks}}
 

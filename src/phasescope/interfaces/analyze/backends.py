@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .measure import measure_checkpoint
+from .measure import measure_checkpoint, warm_up
 from .view import AnalyzeView
 
 
@@ -38,6 +38,21 @@ def _slots(ray, cpus: float, gpus: float) -> int:
         return max(1, n)
     except Exception:  # noqa: BLE001 - only for the display
         return 1
+
+
+def warm_up_ray(ray: Any, config: dict, source: dict, *, count: int, cpus_per_run: float, gpus_per_run: float,
+                threads: int | None) -> list:
+    """One :func:`~.measure.warm_up` task per Ray slot (at most ``count``), submitted as soon as Ray
+    is connected, so that the workers' start, imports, data and the measurement's preparation
+    overlap the driver's own preparation and the guard's scan; the checkpoints' tasks queue behind
+    them. Returns their refs (never waited for; a failed warm-up only means a cold first job)."""
+    try:
+        n = min(max(1, count), _slots(ray, cpus_per_run, gpus_per_run))
+        task = ray.remote(warm_up).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run or 0, max_retries=0,
+                                           scheduling_strategy="SPREAD")
+        return [task.remote(config, source, threads) for _ in range(n)]
+    except Exception:  # noqa: BLE001 - an optimisation: the analysis goes on without it
+        return []
 
 
 def run_ray(jobs: list[dict], on_done: Callable[[dict], None], view: AnalyzeView, *, ray: Any,

@@ -23,7 +23,7 @@ def _steps(steps: list[int]) -> str:
 
 class CheckpointAnalysis(Extension):
     name = "analyze"
-    files = ("analyze.pt",)
+    files = ("analyze.pt", "analyze.journal")
 
     def __init__(self, summary: dict | None = None):
         self.summary = summary  # set by the analysis before the run folder's end is written

@@ -2,9 +2,14 @@
 
 Discover the checkpoints -> claim the run folder -> prepare data, extensions and the model
 (as ``run`` does) -> the integrity guard reads every checkpoint once (``--strict``: refuse on
-any finding) -> one job per checkpoint not yet measured, locally or as Ray tasks -> after each,
-analyze.pt (every checkpoint's measurement), metrics.csv and errors.npz are rewritten ->
-when all are in: phases, figures, extensions' files, report.html and phases.json.
+any finding) -> one job per checkpoint not yet measured, locally or as Ray tasks (on Ray, a
+warm-up task per slot, submitted as soon as Ray is connected, loads the data and prepares the
+measurement in the workers while the driver prepares and scans) -> analyze.pt holds every
+checkpoint measured before the jobs start; each checkpoint that comes in is appended to
+analyze.journal (O(1): a kill loses only the checkpoints in flight), and metrics.csv and
+errors.npz are rewritten at most every :data:`CHECKPOINT_SECONDS` -> when all are in:
+analyze.pt with every checkpoint (the journal is folded into it), phases, figures,
+extensions' files, report.html and phases.json.
 
 Running it again into the same folder measures only the checkpoints it has not measured
 (new ones, or ones whose weights changed); measurements of checkpoints deleted since (a
@@ -12,6 +17,11 @@ trainer that keeps the last k) are kept.
 """
 from __future__ import annotations
 
+import errno
+import io
+import os
+import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,13 +31,16 @@ import torch
 
 from ...config import ConfigError, RunConfig
 from ...run.runfolder import RunWriter, config_document
-from ...outputs.runs import RunFolderError, Wording, atomic_write, read_json, run_writer, write_bytes_to
+from ...outputs.runs import (RunFolderError, RunWriteError, Wording, atomic_write, read_json, run_writer,
+                             write_bytes_to)
 from .discover import Discovery, discover
 from .guard import Finding, Scan, findings, measurable, reference_of, scan, file_stamp
 from .load import CheckpointError, Source, build_model_for, tied_groups
 from .measure import make_tracker, merge_states, prepare
 
 STATE_FILE = "analyze.pt"
+JOURNAL_FILE = "analyze.journal"  # the checkpoints measured since analyze.pt was written, one frame each
+CHECKPOINT_SECONDS = 5.0  # metrics.csv and errors.npz rewritten at most this often while checkpoints come in
 WRITER = "analyze"  # config.json's integration.source: who wrote the run folder
 WORDING = Wording(out="--out", overwrite="--overwrite", resume=None)  # a re-run needs no option
 BACKENDS = ("local", "ray")
@@ -65,6 +78,7 @@ class AnalyzeResult:
     findings: list[Finding] = field(default_factory=list)
     outcomes: dict[int, dict] = field(default_factory=dict)  # step -> outcome of this call's jobs
     skipped: list[str] = field(default_factory=list)  # measured by an earlier call
+    warm_ups: list[dict] = field(default_factory=list)  # Ray: the warm-up tasks finished by the end (pid, node, seconds)
 
 
 def measurement_dict(cfg: RunConfig) -> dict:
@@ -72,18 +86,86 @@ def measurement_dict(cfg: RunConfig) -> dict:
 
 
 def read_saved(out: Path) -> dict | None:
+    """analyze.pt with the checkpoints of analyze.journal added (``journaled``: how many); None
+    without analyze.pt (a journal alone belongs to no analysis that can be checked: ignored)."""
     path = Path(out) / STATE_FILE
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        doc = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise RunFolderError(f"{path} is unreadable ({type(e).__name__}: {e}); run again with --overwrite "
                              "to measure every checkpoint anew.") from None
+    entries = read_journal(Path(out) / JOURNAL_FILE)
+    for e in entries:  # in the order they came in, as on_done recorded them
+        if e.get("state") is not None:
+            doc["states"][e["step"]] = e["state"]
+        doc["records"][e["step"]] = e["record"]
+    doc["journaled"] = len(entries)
+    return doc
 
 
 def _save(out: Path, doc: dict) -> None:
+    doc = {k: v for k, v in doc.items() if k != "journaled"}
     atomic_write(out / STATE_FILE, write_bytes_to(lambda f: torch.save(doc, f)))  # a full disk names the file
+
+
+class Journal:
+    """analyze.journal: each checkpoint's outcome appended as it comes in, a length-prefixed
+    ``torch.save`` frame, flushed and fsynced; the cost does not grow with the checkpoints
+    measured before. A frame cut short (a kill while appending) ends the journal when read:
+    that checkpoint was in flight. :func:`read_saved` adds the journal to analyze.pt."""
+
+    def __init__(self, path: Path):
+        self.path, self.f = Path(path), None
+
+    def append(self, step: int, state: dict | None, record: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({"step": int(step), "state": state, "record": record}, buf)
+        data = buf.getvalue()
+        pos = None
+        try:
+            if self.f is None:
+                self.f = open(self.path, "ab")  # noqa: SIM115 - held open while checkpoints come in
+            pos = self.f.tell()
+            self.f.write(struct.pack("<Q", len(data)) + data)
+            self.f.flush()
+            os.fsync(self.f.fileno())
+        except OSError as e:  # a full disk: the frames before stay readable; named like atomic_write's failures
+            try:
+                if pos is not None:
+                    self.f.truncate(pos)
+            except OSError:
+                pass
+            raise RunWriteError(self.path, e.errno if e.errno is not None else errno.EIO, e.strerror or str(e)) from e
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def remove(self) -> None:
+        """Once analyze.pt holds everything in it."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_journal(path: Path) -> list[dict]:
+    """The complete frames of a journal (none when there is no file)."""
+    entries: list[dict] = []
+    if not Path(path).exists():
+        return entries
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                break
+            data = f.read(struct.unpack("<Q", head)[0])
+            try:
+                entries.append(torch.load(io.BytesIO(data), map_location="cpu", weights_only=False))
+            except Exception:  # noqa: BLE001 - cut short by a kill: the checkpoint that was in flight
+                break
+    return entries
 
 
 def _check_saved(saved: dict, out: Path, ckpt_dir: Path, cfg: RunConfig, source: Source, adjusted: dict) -> None:
@@ -192,24 +274,50 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
     from .measure import forget_data
 
-    ray, started = (None, False)
+    ray, started, warm = (None, False, [])
     if backend == "ray":  # joined before the folder is touched: an unreachable cluster leaves nothing behind
         from ..sweep.backends import start_ray
+        from .backends import warm_up_ray
 
         ray, started = start_ray(address, num_cpus)
+        # at once: the workers' imports and data overlap the driver's preparation and the guard's scan
+        warm = warm_up_ray(ray, cfg.to_dict(), source.to_dict(), count=len(found.checkpoints),
+                           cpus_per_run=cpus_per_run or 1.0, gpus_per_run=gpus_per_run,
+                           threads=job_threads(cpus_per_run, backend))
     try:
         with RunWriter.claim(out, name, resume=existing, overwrite=overwrite, writer=WRITER,
                              wording=WORDING) as folder:
             if guard is not None:
-                return _analyze(found, cfg, folder, existing, source, backend, ray, cpus_per_run, gpus_per_run,
-                                retries, strict, progress, guard, console, on_scan)
-            with InterruptGuard() as own:
-                return _analyze(found, cfg, folder, existing, source, backend, ray, cpus_per_run, gpus_per_run,
-                                retries, strict, progress, own, console, on_scan)
+                result = _analyze(found, cfg, folder, existing, source, backend, ray, cpus_per_run, gpus_per_run,
+                                  retries, strict, progress, guard, console, on_scan)
+            else:
+                with InterruptGuard() as own:
+                    result = _analyze(found, cfg, folder, existing, source, backend, ray, cpus_per_run,
+                                      gpus_per_run, retries, strict, progress, own, console, on_scan)
+        result.warm_ups = _finished(ray, warm)
+        return result
     finally:
+        # a warm-up still running is left to finish (cancelling could interrupt a worker's imports);
+        # an embedded Ray's shutdown ends it
         forget_data()  # the local backend's dataset is not kept once the analysis is done
         if started:
             ray.shutdown()
+
+
+def _finished(ray, refs: list) -> list[dict]:
+    """The outcomes of the warm-up tasks that have finished (pid, node, seconds, ok, message)."""
+    if not refs:
+        return []
+    try:
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return list(ray.get(done))
+    except Exception:  # noqa: BLE001 - only for the record
+        return []
+
+
+def job_threads(cpus_per_run: float | None, backend: str) -> int | None:
+    """torch threads of a job: ``cpus_per_run`` (at least 1) when given; one on Ray; else torch's default."""
+    return int(cpus_per_run) if cpus_per_run and cpus_per_run >= 1 else (1 if backend == "ray" else None)
 
 
 def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool, source: Source, backend: str,
@@ -236,6 +344,7 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
     to_measure = measurable(scans, found_problems)
     states: dict[int, dict] = dict((saved or {}).get("states", {}))
     records: dict[int, dict] = dict((saved or {}).get("records", {}))
+    journaled = (saved or {}).get("journaled", 0)  # checkpoints of an interrupted call, not yet in analyze.pt
     jobs, skipped = _plan(to_measure, checkpoints, states, records, notes, ckpt_dir)
     if not jobs and not states:
         raise NothingMeasured(f"none of the {len(checkpoints)} checkpoints in {ckpt_dir} can be measured: "
@@ -264,24 +373,34 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
            "states": states, "records": records, "scans": {s.name: s.to_dict() for s in scans}}
     outcomes: dict[int, dict] = {}
     failures: dict[int, str] = {}
+    sha = {s.step: s.sha256 for s in to_measure}
+    journal = Journal(out / JOURNAL_FILE)
+    if jobs or journaled:  # analyze.pt holds everything so far; the journal starts empty
+        with guard.protect():
+            _save(out, doc)
+            journal.remove()
+    written = {"at": None, "pending": False}  # when the run folder's files were last written
 
     def on_done(o: dict) -> None:
         outcomes[o["step"]] = o
         rec = {k: o.get(k) for k in ("name", "status", "message", "seconds", "pid", "host", "node")}
         if o["status"] == "measured":
             states[o["step"]] = o["state"]
-            rec["sha256"] = next(s.sha256 for s in to_measure if s.step == o["step"])
+            rec["sha256"] = sha[o["step"]]
         else:
             failures[o["step"]] = o["message"]
         records[o["step"]] = rec
-        with guard.protect():  # a Ctrl-C waits until this checkpoint's files are written
-            _save(out, doc)
-            if o["status"] == "measured":
-                _load(tracker, states)
+        with guard.protect():  # a Ctrl-C waits until this checkpoint is recorded
+            journal.append(o["step"], o["state"] if o["status"] == "measured" else None, rec)
+            written["pending"] = written["pending"] or o["status"] == "measured"
+            now = time.monotonic()
+            if written["pending"] and (written["at"] is None or now - written["at"] >= CHECKPOINT_SECONDS):
+                _load(tracker, states)  # metrics.csv and errors.npz: the first checkpoint, then throttled
                 folder.checkpoint(tracker)
+                written.update(at=time.monotonic(), pending=False)
 
-    job_args = [{"config": cfg.to_dict(), "source": source.to_dict(), "checkpoint": c,
-                 "threads": int(cpus_per_run) if cpus_per_run and cpus_per_run >= 1 else (1 if backend == "ray" else None)}
+    threads = job_threads(cpus_per_run, backend)
+    job_args = [{"config": cfg.to_dict(), "source": source.to_dict(), "checkpoint": c, "threads": threads}
                 for c in jobs]
     if progress and skipped:
         print(f"{len(skipped)} of {len(to_measure)} checkpoints already measured in {out}: skipped", flush=True)
@@ -293,12 +412,21 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
                                gpus_per_run=gpus_per_run, retries=retries, progress=progress, console=console)
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        _load(tracker, states)  # the status written on the way out (RunWriter.close) counts every checkpoint in
+        raise
+    finally:
+        journal.close()
     if interrupted:
         status = "interrupted"
         guard.interrupted = True
     if not states:
         status = "failed"
     _load(tracker, states)
+    if jobs or journaled:  # every checkpoint in analyze.pt; the journal is folded into it
+        with guard.protect():
+            _save(out, doc)
+            journal.remove()
     summary.summary = _summary(found, source, scans, found_problems, states, records, failures, outcomes)
     with guard.closing():
         df, _, payload = folder.finish(tracker, status, figure=bool(states))
