@@ -1,7 +1,7 @@
 """Time and peak memory of the linear decoder on 224 x 224 x 3 inputs (D = 150,528): phasescope
 with the input-span reduction, phasescope without it, and forward hooks + scikit-learn Ridge.
 
-Run: python benchmarks/bench_large_inputs.py [--fit 2000] [--test 1000] [--threads 2] [--no-full]
+Run: python benchmarks/bench_large_inputs.py [--fit 4000] [--test 2000] [--threads 2] [--no-full]
 
 A ResNet-18-style network built here (ImageNet stem: 7x7/2 conv and 3x3/2 max-pool, four stages
 of two BasicBlocks, widths 16-32-64-128 so that its forward passes stay cheap on a CPU), untrained,
@@ -11,7 +11,9 @@ features (``max_features=1024``), one checkpoint measured twice (iterations 0 an
 includes the span's one-time set-up). scikit-learn: the same pooled features through forward
 hooks, ``Ridge(alpha)`` with phasescope's absolute lambda per layer, fitted to the flattened
 inputs and scored per sample. Each method runs in turn in this process; its peak memory is the rise
-of the process's resident set (VmHWM after resetting it, minus VmRSS at the start).
+of the process's resident set (VmHWM after resetting it, minus VmRSS at the start), also printed per
+segment (the tracker's set-up, each checkpoint: the first includes the span's one-time set-up). The
+float32 inputs (fit and test: 3.4 GiB at 4,000 / 2,000) are held by the caller before and are not in it.
 """
 from __future__ import annotations
 
@@ -74,7 +76,10 @@ def load(n_fit: int, n_test: int):
         source = "random images"
     mean = xs[0].mean((0, 2, 3), keepdim=True)
     std = xs[0].std((0, 2, 3), keepdim=True)
-    up = [F.interpolate((x - mean) / std, size=(224, 224), mode="bilinear", align_corners=False) for x in xs]
+    # contiguous (N, C, H, W), as a data pipeline gives them: the CIFAR arrays are (N, H, W, C), and
+    # interpolating their permuted view keeps that channels-last memory order, which any flattening copies
+    up = [F.interpolate(((x - mean) / std).contiguous(), size=(224, 224), mode="bilinear", align_corners=False)
+          .contiguous() for x in xs]
     return source, (up[0], ys[0]), (up[1], ys[1])
 
 
@@ -85,24 +90,46 @@ def _rss(field: str) -> int:
     return 0
 
 
-def isolated(fn, *args):
-    """fn(*args): (seconds, peak rise of the resident set in bytes, result). The peak (VmHWM) is reset
-    first (/proc/self/clear_refs), so each method's peak is its own (one process: forked children
-    of a process that already ran threaded torch code can deadlock)."""
-    import gc
-
-    gc.collect()
+def _reset_peak() -> None:
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     except OSError:
         pass
-    start = _rss("VmRSS")
+
+
+class Peaks:
+    """Peak rises of the resident set over ``start`` (VmRSS when made), segment by segment: each
+    :meth:`mark` records the segment's peak (VmHWM) and resets it for the next."""
+
+    def __init__(self):
+        import gc
+
+        gc.collect()
+        _reset_peak()
+        self.start, self.segments = _rss("VmRSS"), {}
+
+    def mark(self, name: str) -> None:
+        self.segments[name] = _rss("VmHWM") - self.start
+        _reset_peak()
+
+    @property
+    def peak(self) -> int:
+        return max(self.segments.values(), default=0)
+
+
+def isolated(fn, *args):
+    """fn(peaks, *args): (seconds, peak rise of the resident set in bytes, segment peaks, result). The
+    peak (VmHWM) is reset first (/proc/self/clear_refs), so each method's peak is its own (one process:
+    forked children of a process that already ran threaded torch code can deadlock)."""
+    peaks = Peaks()
     t0 = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t0, _rss("VmHWM") - start, out
+    out = fn(peaks, *args)
+    seconds = time.perf_counter() - t0
+    peaks.mark("rest")
+    return seconds, peaks.peak, peaks.segments, out
 
 
-def phasescope_run(model, fit, test, input_span):
+def phasescope_run(peaks, model, fit, test, input_span):
     import warnings
 
     from phasescope import PhaseTracker
@@ -111,14 +138,16 @@ def phasescope_run(model, fit, test, input_span):
         warnings.simplefilter("ignore")
         t = PhaseTracker(model, LAYERS, fit, test, [0, 1], max_features=1024, input_span=input_span, bn_mode="running",
                          bootstrap=200)
+        peaks.mark("set-up")
         for it in (0, 1):
             t.measure(model, it)
+            peaks.mark(f"checkpoint {it + 1}")
     errs = {n: t.errors[n][1] for n in LAYERS}
     lams = {}
     return [t.timings[0], t.timings[1]], errs, lams
 
 
-def sklearn_run(model, fit, test, lams):
+def sklearn_run(peaks, model, fit, test, lams):
     """Forward hooks give the same pooled features; scikit-learn Ridge decodes the inputs."""
     from sklearn.linear_model import Ridge
 
@@ -154,8 +183,8 @@ def sklearn_run(model, fit, test, lams):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--fit", type=int, default=2000)
-    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--fit", type=int, default=4000)
+    ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-full", action="store_true", help="skip phasescope without the reduction (memory)")
     args = ap.parse_args()
@@ -169,27 +198,34 @@ def main() -> None:
     # phasescope's lambdas, for scikit-learn's alpha: the decoder of the span run at iteration 1
     from phasescope import PhaseTracker
 
-    results = {}
-    t, peak, (times, errs, _) = isolated(phasescope_run, model, fit, test, "auto")
+    held = sum(t.numel() * t.element_size() for t in (*fit, *test))
+    print(f"inputs held by the caller (float32): {held / 2**30:.2f} GiB; process resident set before the methods: "
+          f"{_rss('VmRSS') / 2**30:.2f} GiB")
+    results, segments = {}, {}
+    t, peak, seg, (times, errs, _) = isolated(phasescope_run, model, fit, test, "auto")
     results["phasescope, input span"] = (times, peak, errs)
-    if not args.no_full:
-        t, peak, (times, errs_full, _) = isolated(phasescope_run, model, fit, test, "off")
-        results["phasescope, all D values"] = (times, peak, errs_full)
-        for n in LAYERS:
-            rel = np.abs(errs[n] - errs_full[n]).max() / np.abs(errs_full[n]).max()
-            print(f"  {n}: per-sample errors, span vs all D values: max relative difference {rel:.1e}")
-
+    segments["phasescope, input span"] = seg
+    print(f"  input span: checkpoints {times[0]:.1f} s, {times[1]:.1f} s; peak {peak / 2**30:.2f} GiB", flush=True)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe = PhaseTracker(model, LAYERS, (fit[0][:2], fit[1][:2]), (test[0][:2], test[1][:2]), [0],
                              max_features=1024, bn_mode="running")
     lams = _lambdas(probe, model, fit)
-    t, peak, errs_sk = isolated(sklearn_run, model, fit, test, lams)
+    t, peak, _, errs_sk = isolated(sklearn_run, model, fit, test, lams)
     results["hooks + scikit-learn Ridge"] = ([t, float("nan")], peak, errs_sk)
+    print(f"  hooks + scikit-learn: {t:.1f} s; peak {peak / 2**30:.2f} GiB", flush=True)
     for n in LAYERS:
         rel = np.abs(errs[n] - errs_sk[n]).max() / np.abs(errs_sk[n]).max()
         print(f"  {n}: per-sample errors, span vs scikit-learn: max relative difference {rel:.1e}")
+    if not args.no_full:
+        t, peak, seg, (times, errs_full, _) = isolated(phasescope_run, model, fit, test, "off")
+        results["phasescope, all D values"] = (times, peak, errs_full)
+        segments["phasescope, all D values"] = seg
+        print(f"  all D values: checkpoints {times[0]:.1f} s, {times[1]:.1f} s; peak {peak / 2**30:.2f} GiB", flush=True)
+        for n in LAYERS:
+            rel = np.abs(errs[n] - errs_full[n]).max() / np.abs(errs_full[n]).max()
+            print(f"  {n}: per-sample errors, span vs all D values: max relative difference {rel:.1e}")
 
     base_t, base_m = results["phasescope, input span"][0][1], results["phasescope, input span"][1]
     print(f"\n{'method':28s} {'1st checkpoint':>15s} {'2nd':>9s} {'peak memory':>12s} {'time / span':>12s} "
@@ -199,6 +235,10 @@ def main() -> None:
               f"{times[0] / base_t:11.1f}x {peak / base_m:13.1f}x")
     print("(time / span: each method's first checkpoint over the span's second; scikit-learn's time "
           "includes its forward passes; phasescope's include the probes and intervals; BatchNorm in running mode for both)")
+    print("\npeak rise of the resident set per segment (over the start of the method; the inputs the caller holds "
+          "are not in it):")
+    for name, seg in segments.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in seg.items()))
 
 
 def _lambdas(probe, model, fit) -> dict[str, float]:

@@ -138,3 +138,72 @@ def test_a_layer_with_more_features_than_fit_samples_is_warned_about(digits):
         t = PhaseTracker(m, ["features.0"], (digits.x_train[:100], digits.y_train[:100]),
                          (digits.x_test[:50], digits.y_test[:50]), schedule=[0], bootstrap=20)
     assert t.describe()["notes"] and "max_features" in t.describe()["notes"][0]
+
+
+# ---------------------------------------------------------------------- memory: inputs used as given
+def test_float32_input_tensors_are_used_as_given_not_copied(digits):
+    x, y = digits.x_train[:300].contiguous(), digits.y_train[:300]
+    xt = digits.x_test[:150].contiguous()
+    t = tracker(model_for(digits), digits, fit=(x, y), test=(xt, digits.y_test[:150]))
+    assert t.fit_x.data_ptr() == x.data_ptr() and t.test_x.data_ptr() == xt.data_ptr()
+    assert t.fit_x.dtype == torch.float32 and t.fit_x.is_contiguous()
+    x64 = x.double()  # other dtypes: converted (a float32 copy), as before
+    t = tracker(model_for(digits), digits, fit=(x64, y))
+    assert t.fit_x.dtype == torch.float32 and torch.equal(t.fit_x, x)
+
+
+@pytest.mark.parametrize("batch_size,drop_last", [(64, False), (100, False), (64, True)])
+def test_a_dataloader_is_assembled_in_one_buffer_with_the_same_inputs(digits, batch_size, drop_last):
+    from phasescope.engine.measure.inputs import as_tensors
+
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset((x * 255).round().to(torch.uint8), y),
+                                         batch_size=batch_size, drop_last=drop_last)
+    gx, gy = as_tensors(loader, "fit_data")
+    n = 300 // batch_size * batch_size if drop_last else 300
+    want = (x[:n] * 255).round().to(torch.uint8).float()
+    assert gx.dtype == torch.float32 and torch.equal(gx, want) and torch.equal(gy, y[:n])
+    listed = [(a, b) for a, b in loader]  # a list of batches: the same
+    lx, ly = as_tensors(listed, "fit_data")
+    assert torch.equal(lx, want) and torch.equal(ly, y[:n])
+    growing = [(x[:10], y[:10]), (x[10:40], y[10:40]), (x[40:41], y[40:41])]  # later batches larger: concatenated
+    cx, cy = as_tensors(growing, "fit_data")
+    assert torch.equal(cx, x[:41]) and torch.equal(cy, y[:41])
+    tokens = [(torch.randint(0, 9, (4, 6)), torch.zeros(4, dtype=torch.long)) for _ in range(3)]
+    tx, _ = as_tensors(tokens, "fit_data", tokens=True)
+    assert tx.dtype == torch.int64 and torch.equal(tx, torch.cat([a for a, _ in tokens]))
+
+
+def test_a_tracker_on_a_dataloader_measures_what_it_measures_on_tensors(digits):
+    import pandas as pd
+
+    ds = torch.utils.data.TensorDataset(digits.x_train[:300], digits.y_train[:300])
+    m = model_for(digits)
+    a = tracker(m, digits, fit=torch.utils.data.DataLoader(ds, batch_size=64))
+    b = tracker(m, digits)
+    a.measure(m, 0)
+    b.measure(m, 0)
+    pd.testing.assert_frame_equal(a.results(), b.results())
+    np.testing.assert_array_equal(a.errors["features.3"][0], b.errors["features.3"][0])
+
+
+def test_large_inputs_are_forwarded_in_fewer_rows(digits, monkeypatch):
+    """Batches hold at most BATCH_INPUT_BYTES of input: fewer rows for large inputs, recorded as
+    measure_batch_rows; small inputs (the default run) keep measure_batch_size. BatchNorm is
+    recalibrated in batches of measure_batch_size as before, so values agree to float rounding."""
+    import pandas as pd
+
+    from phasescope.engine import tracker as tracker_mod
+
+    m = model_for(digits)
+    plain = tracker(m, digits, batch_size=100)
+    assert plain.batch_size == 100 and "measure_batch_rows" not in plain.describe()
+    row = digits.x_train[0].numel() * 4
+    monkeypatch.setattr(tracker_mod, "BATCH_INPUT_BYTES", 30 * row)
+    small = tracker(m, digits, batch_size=100)
+    assert small.batch_size == 30
+    assert small.describe()["measure_batch_size"] == 100 and small.describe()["measure_batch_rows"] == 30
+    assert tracker(m, digits, batch_size=100, bn_mode="batch").batch_size == 100  # batch statistics: size kept
+    plain.measure(m, 0)
+    small.measure(m, 0)
+    pd.testing.assert_frame_equal(plain.results(), small.results(), check_exact=False, rtol=1e-5, atol=1e-7)

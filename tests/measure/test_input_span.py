@@ -161,3 +161,42 @@ def test_two_ranks_with_the_span_measure_what_one_process_measures(tmp_path):
         for n in one.layers:
             for it in one.errors[n]:
                 np.testing.assert_allclose(errors[n][it], one.errors[n][it], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- bounded memory
+def test_blocks_bounded_in_bytes_give_the_same_span(monkeypatch):
+    """Many fit samples: fewer input dimensions per float64 block (BLOCK_BYTES), the same span,
+    projections and per-sample errors as one block; the caller's float64 inputs are never changed
+    (blocks are centred in place, on copies)."""
+    from phasescope.engine.measure import span as span_mod
+
+    Xf, Hf, Xt, Ht = _data(n=60, m=30, D=700, p=8)
+    keep_f, keep_t = Xf.clone(), Xt.clone()
+    one = InputSpan(Xf)
+    assert one.chunk >= 700  # one block
+    monkeypatch.setattr(span_mod, "BLOCK_BYTES", 60 * 8 * 256)  # 256 dimensions per block of 60 rows
+    many = InputSpan(Xf)
+    assert many.chunk == 256
+    assert torch.equal(Xf, keep_f)
+    torch.testing.assert_close(many.sigma, one.sigma, rtol=1e-10, atol=0)
+    Pm, Po = many.project(Xt), one.project(Xt)
+    assert torch.equal(Xt, keep_t)
+    torch.testing.assert_close(Pm.residual, Po.residual, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(Pm.coords.abs(), Po.coords.abs(), rtol=1e-8, atol=1e-9)  # eigenvector signs may flip
+    full = _fit(0.1, Hf, {"x": Xf}, torch.float64)
+    red = _fit(0.1, Hf, {"x": many.coords}, torch.float64, spans={"x": many})
+    torch.testing.assert_close(red.per_sample_mse(Ht, Pm, "x"), full.per_sample_mse(Ht, Xt, "x"), rtol=1e-6, atol=0)
+    torch.testing.assert_close(red.predict(Ht, "x").double(), full.predict(Ht, "x").double(), rtol=0, atol=1e-5)
+
+
+def test_project_blocks_fit_the_byte_bound(monkeypatch):
+    """Projecting more rows than the fit set: the block width is bounded for both (same residuals)."""
+    from phasescope.engine.measure import span as span_mod
+
+    Xf, _, Xt, _ = _data(n=20, m=80, D=600)
+    want = InputSpan(Xf).project(Xt)
+    monkeypatch.setattr(span_mod, "BLOCK_BYTES", 80 * 8 * 300)  # 20 fit rows: one block; 80 projected rows: 300 wide
+    s = InputSpan(Xf)
+    got = s.project(Xt)
+    torch.testing.assert_close(got.residual, want.residual, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got.coords.square().sum(1), want.coords.square().sum(1), rtol=1e-9, atol=1e-9)

@@ -62,6 +62,8 @@ from .stats import Bootstrap
 METRIC_COLUMNS = ["iteration", "layer", "split", "metric", "value", "ci_low", "ci_high"]
 MIN_SAMPLES = 2  # per split: the decoder's ridge regression needs two fit samples, an interval two test samples
 CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed when needed
+BATCH_INPUT_BYTES = 1 << 26  # measurement batches hold at most this much input (64 MiB: 111 images of 224 x 224 x 3
+# in float32); a batch's activations grow with its input, so large inputs are forwarded in fewer rows at a time
 
 
 class _FiniteCheck:
@@ -180,7 +182,10 @@ class PhaseTracker:
     centred fit inputs (r <= n of them, computed once per tracker; see
     :mod:`phasescope.engine.measure.span`): the same per-sample errors, training error and
     reconstructions, without (p, D) products; ``"off"`` decodes all D values. Token targets
-    never use the span (``"auto"`` is ``"off"`` for them; see below).
+    never use the span (``"auto"`` is ``"off"`` for them; see below). Input tensors are used as
+    given (not copied; see :mod:`phasescope.engine.measure.inputs`), and large inputs are forwarded
+    in batches of at most ``BATCH_INPUT_BYTES`` of input (``batch_size``: the rows forwarded at a
+    time, ``measure_batch_size`` or fewer; recorded as ``measure_batch_rows`` when fewer).
 
     Language models: ``target="tokens"`` when the inputs are windows of token ids ``(N, T)`` (see
     :mod:`phasescope.engine.measure.targets`): the decoder reconstructs the one-hot of the last token of
@@ -275,7 +280,13 @@ class PhaseTracker:
             input_span = "off"
         self.input_span, self._span = input_span, None  # the span: computed at the first checkpoint that needs it
         self.decoder, self.probe, self.bn_mode = decoder, probe, bn_mode
-        self.relative_ridge, self.max_features, self.batch_size = relative_ridge, max_features, batch_size
+        self.relative_ridge, self.max_features, self.measure_batch_size = relative_ridge, max_features, batch_size
+        # Rows forwarded at a time in the (eval-mode) measurement passes: fewer for large inputs. Not with
+        # bn_mode="batch" (each batch is normalised with its own statistics: its size is part of the
+        # measurement), and BatchNorm recalibration keeps measure_batch_size (its per-batch statistics).
+        row_bytes = max(1, self.fit_x[0].numel() * self.fit_x.element_size())
+        self.batch_size = (batch_size if bn_mode == "batch"
+                           else min(batch_size, max(1, BATCH_INPUT_BYTES // row_bytes)))
         self.bootstrap, self.confidence, self.min_effect = bootstrap, confidence, min_effect
         self.decoder_options = dict(decoder_options or {})
         self.seed = seed
@@ -360,7 +371,8 @@ class PhaseTracker:
             "decoder_options": self.decoder_options, "probe": self.probe, "bn_mode": self.bn_mode,
             "bn_samples": None if self.bn_x is None else int(len(self.bn_x)),
             "relative_ridge": self.relative_ridge, "max_features": self.max_features,
-            "measure_batch_size": self.batch_size, "input_span": self.input_span,
+            "measure_batch_size": self.measure_batch_size, "input_span": self.input_span,
+            **({"measure_batch_rows": self.batch_size} if self.batch_size != self.measure_batch_size else {}),
             "fit_samples": int(len(self.fit_x)), "test_samples": int(len(self.test_x)),
             "bootstrap": self.bootstrap, "confidence": self.confidence, "min_effect": self.min_effect,
             "schedule": self.schedule,
@@ -431,7 +443,7 @@ class PhaseTracker:
     def _measure(self, model: nn.Module, it: int) -> tuple[list[dict], dict[str, np.ndarray], CheckpointContext]:
         sh = self._shard
         no_bn = self.bn_mode == "recalibrate" and self.bn_x is None  # no BatchNorm: nothing to recalibrate
-        frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.batch_size, self.device,
+        frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.measure_batch_size, self.device,
                          self.forward, sh)
         fit = self._fit_pass(frozen, it)
         test = self._test_pass(frozen, it)

@@ -77,7 +77,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: t
         m.momentum = 1.0  # after each batch the running statistics are that batch's
     sums = [torch.zeros(2, *m.running_mean.shape, dtype=torch.float64, device=m.running_mean.device) for m in bns]
     model.train()
-    local = x if shard is None else x[shard.share(len(x))]
+    local = x if shard is None else x[shard.share(len(x), batch_size)]  # whole batches of this batch_size
     batches = 0
     with nullcontext() if shard is None else shard.agree("recalibrating BatchNorm"):
         for i in range(0, len(local), batch_size):

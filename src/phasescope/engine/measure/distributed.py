@@ -121,10 +121,12 @@ class Shard:
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
     # ------------------------------------------------------------------ shares
-    def counts(self, n: int) -> list[int]:
-        """Samples of each rank: contiguous runs of whole batches, ending at the batch boundaries nearest to
-        equal shares of the samples (a short last batch counts for what it holds); rank 0 holds the first batch."""
-        bounds = np.minimum(np.arange(0, n + self.batch_size, self.batch_size), n)
+    def counts(self, n: int, batch_size: int | None = None) -> list[int]:
+        """Samples of each rank: contiguous runs of whole batches (of ``batch_size``, default the shard's),
+        ending at the batch boundaries nearest to equal shares of the samples (a short last batch counts
+        for what it holds); rank 0 holds the first batch."""
+        bs = int(batch_size or self.batch_size)
+        bounds = np.minimum(np.arange(0, n + bs, bs), n)
         bounds = np.unique(np.append(bounds, n))
         ends = [int(bounds[np.argmin(np.abs(bounds - n * (r + 1) / self.world))]) for r in range(self.world)]
         ends[0] = max(ends[0], int(bounds[1]) if len(bounds) > 1 else 0)  # the first batch is rank 0's
@@ -132,9 +134,9 @@ class Shard:
         ends[-1] = n
         return [int(e - s) for s, e in zip([0, *ends[:-1]], ends)]
 
-    def share(self, n: int) -> slice:
-        """This rank's rows of ``n`` samples."""
-        counts = self.counts(n)
+    def share(self, n: int, batch_size: int | None = None) -> slice:
+        """This rank's rows of ``n`` samples (whole batches of ``batch_size``, default the shard's)."""
+        counts = self.counts(n, batch_size)
         start = sum(counts[: self.rank])
         return slice(start, start + counts[self.rank])
 

@@ -1,45 +1,92 @@
 """User data to validated tensors: what the tracker (and extensions following their own data) accept.
 
 ``(x, y)`` arrays or tensors, or an iterable of ``(x, y)`` batches (a DataLoader); errors say what to fix.
+A float32 CPU tensor of inputs is kept as given (not copied): the tracker reads it at every checkpoint,
+so it must not be changed in place while the tracker is in use.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 
 
-def batches(data: Any, name: str) -> list[tuple[Any, Any]]:
+def iter_batches(data: Any, name: str) -> Iterator[tuple[Any, Any]]:
+    """The ``(x, y)`` batches of ``data``, one at a time (an ``(x, y)`` pair is one batch)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list, dict)):
-        return [(data[0], data[1])]
+        yield data[0], data[1]
+        return
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
-        batches = []
         for b in data:
             if isinstance(b, dict):
                 raise TypeError(f"{name} yields dicts (keys {sorted(b)}); give batches of (x, y) instead, e.g. a "
                                 "DataLoader with collate_fn=lambda b: (inputs, labels), or tensors (x, y).")
             if not isinstance(b, (tuple, list)) or len(b) < 2:
                 raise TypeError(f"{name} must yield (x, y) batches; got a {type(b).__name__}.")
-            batches.append((b[0], b[1]))
-        return batches
+            yield b[0], b[1]
+        return
     raise TypeError(f"{name} must be (x, y) arrays/tensors or an iterable of (x, y) batches; got {type(data).__name__}.")
+
+
+def batches(data: Any, name: str) -> list[tuple[Any, Any]]:
+    return list(iter_batches(data, name))
+
+
+def _batch_count(data: Any) -> int | None:
+    """How many batches an iterable of batches (a DataLoader) says it yields, or None."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list, dict)):
+        return 1
+    try:
+        return int(len(data))
+    except (TypeError, NotImplementedError):
+        return None
+
+
+class _Rows:
+    """Input batches written into one float32 buffer as they arrive, when the number of batches is
+    known (a DataLoader): ``count`` batches of the first batch's size at most; the inputs then take
+    their own size once (plus at most one batch), not twice as batches and their concatenation.
+    Anything else (more rows than that, other shapes) falls back to concatenating."""
+
+    def __init__(self, count: int | None, float_inputs: bool):
+        self.count, self.float_inputs = count, float_inputs
+        self.buf, self.rows, self.rest = None, 0, []
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.buf is None and not self.rest and self.float_inputs and (self.count or 0) > 1 and x.dim() >= 1:
+            self.buf = torch.empty((len(x) * self.count, *x.shape[1:]), dtype=torch.float32)
+        if (self.buf is not None and not self.rest and x.shape[1:] == self.buf.shape[1:]
+                and self.rows + len(x) <= len(self.buf)):
+            self.buf[self.rows:self.rows + len(x)] = x  # the float32 conversion .float() would do
+            self.rows += len(x)
+            return
+        self.rest.append(x)
+
+    def tensor(self) -> torch.Tensor:
+        parts = ([self.buf[:self.rows]] if self.buf is not None else []) + self.rest
+        if not parts:
+            return torch.zeros(0)
+        # One tensor (the usual (x, y) case) is used as given, not copied: at 224 x 224 x 3 the fit and
+        # test inputs are gigabytes, and a copy would double them.
+        return parts[0] if len(parts) == 1 else torch.cat([p.float() if self.float_inputs else p for p in parts])
 
 
 def as_tensors(data: Any, name: str, *, tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Validated (x float32, y int64) tensors from (x, y) arrays/tensors or an iterable of (x, y) batches;
-    with ``tokens`` the inputs are token ids and stay integers (int64)."""
-    xs, ys = [], []
-    for x, y in batches(data, name):
+    with ``tokens`` the inputs are token ids and stay integers (int64). A DataLoader's batches are
+    written into one buffer as they come (see :class:`_Rows`)."""
+    xs, ys = _Rows(_batch_count(data), float_inputs=not tokens), []
+    for x, y in iter_batches(data, name):
         x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
         y = y if torch.is_tensor(y) else torch.as_tensor(np.asarray(y))
         if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int8, torch.int16,
                                                                                 torch.int32, torch.int64, torch.bool)):
             raise TypeError(f"{name}: inputs have dtype {x.dtype}; give real numbers (float or integer pixels).")
-        xs.append(x.detach().cpu())
+        xs.add(x.detach().cpu())
         ys.append(y.detach().cpu().reshape(-1) if y.dim() > 1 and y.shape[1:].numel() == 1 else y.detach().cpu())
-    x = torch.cat(xs) if xs else torch.zeros(0)
-    y = torch.cat(ys) if ys else torch.zeros(0)
+    x = xs.tensor()
+    y = (ys[0] if len(ys) == 1 else torch.cat(ys)) if ys else torch.zeros(0)
     if len(x) == 0:
         raise ValueError(f"{name} is empty; give at least two samples per split.")
     if y.dim() != 1:
@@ -56,8 +103,9 @@ def as_tensors(data: Any, name: str, *, tokens: bool = False) -> tuple[torch.Ten
         if x.dtype.is_floating_point:
             raise TypeError(f"{name}: token inputs must be integer token ids (N, T); got {x.dtype}.")
         return x.long(), y.long()
-    x = x.float()
-    bad = int((~torch.isfinite(x)).sum())
+    x = x.float().contiguous()  # no copy when already float32 and contiguous (flattening stays a view)
+    step = max(1, (1 << 24) // max(1, x[0].numel()))  # rows checked at a time: no input-sized mask
+    bad = sum(int((~torch.isfinite(b)).sum()) for b in x.split(step))
     if bad:
         raise ValueError(f"{name}: {bad} input values are NaN or infinite; clean or drop those samples.")
     return x, y.long()

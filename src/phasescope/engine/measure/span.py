@@ -13,7 +13,9 @@ whose second term depends on neither the layer nor the checkpoint. So D (150,528
 V is never formed: from the eigendecomposition of the (n, n) Gram matrix Xc Xc^T = U S^2 U^T
 (float64), V = Xc^T U S^-1, the fit coordinates are Z = U S, a test input's coordinates are
 S^-1 U^T Xc (x - mean), and a coordinate vector maps back to pixels through Xc^T U S^-1 z: the
-only (., D) array is the fit inputs themselves, which the caller already holds. Directions below
+only (., D) array is the fit inputs themselves, which the caller already holds (used as given, not
+copied); every product goes through float64 blocks of at most ``BLOCK_BYTES`` (some thousand input
+dimensions at a time), and the (n, n) and (n, r) float64 arrays. Directions below
 ``RCOND`` of the largest Gram eigenvalue are left out of V (their tiny share of the inputs goes
 to the residual term): float64 rounding leaves their eigenvectors unresolved.
 """
@@ -24,7 +26,14 @@ from dataclasses import dataclass
 import torch
 
 RCOND = 1e-10  # Gram eigenvalues below this fraction of the largest: not part of V
-CHUNK = 8192  # input dimensions per float64 block (n x CHUNK x 8 bytes at a time)
+CHUNK = 8192  # input dimensions per float64 block at most (n x CHUNK x 8 bytes at a time) ...
+BLOCK_BYTES = 1 << 27  # ... and at most 128 MiB per float64 block (fewer dimensions for many samples)
+
+
+def _columns(rows: int, chunk: int) -> int:
+    """Input dimensions per float64 block of ``rows`` rows: ``chunk``, fewer where the block would
+    exceed BLOCK_BYTES (at least 256)."""
+    return max(1, min(chunk, max(256, BLOCK_BYTES // (8 * max(rows, 1)))))
 
 
 @dataclass
@@ -56,17 +65,21 @@ class InputSpan:
         X = X.detach().reshape(len(X), -1)
         if not X.is_floating_point():
             X = X.float()
-        self.X, self.chunk = X, chunk  # a view of the caller's inputs: never copied whole
+        self.X = X  # a view of the caller's inputs: never copied whole
+        self.chunk = _columns(len(X), chunk)
         self.n, self.dim = X.shape
-        self.mean = X.mean(0, dtype=torch.float64)
+        self.mean = torch.cat([X[:, a:a + self.chunk].double().mean(0) for a in range(0, self.dim, self.chunk)]
+                              if self.dim else [torch.zeros(0, dtype=torch.float64)])  # by blocks: no float64 copy of X
         G = torch.zeros(self.n, self.n, dtype=torch.float64)
         for Xc in self._centred_blocks(X):
             G.addmm_(Xc, Xc.T)
         total = float(torch.trace(G))
         s, U = torch.linalg.eigh(G)
+        del G  # (n, n) float64 arrays held at once: as few as the eigendecomposition needs
         top = float(s.max()) if len(s) else 0.0
         keep = s > rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
-        s, U = s[keep].flip(0), U[:, keep].flip(1)  # largest first
+        idx = keep.nonzero().flatten().flip(0)  # largest first, in one copy of U
+        s, U = s[idx], U[:, idx]
         self.sigma = s.sqrt()
         self.U = U
         self.coords = U * self.sigma  # Z = Xc V = U S
@@ -76,9 +89,12 @@ class InputSpan:
     def rank(self) -> int:
         return len(self.sigma)
 
-    def _centred_blocks(self, X: torch.Tensor):
-        for a in range(0, self.dim, self.chunk):
-            yield X[:, a:a + self.chunk].double() - self.mean[a:a + self.chunk]
+    def _centred_blocks(self, X: torch.Tensor, chunk: int | None = None):
+        """(rows, chunk) float64 blocks of ``X`` minus the mean, one at a time (centred in place:
+        one block-sized buffer, not two)."""
+        chunk = chunk or self.chunk
+        for a in range(0, self.dim, chunk):
+            yield X[:, a:a + chunk].to(torch.float64, copy=True).sub_(self.mean[a:a + chunk])
 
     def project(self, X: torch.Tensor) -> Projected:
         """Coordinates and residuals of inputs ``X`` (m, ...) (float64; one pass over the fit inputs)."""
@@ -87,8 +103,8 @@ class InputSpan:
             raise ValueError(f"inputs of {X.shape[1]} values per sample; the span is of {self.dim}.")
         K = torch.zeros(len(X), self.n, dtype=torch.float64)  # (x - mean) . Xc rows
         sq = torch.zeros(len(X), dtype=torch.float64)
-        for a, Xc in zip(range(0, self.dim, self.chunk), self._centred_blocks(self.X)):
-            Y = X[:, a:a + self.chunk].double() - self.mean[a:a + self.chunk]
+        chunk = min(self.chunk, _columns(len(X), self.chunk))  # both blocks within BLOCK_BYTES
+        for Xc, Y in zip(self._centred_blocks(self.X, chunk), self._centred_blocks(X, chunk)):
             K.addmm_(Y, Xc.T)
             sq += Y.square().sum(1)
         coords = (K @ self.U) / self.sigma
