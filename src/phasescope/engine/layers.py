@@ -230,17 +230,7 @@ def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
 
     hooks = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
     try:
-        with torch.no_grad(), preserved_modes(model):
-            model.eval()
-            p = next(model.parameters(), None)
-            x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu", dtype=dtype)
-            try:
-                logits = call_model(model, x, forward)
-            except ModelError:
-                raise
-            except (Exception, SystemExit) as e:  # shapes/dtypes that do not fit the model; a forward that exits
-                raise ModelError(f"The model does not run on inputs of shape {tuple(input_shape)} (per sample): "
-                                 f"{_first_line(e)}. Give data shaped as the model expects.") from e
+        logits = dry_forward(model, input_shape, forward, dtype, hint=" Give data shaped as the model expects.")
     finally:
         for h in hooks:
             h.remove()
@@ -251,8 +241,8 @@ def dry_run(model: nn.Module, names: list[str], input_shape: tuple[int, ...],
         raise ModelError(f"Layer(s) {missing} did not run in a forward pass of the model, so there is nothing to "
                          "measure: the forward never calls them, or they sit inside a fused fast path (e.g. the "
                          "submodules of nn.TransformerEncoderLayer in eval mode); track the enclosing module instead.")
-    if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-        raise ModelError(f"The model's output has shape {tuple(logits.shape)} for a batch of {x.shape[0]}; the "
+    if logits.dim() != 2 or logits.shape[0] != 2:  # dry_forward's batch of two
+        raise ModelError(f"The model's output has shape {tuple(logits.shape)} for a batch of 2; the "
                          "tracker needs logits of shape (batch, classes).")
     return shapes, tuple(logits.shape[1:])
 
@@ -277,21 +267,28 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], forward: Forward | No
         if n:
             handles += [m.register_forward_pre_hook(pre(n)), m.register_forward_hook(post(n))]
     try:
-        with torch.no_grad(), preserved_modes(model):
-            model.eval()
-            p = next(model.parameters(), None)
-            x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu", dtype=dtype)
-            try:
-                call_model(model, x, forward)
-            except ModelError:
-                raise
-            except (Exception, SystemExit) as e:
-                raise ModelError(f"The model does not run on inputs of shape {tuple(input_shape)} (per sample): "
-                                 f"{_first_line(e)}.") from e
+        dry_forward(model, input_shape, forward, dtype)
     finally:
         for h in handles:
             h.remove()
     return events, outputs
+
+
+def dry_forward(model: nn.Module, input_shape: tuple[int, ...], forward: Forward | None = None,
+                dtype: torch.dtype | None = None, hint: str = "") -> Any:
+    """The model's output on two all-zero samples of ``input_shape``, in eval mode without gradients
+    (its train/eval modes restored); a forward that fails (or exits) raises :class:`ModelError`."""
+    with torch.no_grad(), preserved_modes(model):
+        model.eval()
+        p = next(model.parameters(), None)
+        x = torch.zeros(2, *input_shape, device=p.device if p is not None else "cpu", dtype=dtype)
+        try:
+            return call_model(model, x, forward)
+        except ModelError:
+            raise
+        except (Exception, SystemExit) as e:  # shapes/dtypes that do not fit the model; a forward that exits
+            raise ModelError(f"The model does not run on inputs of shape {tuple(input_shape)} (per sample): "
+                             f"{_first_line(e)}.{hint}") from e
 
 
 def foreign_default_layer(model: nn.Module, input_shape: tuple[int, ...], forward: Forward | None = None,
