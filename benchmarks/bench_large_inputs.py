@@ -147,8 +147,10 @@ def phasescope_run(peaks, model, fit, test, input_span):
     return [t.timings[0], t.timings[1]], errs, lams
 
 
-def sklearn_run(peaks, model, fit, test, lams):
-    """Forward hooks give the same pooled features; scikit-learn Ridge decodes the inputs."""
+def sklearn_run(peaks, model, fit, test, lams, batch):
+    """Forward hooks give the same pooled features (batches of ``batch`` rows, as the tracker's
+    forward passes); scikit-learn Ridge decodes the inputs. Returns the per-sample errors and the
+    seconds of the forward passes and of the decoding."""
     from sklearn.linear_model import Ridge
 
     from phasescope.engine.measure.capture import feature_map
@@ -161,8 +163,8 @@ def sklearn_run(peaks, model, fit, test, lams):
     def features(x):
         feats.clear()
         with torch.no_grad():
-            for i in range(0, len(x), 500):
-                model(x[i:i + 500])
+            for i in range(0, len(x), batch):
+                model(x[i:i + batch])
         out = {}
         for n in LAYERS:
             o = torch.cat(feats[n])
@@ -170,7 +172,9 @@ def sklearn_run(peaks, model, fit, test, lams):
             out[n] = (F.adaptive_avg_pool2d(o, g) if g else o).flatten(1).numpy()
         return out
 
+    t0 = time.perf_counter()
     Hf, Ht = features(fit[0]), features(test[0])
+    forward = time.perf_counter() - t0
     for h in hooks:
         h.remove()
     Xf, Xt = fit[0].flatten(1).numpy(), test[0].flatten(1).numpy()
@@ -178,7 +182,7 @@ def sklearn_run(peaks, model, fit, test, lams):
     for n in LAYERS:
         r = Ridge(alpha=lams[n]).fit(Hf[n], Xf)
         errs[n] = ((r.predict(Ht[n]) - Xt) ** 2).mean(1)
-    return errs
+    return errs, forward, time.perf_counter() - t0 - forward
 
 
 def main() -> None:
@@ -212,9 +216,11 @@ def main() -> None:
         probe = PhaseTracker(model, LAYERS, (fit[0][:2], fit[1][:2]), (test[0][:2], test[1][:2]), [0],
                              max_features=1024, bn_mode="running")
     lams = _lambdas(probe, model, fit)
-    t, peak, _, errs_sk = isolated(sklearn_run, model, fit, test, lams)
+    t, peak, _, (errs_sk, forward, decode) = isolated(sklearn_run, model, fit, test, lams, probe.batch_size)
     results["hooks + scikit-learn Ridge"] = ([t, float("nan")], peak, errs_sk)
-    print(f"  hooks + scikit-learn: {t:.1f} s; peak {peak / 2**30:.2f} GiB", flush=True)
+    sk_t = t
+    print(f"  hooks + scikit-learn: {t:.1f} s (forward passes {forward:.1f} s, Ridge {decode:.1f} s); "
+          f"peak {peak / 2**30:.2f} GiB", flush=True)
     for n in LAYERS:
         rel = np.abs(errs[n] - errs_sk[n]).max() / np.abs(errs_sk[n]).max()
         print(f"  {n}: per-sample errors, span vs scikit-learn: max relative difference {rel:.1e}")
@@ -235,6 +241,11 @@ def main() -> None:
               f"{times[0] / base_t:11.1f}x {peak / base_m:13.1f}x")
     print("(time / span: each method's first checkpoint over the span's second; scikit-learn's time "
           "includes its forward passes; phasescope's include the probes and intervals; BatchNorm in running mode for both)")
+    beyond = base_t - forward
+    print(f"\nthe same forward passes (hooks, {probe.batch_size} rows per batch, timed in the scikit-learn run): "
+          f"{forward:.1f} s. Beyond them, per checkpoint: phasescope (input span, decoders + probes + intervals) "
+          f"{beyond:.1f} s, scikit-learn Ridge (decoders only) {decode:.1f} s: {decode / max(beyond, 1e-9):.1f}x; "
+          f"whole checkpoint {sk_t:.1f} s against {base_t:.1f} s: {sk_t / base_t:.1f}x")
     print("\npeak rise of the resident set per segment (over the start of the method; the inputs the caller holds "
           "are not in it):")
     for name, seg in segments.items():

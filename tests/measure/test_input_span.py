@@ -200,3 +200,24 @@ def test_project_blocks_fit_the_byte_bound(monkeypatch):
     got = s.project(Xt)
     torch.testing.assert_close(got.residual, want.residual, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(got.coords.square().sum(1), want.coords.square().sum(1), rtol=1e-9, atol=1e-9)
+
+
+def test_capped_batches_are_accumulated_in_groups_of_measure_batch_size(monkeypatch):
+    """Large inputs are forwarded a few rows at a time (memory); their span coordinates are narrow,
+    so the decoder's statistics are accumulated over groups of up to measure_batch_size rows: the
+    same values as uncapped batches, with a fraction of the float64 accumulations."""
+    from phasescope.engine import tracker as tracker_mod
+    from phasescope.engine.measure.ridge import StreamingRidge
+
+    calls = []
+    real = StreamingRidge.partial_fit
+    monkeypatch.setattr(StreamingRidge, "partial_fit", lambda self, H, T: (calls.append(len(H)), real(self, H, T))[1])
+    plain = _track("auto")
+    plain_calls, calls[:] = sorted(calls), []
+    assert set(plain_calls) == {50, 20}  # batch_size=50, 120 fit samples: 50 + 50 + 20 per layer and checkpoint
+    fit, _ = _images()
+    monkeypatch.setattr(tracker_mod, "BATCH_INPUT_BYTES", 10 * fit[0][0].numel() * 4)  # 10 rows of input
+    capped = _track("auto")
+    assert capped.batch_size == 10
+    assert sorted(calls) == plain_calls  # 10-row forward batches, accumulated 50 rows at a time
+    _same(plain, capped, rtol=1e-5)

@@ -33,7 +33,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, loca
 from .measure.inputs import as_tensors as _as_tensors
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
-from .measure.ridge import StreamingRidge, all_reduce_statistics
+from .measure.ridge import OneHot, StreamingRidge, all_reduce_statistics
 from .measure.span import InputSpan, Projected
 from .measure.targets import InputTarget, TokenTarget
 from .phases import PhaseResult, detect_phases
@@ -64,6 +64,17 @@ MIN_SAMPLES = 2  # per split: the decoder's ridge regression needs two fit sampl
 CACHE_BYTES = 1 << 30  # fit-set features kept in memory up to this size, else recomputed when needed
 BATCH_INPUT_BYTES = 1 << 26  # measurement batches hold at most this much input (64 MiB: 111 images of 224 x 224 x 3
 # in float32); a batch's activations grow with its input, so large inputs are forwarded in fewer rows at a time
+
+
+def _merge_stats(held: list[list[tuple]]) -> list[tuple]:
+    """One group's ridge statistics inputs from its batches' (``(layer, features, targets)`` per
+    layer, every layer sharing one targets dict): features and targets concatenated in row order."""
+    if len(held) == 1:
+        return held[0]
+    first = held[0][0][2]
+    targets = {k: (OneHot(torch.cat([b[0][2][k].index for b in held]), v.num_classes) if isinstance(v, OneHot)
+                   else torch.cat([b[0][2][k] for b in held])) for k, v in first.items()}
+    return [(name, torch.cat([b[i][1] for b in held]), targets) for i, (name, _, _) in enumerate(held[0])]
 
 
 class _FiniteCheck:
@@ -534,21 +545,37 @@ class PhaseTracker:
             for name, h, targets in stats:
                 solvers[name].partial_fit(h, targets)
 
+        # Forward batches capped for memory (large inputs) are accumulated in groups of up to
+        # measure_batch_size rows, as far as the group's targets stay within BATCH_INPUT_BYTES (span
+        # coordinates do; all D values of a large input do not): the per-group float32 sums are then
+        # those of uncapped batches, and the float64 accumulation runs once per group, not per batch.
+        group_rows = min(self.measure_batch_size, max(self.batch_size, BATCH_INPUT_BYTES // (4 * max(1, dims["x"]))))
+
+        def groups(batches) -> Iterator[list[tuple]]:
+            held, rows = [], 0
+            for batch in batches:
+                held.append(forward_batch(*batch))
+                rows += len(batch[1])
+                if rows >= group_rows:
+                    yield _merge_stats(held)
+                    held, rows = [], 0
+            if held:
+                yield _merge_stats(held)
+
         head = [self.module_inputs[HEAD]] if HEAD in self.module_inputs and self.target.kind == "tokens" else []
         with capture_inputs(frozen, list(self.module_inputs.values()), last_position=head) as inputs:
-            batches = iter_batches(frozen, self.layers, fit_x, self.batch_size, self.device, self.forward)
+            batches = groups(iter_batches(frozen, self.layers, fit_x, self.batch_size, self.device, self.forward))
             with self._agree("the fit pass"):
-                first = next(batches, None)
-                held = forward_batch(*first) if first is not None else []
-                if sh is None or sh.rank == 0:  # the first batch of all: its means are every rank's shift
+                held = next(batches, [])
+                if sh is None or sh.rank == 0:  # the first group of all: its means are every rank's shift
                     accumulate(held)
                     held = []
             if sh is not None:  # the other ranks accumulate around rank 0's shift, as one process would
                 self._share_shifts(solvers, sh, dims)
             with self._agree("the fit pass"):
                 accumulate(held)
-                for batch in batches:
-                    accumulate(forward_batch(*batch))
+                for stats in batches:
+                    accumulate(stats)
                 finite.raise_if_any()  # before any solve: nothing of this checkpoint is recorded
                 captured = {key: torch.cat([a.float().cpu() for a in inputs[mod]]) if inputs[mod] else None
                             for key, mod in self.module_inputs.items()}

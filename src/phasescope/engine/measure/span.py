@@ -11,7 +11,7 @@ whose second term depends on neither the layer nor the checkpoint. So D (150,528
 224 x 224 x 3 images) is replaced by r <= n, with the same per-sample errors.
 
 V is never formed: from the eigendecomposition of the (n, n) Gram matrix Xc Xc^T = U S^2 U^T
-(float64), V = Xc^T U S^-1, the fit coordinates are Z = U S, a test input's coordinates are
+(float64; its lower triangle only, by row blocks: n^2 D / 2 multiply-adds), V = Xc^T U S^-1, the fit coordinates are Z = U S, a test input's coordinates are
 S^-1 U^T Xc (x - mean), and a coordinate vector maps back to pixels through Xc^T U S^-1 z: the
 only (., D) array is the fit inputs themselves, which the caller already holds (used as given, not
 copied); every product goes through float64 blocks of at most ``BLOCK_BYTES`` (some thousand input
@@ -28,6 +28,7 @@ import torch
 RCOND = 1e-10  # Gram eigenvalues below this fraction of the largest: not part of V
 CHUNK = 8192  # input dimensions per float64 block at most (n x CHUNK x 8 bytes at a time) ...
 BLOCK_BYTES = 1 << 27  # ... and at most 128 MiB per float64 block (fewer dimensions for many samples)
+GRAM_ROWS = 512  # rows of the Gram matrix formed per product: its lower triangle, in steps of this many rows
 
 
 def _columns(rows: int, chunk: int) -> int:
@@ -71,10 +72,13 @@ class InputSpan:
         self.mean = torch.cat([X[:, a:a + self.chunk].double().mean(0) for a in range(0, self.dim, self.chunk)]
                               if self.dim else [torch.zeros(0, dtype=torch.float64)])  # by blocks: no float64 copy of X
         G = torch.zeros(self.n, self.n, dtype=torch.float64)
-        for Xc in self._centred_blocks(X):
-            G.addmm_(Xc, Xc.T)
-        total = float(torch.trace(G))
-        s, U = torch.linalg.eigh(G)
+        step = GRAM_ROWS
+        for Xc in self._centred_blocks(X):  # the lower triangle only (by row blocks): about half the products
+            for a in range(0, self.n, step):
+                b = min(a + step, self.n)
+                G[a:b, :b].addmm_(Xc[a:b], Xc[:b].T)
+        total = float(torch.diagonal(G).sum())
+        s, U = torch.linalg.eigh(G, UPLO="L")  # reads the lower triangle, which is all that was formed
         del G  # (n, n) float64 arrays held at once: as few as the eigendecomposition needs
         top = float(s.max()) if len(s) else 0.0
         keep = s > rcond * top if top > 0 else torch.zeros_like(s, dtype=torch.bool)
