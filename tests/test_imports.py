@@ -191,17 +191,6 @@ def test_imports_only_go_downward():
         f"(line {', '.join(map(str, edges[(a, b)]))})" for a, b in sorted(upward))
 
 
-# Files whose function-level imports are not annotated yet: being changed on other branches; to be
-# annotated (and removed from here) once those changes land.
-LAZY_UNCHECKED = (
-    "interfaces/analyze/",  # the whole package
-    "engine/tracker.py",
-    "engine/measure/span.py",
-    "engine/measure/inputs.py",
-    "engine/measure/capture.py",
-)
-
-
 def function_level_imports(path: Path) -> list[ast.stmt]:
     """The import statements inside function bodies (at any depth) of one module."""
     found: list[ast.stmt] = []
@@ -223,8 +212,6 @@ def test_imports_inside_functions_say_why():
     unsaid = []
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if any(rel == f or (f.endswith("/") and rel.startswith(f)) for f in LAZY_UNCHECKED):
-            continue
         lines = path.read_text().splitlines()
         unsaid += [f"  {rel}:{n.lineno}: {lines[n.lineno - 1].strip()}" for n in function_level_imports(path)
                    if "# lazy:" not in lines[n.lineno - 1]]

@@ -47,6 +47,7 @@ from ..extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run, preserved_modes, resolve_layers
 from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map, final_linear_name, flatten_features,
                               iter_batches, prepare)
+from .measure.conv_decoder import ConvDecoder
 from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, local_module, resolve_group
 from .measure.inputs import as_tensors as _as_tensors
 from .measure.precision import full_precision
@@ -731,8 +732,6 @@ class PhaseTracker:
         return LinearProbe("logistic", num_classes=self.num_classes, seed=self.seed).fit(H_fit, self.fit_y)
 
     def _conv_decoder(self, raw_fit: torch.Tensor, raw_test: torch.Tensor) -> tuple[torch.Tensor, float, dict, Any]:
-        from .measure.conv_decoder import ConvDecoder  # the iterative decoder is optional and heavier
-
         dec = ConvDecoder(seed=self.seed, device=str(self.device), **self.decoder_options)
         with warnings.catch_warnings():  # convergence is recorded as a metric instead
             warnings.simplefilter("ignore", UserWarning)

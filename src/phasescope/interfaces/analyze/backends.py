@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+
 from .measure import measure_checkpoint, warm_up
 from .view import AnalyzeView
 
 
 def run_local(jobs: list[dict], on_done: Callable[[dict], None], view: AnalyzeView) -> bool:
-    import torch
-
     before = torch.get_num_threads()
     try:
         for job in jobs:

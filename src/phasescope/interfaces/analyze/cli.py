@@ -9,10 +9,23 @@ import inspect
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import typer
 from rich.markup import escape
+from rich.table import Table
 
+from ...config import ConfigError, RunConfig, expand_extension_specs
+from ...data import DataError
+from ...outputs.runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError, read_json, run_writer
+from ...run.experiment import config_differences
+from ...run.models import ModelError
+from ...run.presets import PRESETS, preset_config
 from ..process import entry_point as _entry_point
+from ..sweep.backends import ClusterUnreachable, RayMissing
+from ..sweep.cli import _exit_now
+from .discover import DiscoveryError, discover
+from .load import Source
+from .run import TRAINING_KEYS, WRITER, AnalyzeError, NothingMeasured, analyze
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 # run's options that mean the same for saved checkpoints (the rest are training's); the extensions'
@@ -81,8 +94,6 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 def _options(kw: dict) -> tuple[dict, Any]:
     """The RunConfig options given on the command line (None: not given), parsed as `run` parses them."""
     CLI_PARSERS, _parse_knobs = _cli.CLI_PARSERS, _cli._parse_knobs
-    from ...config import expand_extension_specs
-
     fields = [n for n in RUN_OPTIONS if n not in ("preset", "synthetic", "extension", "out", "overwrite", "quiet",
                                                   "threads")]
     opts = {k: (CLI_PARSERS[k](kw[k]) if k in CLI_PARSERS and kw[k] is not None else kw[k]) for k in fields}
@@ -98,12 +109,6 @@ def _options(kw: dict) -> tuple[dict, Any]:
 def _config(kw: dict, out: Path | None):
     """The configuration: the options given (on a preset); when ``out`` holds an analysis, its saved
     configuration, after checking that the options given agree with it (so a re-run needs none)."""
-    from ...run.experiment import config_differences
-    from ...run.presets import PRESETS, preset_config
-    from ...config import ConfigError, RunConfig
-    from ...outputs.runs import read_json, run_writer
-    from .run import TRAINING_KEYS, WRITER
-
     opts, preset = _options(kw)
     cfg = preset_config(preset, opts)
     if out is None or kw["overwrite"] or run_writer(out) != WRITER:
@@ -121,8 +126,6 @@ def _config(kw: dict, out: Path | None):
 
 
 def _dry_run(found) -> None:
-    from rich.table import Table
-
     console = _cli.console
     t = Table(title=f"{len(found.checkpoints)} checkpoint(s) in {found.folder}", title_justify="left")
     for col in ("step", "entry", "format", "step from", "recorded step"):
@@ -155,23 +158,12 @@ def analyze_command(**kw: Any) -> None:
     Exit code: 0 measured; 1 no checkpoint could be measured; 2 bad input or --strict refused;
     130 interrupted (run it again to continue)."""
     err, print_notes, print_summary = _cli.err, _cli.print_notes, _cli.print_summary
-    from ...config import ConfigError
-    from ...data import DataError
-    from ...run.models import ModelError
-    from ...outputs.runs import InterruptGuard, RunFileError, RunFolderError, RunWriteError
-    from ..sweep.backends import ClusterUnreachable, RayMissing
-    from .discover import DiscoveryError, discover
-    from .load import Source
-    from .run import AnalyzeError, NothingMeasured, analyze
-
     ckpt_dir, out = kw["ckpt_dir"], kw["out"]
     if kw["hf"] and kw["lightning"]:
         fail("--hf and --lightning name two ways to build the model: give one.")
     if (kw["hf"] or kw["lightning"]) and kw["model"]:
         fail("--model builds the model by name; --hf and --lightning build it from the checkpoints: give one.")
     if kw["threads"] is not None:
-        import torch
-
         torch.set_num_threads(max(1, kw["threads"]))
     try:
         if kw["dry_run"]:
@@ -193,8 +185,6 @@ def analyze_command(**kw: Any) -> None:
                              overwrite=kw["overwrite"], progress=not kw["quiet"], guard=guard, console=_cli.console)
     except ClusterUnreachable as e:  # before the folder was touched
         if getattr(e, "stuck", False) and _entry_point():
-            from ..sweep.cli import _exit_now
-
             _exit_now(str(e))  # Ray's connection thread could hang Python's exit
         fail(str(e))
     except NothingMeasured as e:

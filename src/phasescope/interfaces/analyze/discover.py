@@ -23,6 +23,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 SUFFIXES = {".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "lightning", ".safetensors": "safetensors"}
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
               "pytorch_model.bin.index.json")
@@ -135,8 +137,6 @@ def _file_recorded_step(path: Path, fmt: str) -> int | None:
     """Read the recorded step of a torch/Lightning file (memory-mapped; weights_only: never runs code)."""
     if fmt not in ("torch", "lightning"):
         return None
-    import torch
-
     try:
         return recorded_step(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except Exception:  # noqa: BLE001 - unreadable here: the guard names the problem

@@ -20,6 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...engine.layers import load_model_factory
+from ...run.models import build_model
+
 WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 
 
@@ -94,7 +97,7 @@ def torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
 def _read_file(path: Path, fmt: str, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], Any]:
     if fmt == "safetensors" or path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # lazy: optional dependency (safetensors)
         except ImportError:
             raise CheckpointError(f"{path.name}: reading .safetensors needs the safetensors package: "
                                   "pip install 'phasescope[safetensors]'.") from None
@@ -169,8 +172,9 @@ def hf_model(folder: Path, *, loading_info: bool = False):
     the bare model); with ``loading_info``, also transformers' own report of missing, unexpected and
     misshapen keys (its files may use older key names that it converts while loading)."""
     try:
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageClassification
-        from transformers.utils import logging as hf_logging
+        from transformers import (  # lazy: optional dependency (transformers)
+            AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageClassification)
+        from transformers.utils import logging as hf_logging  # lazy: optional dependency (transformers)
     except ImportError:
         raise CheckpointError("--hf needs transformers: pip install 'phasescope[transformers]'.") from None
     hf_logging.disable_progress_bar()  # one bar per checkpoint in a worker's log says nothing
@@ -187,8 +191,6 @@ def hf_model(folder: Path, *, loading_info: bool = False):
 
 
 def _lightning_model(spec: str, path: Path, allow_pickle: bool) -> nn.Module:
-    from ...engine.layers import load_model_factory
-
     cls = load_model_factory(spec)
     if not hasattr(cls, "load_from_checkpoint"):
         raise CheckpointError(f"--lightning {spec!r} is not a LightningModule class (it has no load_from_checkpoint).")
@@ -209,8 +211,6 @@ def build_model_for(source: Source, cfg, data, ckpt) -> nn.Module:
     ``model``: built like ``phasescope run`` builds it (seeded), then the aligned state_dict
     is loaded (keys the file lacks keep their initial values; the guard reports them);
     ``hf``: ``from_pretrained`` of the folder; ``lightning``: ``load_from_checkpoint``."""
-    from ...run.models import build_model
-
     path = Path(ckpt["path"])
     if source.kind == "hf":
         if ckpt["format"] != "hf":

@@ -34,6 +34,15 @@ from typing import Any
 
 import torch
 
+from ...config import RunConfig
+from ...data import load_dataset
+from ...data.atypical import apply_atypical
+from ...data.text import is_text
+from ...engine.layers import causal_lm_forward
+from ...registry import run_extensions
+from ...run.experiment import _synthetic_knobs, build_tracker, clamp_to_data
+from ...run.models import build_model
+from ...run.training import resolve_device
 from .load import CheckpointError, Source, build_model_for
 
 # extensions whose state follows the convention merge_states relies on (see there)
@@ -48,10 +57,6 @@ def _data_key(cfg) -> str:
 
 
 def _read_data(cfg):
-    from ...data import load_dataset
-    from ...data.atypical import apply_atypical
-    from ...run.experiment import _synthetic_knobs
-
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size, seed=cfg.seed,
                         download=cfg.download, num_classes=cfg.num_classes, context=cfg.context,
                         **_synthetic_knobs(cfg))
@@ -76,9 +81,6 @@ def forget_data() -> None:
 def prepare(cfg):
     """(cfg with the sizes the data allow, data to measure on, fresh extensions, what was adjusted):
     the steps of ``experiment._run`` before the model is built, in the same order."""
-    from ...run.experiment import clamp_to_data
-    from ...registry import run_extensions
-
     data = load_data(cfg)
     changes: dict = {}
     extensions: list = []
@@ -97,17 +99,11 @@ def prepare(cfg):
 def model_forward(source: Source, data) -> Any:
     """How the tracker calls the checkpoints' model: as ``phasescope run`` does (None), or, for a
     Hugging Face causal LM on text (``--hf`` with a text dataset), ``model(input_ids=x).logits[:, -1]``."""
-    from ...data.text import is_text
-    from ...engine.layers import causal_lm_forward
-
     return causal_lm_forward if source.kind == "hf" and is_text(data) else None
 
 
 def make_tracker(cfg, model, data, extensions, steps, source: Source | None = None):
     """The tracker of ``phasescope run`` (experiment.build_tracker), scheduled at the checkpoints' ``steps``."""
-    from ...run.experiment import build_tracker
-    from ...run.training import resolve_device
-
     device = resolve_device(cfg.device)
     tracker = build_tracker(cfg, model.to(device), data, device, extensions,
                             forward=model_forward(source or Source(), data))
@@ -171,8 +167,6 @@ def cache_key(config: dict, source: dict) -> str:
 def prepared(config: dict, source: dict) -> Prepared:
     """:func:`prepare` of ``config``, cached per process; the key is also that of the prepared
     configuration (a job's configuration is the driver's prepared one: the cache serves both)."""
-    from ...config import RunConfig
-
     key = cache_key(config, source)
     if key not in _PREPARED:
         _PREPARED.clear()
@@ -196,8 +190,6 @@ def warm_up(config: dict, source: dict, threads: int | None = None) -> dict:
             prep = prepared(config, source)
             src = Source.from_dict(source)
             if src.kind == "model" and ":" not in str(prep.cfg.model) and prep.tracker is None:
-                from ...run.models import build_model
-
                 torch.manual_seed(prep.cfg.seed)
                 model = build_model(prep.cfg.model, prep.data.input_shape, prep.data.num_classes, prep.cfg.width)
                 prep.tracker_for(model, 0, src)

@@ -30,13 +30,19 @@ import pandas as pd
 import torch
 
 from ...config import ConfigError, RunConfig
+from ...data.text import is_text
+from ...run.experiment import config_differences, text_positions
+from ...run.models import build_model
 from ...run.runfolder import RunWriter, config_document
-from ...outputs.runs import (RunFolderError, RunWriteError, Wording, atomic_write, read_json, run_writer,
-                             write_bytes_to)
+from ...outputs.runs import (InterruptGuard, RunFolderError, RunWriteError, Wording, atomic_write, read_json,
+                             run_writer, write_bytes_to)
+from ..sweep.backends import start_ray
+from .backends import run_jobs, warm_up_ray
 from .discover import Discovery, discover
+from .extension import CheckpointAnalysis
 from .guard import Finding, Scan, findings, measurable, reference_of, scan, file_stamp
-from .load import CheckpointError, Source, build_model_for, tied_groups
-from .measure import make_tracker, merge_states, prepare
+from .load import CheckpointError, Source, build_model_for, hf_model, read_weights, tied_groups
+from .measure import forget_data, make_tracker, merge_states, prepare
 
 STATE_FILE = "analyze.pt"
 JOURNAL_FILE = "analyze.journal"  # the checkpoints measured since analyze.pt was written, one frame each
@@ -169,8 +175,6 @@ def read_journal(path: Path) -> list[dict]:
 
 
 def _check_saved(saved: dict, out: Path, ckpt_dir: Path, cfg: RunConfig, source: Source, adjusted: dict) -> None:
-    from ...run.experiment import config_differences
-
     if Path(saved["source"]).resolve() != ckpt_dir.resolve():
         raise AnalyzeError(f"{out} holds the analysis of {saved['source']}, not of {ckpt_dir}. Give that folder, "
                            "another --out, or --overwrite.")
@@ -191,11 +195,7 @@ def _reference_model(source: Source, cfg: RunConfig, data, checkpoints: list[dic
     Hugging Face files may use older key names that transformers converts while loading: the
     checkpoints are compared with the first one's file, and transformers' own loading report
     of that one says what it lacks or has besides the model."""
-    from .load import hf_model, read_weights
-
     if source.kind == "model":
-        from ...run.models import build_model
-
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
         return model, reference_of(model), tied_groups(model), "the model", []
@@ -246,8 +246,6 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     ``retries`` times). ``strict``: refuse (:class:`IntegrityRefused`) on any finding of the
     guard. Raises :class:`AnalyzeError` / :class:`~phasescope.config.ConfigError` /
     :class:`~phasescope.outputs.runs.RunFolderError` before anything is measured."""
-    from ...outputs.runs import InterruptGuard
-
     cfg.validate()
     source = source or Source()
     if backend not in BACKENDS:
@@ -272,13 +270,8 @@ def analyze(ckpt_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     # writer refuses any other run's folder unless overwrite
     existing = out is not None and not overwrite and run_writer(Path(out)) == WRITER
     name = f"analyze-{cfg.dataset}-{cfg.model if source.kind == 'model' else source.kind}"
-    from .measure import forget_data
-
     ray, started, warm = (None, False, [])
     if backend == "ray":  # joined before the folder is touched: an unreachable cluster leaves nothing behind
-        from ..sweep.backends import start_ray
-        from .backends import warm_up_ray
-
         ray, started = start_ray(address, num_cpus)
         # at once: the workers' imports and data overlap the driver's preparation and the guard's scan
         warm = warm_up_ray(ray, cfg.to_dict(), source.to_dict(), count=len(found.checkpoints),
@@ -322,8 +315,6 @@ def job_threads(cpus_per_run: float | None, backend: str) -> int | None:
 
 def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool, source: Source, backend: str,
              ray, cpus_per_run, gpus_per_run, retries, strict, progress, guard, console, on_scan) -> AnalyzeResult:
-    from .extension import CheckpointAnalysis
-
     out, ckpt_dir = folder.path, Path(found.folder)
     notes = list(folder.notes)
     saved = read_saved(out) if existing else None
@@ -357,9 +348,6 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
     analysis = {"source": WRITER, "checkpoints": str(ckpt_dir.resolve()), "model_source": source.to_dict(),
                 "discovered": checkpoints, "skipped_entries": [s.to_dict() for s in found.skipped]}
     model_name = cfg.model if source.kind == "model" else f"{source.kind}:{type(model).__name__}"
-    from ...data.text import is_text
-    from ...run.experiment import text_positions
-
     text = {"measured_windows": text_positions(data, cfg)} if is_text(data) else {}  # as phasescope run records
     folder.start(config_document(
         cfg.to_dict(), data={**data.describe(), **text}, measurement=tracker.describe(),
@@ -405,8 +393,6 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
     if progress and skipped:
         print(f"{len(skipped)} of {len(to_measure)} checkpoints already measured in {out}: skipped", flush=True)
     status = "complete"
-    from .backends import run_jobs
-
     try:
         interrupted = run_jobs(job_args, backend=backend, on_done=on_done, ray=ray, cpus_per_run=cpus_per_run,
                                gpus_per_run=gpus_per_run, retries=retries, progress=progress, console=console)

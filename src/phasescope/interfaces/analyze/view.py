@@ -31,7 +31,8 @@ class AnalyzeView:
 
     def __enter__(self) -> "AnalyzeView":
         if self.tty and self.total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (  # lazy: only on a terminal
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
 
             self.bar = Progress(TextColumn("[bold]checkpoints"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=self.console,
