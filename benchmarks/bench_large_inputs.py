@@ -1,7 +1,7 @@
 """Time and peak memory of the linear decoder on 224 x 224 x 3 inputs (D = 150,528): phasescope
 with the input-span reduction, phasescope without it, and forward hooks + scikit-learn Ridge.
 
-Run: python benchmarks/bench_large_inputs.py [--fit 4000] [--test 2000] [--threads 2] [--no-full]
+Run: python benchmarks/bench_large_inputs.py [--fit 4000] [--test 2000] [--threads 2] [--no-full] [--loader]
 
 A ResNet-18-style network built here (ImageNet stem: 7x7/2 conv and 3x3/2 max-pool, four stages
 of two BasicBlocks, widths 16-32-64-128 so that its forward passes stay cheap on a CPU), untrained,
@@ -14,6 +14,11 @@ inputs and scored per sample. Each method runs in turn in this process; its peak
 of the process's resident set (VmHWM after resetting it, minus VmRSS at the start), also printed per
 segment (the tracker's set-up, each checkpoint: the first includes the span's one-time set-up). The
 float32 inputs (fit and test: 3.4 GiB at 4,000 / 2,000) are held by the caller before and are not in it.
+
+``--loader``: phasescope alone, on DataLoaders that upsample each batch as they go (the caller holds
+only the 32 x 32 images), once with the inputs in the memory-mapped file a large loader's inputs go to
+by default and once with them held in memory; besides the resident set's peak (which counts the
+file's pages while they are cached) it prints the peak of the anonymous memory (RssAnon, sampled).
 """
 from __future__ import annotations
 
@@ -62,7 +67,8 @@ class ResNet18ish(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def load(n_fit: int, n_test: int):
+def small(n_fit: int, n_test: int):
+    """The 32 x 32 images, normalised (contiguous (N, C, H, W)), and their labels."""
     if CIFAR is not None:
         d = np.load(CIFAR)
         x = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(255)
@@ -78,9 +84,84 @@ def load(n_fit: int, n_test: int):
     std = xs[0].std((0, 2, 3), keepdim=True)
     # contiguous (N, C, H, W), as a data pipeline gives them: the CIFAR arrays are (N, H, W, C), and
     # interpolating their permuted view keeps that channels-last memory order, which any flattening copies
-    up = [F.interpolate(((x - mean) / std).contiguous(), size=(224, 224), mode="bilinear", align_corners=False)
-          .contiguous() for x in xs]
-    return source, (up[0], ys[0]), (up[1], ys[1])
+    return source, [((x - mean) / std).contiguous() for x in xs], ys
+
+
+def up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False).contiguous()
+
+
+def load(n_fit: int, n_test: int):
+    source, xs, ys = small(n_fit, n_test)
+    return source, (up(xs[0]), ys[0]), (up(xs[1]), ys[1])
+
+
+def loaders(n_fit: int, n_test: int, batch: int = 100):
+    """DataLoaders that upsample each batch of 32 x 32 images as they go (a pipeline that decodes and
+    resizes): nothing at 224 x 224 is held by the caller."""
+    source, xs, ys = small(n_fit, n_test)
+    collate = lambda b: (up(torch.stack([x for x, _ in b])), torch.stack([y for _, y in b]))
+    make = lambda x, y: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch,
+                                                    collate_fn=collate)
+    return source, make(xs[0], ys[0]), make(xs[1], ys[1])
+
+
+class AnonPeak:
+    """The peak of the process's anonymous resident memory (RssAnon: not file pages, which the
+    operating system can drop), sampled every 20 ms in a thread while in the block."""
+
+    def __enter__(self):
+        import threading
+
+        self.start = self.peak = _rss("RssAnon")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, _rss("RssAnon"))
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, _rss("RssAnon"))
+
+
+def loader_run(args) -> None:
+    """phasescope (input span) on DataLoaders, with the inputs kept in a memory-mapped file (over
+    SPILL_BYTES, the default) and held in memory (SPILL_BYTES raised): time and memory side by side."""
+    import gc
+    import warnings
+
+    from phasescope import PhaseTracker
+    from phasescope.engine.measure import inputs
+
+    default = inputs.SPILL_BYTES
+    print("DataLoaders upsampling each batch of 100 images as they go; phasescope with the input span")
+    for label, spill in (("memory-mapped file", default), ("held in memory", 1 << 62)):
+        inputs.SPILL_BYTES = spill
+        torch.manual_seed(0)
+        model = ResNet18ish()
+        gc.collect()
+        _, fit, test = loaders(args.fit, args.test)
+        with AnonPeak() as anon:
+            peaks = Peaks()
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = PhaseTracker(model, LAYERS, fit, test, [0, 1], max_features=1024, bn_mode="running", bootstrap=200)
+            made = time.perf_counter() - t0
+            peaks.mark("set-up")
+            for it in (0, 1):
+                t.measure(model, it)
+                peaks.mark(f"checkpoint {it + 1}")
+        print(f"  inputs {label}: reading the loaders {made:.1f} s, checkpoints {t.timings[0]:.1f} s, "
+              f"{t.timings[1]:.1f} s; peak rise of the resident set {peaks.peak / 2**30:.2f} GiB, of its anonymous "
+              f"memory {(anon.peak - anon.start) / 2**30:.2f} GiB", flush=True)
+        del t, fit, test
+    inputs.SPILL_BYTES = default
 
 
 def _rss(field: str) -> int:
@@ -191,8 +272,12 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-full", action="store_true", help="skip phasescope without the reduction (memory)")
+    ap.add_argument("--loader", action="store_true", help="only phasescope on DataLoaders that upsample as they go: "
+                    "inputs in a memory-mapped file against inputs in memory")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.loader:
+        return loader_run(args)
     source, fit, test = load(args.fit, args.test)
     torch.manual_seed(0)
     model = ResNet18ish()

@@ -1,4 +1,6 @@
 """The tracker never trusts its inputs and never changes the user's model."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +174,55 @@ def test_a_dataloader_is_assembled_in_one_buffer_with_the_same_inputs(digits, ba
     tokens = [(torch.randint(0, 9, (4, 6)), torch.zeros(4, dtype=torch.long)) for _ in range(3)]
     tx, _ = as_tensors(tokens, "fit_data", tokens=True)
     assert tx.dtype == torch.int64 and torch.equal(tx, torch.cat([a for a, _ in tokens]))
+
+
+def _mapped_input_files() -> list[str]:
+    return [line for line in Path("/proc/self/maps").read_text().splitlines() if "phasescope-inputs-" in line]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mappings (Linux)")
+def test_a_large_dataloader_goes_to_a_memory_mapped_file_and_measures_the_same(digits, monkeypatch):
+    """Inputs a loader makes on the fly are not held in memory past SPILL_BYTES: they go to a
+    temporary file (already unlinked) that the tracker reads; the measurement is the same."""
+    import gc
+
+    import pandas as pd
+
+    from phasescope.engine.measure import inputs
+
+    ds = torch.utils.data.TensorDataset(digits.x_train[:300], digits.y_train[:300])
+    m = model_for(digits)
+    monkeypatch.setattr(inputs, "SPILL_BYTES", 10_000)  # 300 x 64 float32 inputs: 77 KB
+    gc.collect()
+    before = len(_mapped_input_files())
+    a = tracker(m, digits, fit=torch.utils.data.DataLoader(ds, batch_size=64))
+    files = _mapped_input_files()
+    assert len(files) == before + 1 and all(line.endswith("(deleted)") for line in files)
+    assert torch.equal(a.fit_x, digits.x_train[:300])
+    b = tracker(m, digits)
+    a.measure(m, 0)
+    b.measure(m, 0)
+    pd.testing.assert_frame_equal(a.results(), b.results())
+    del a
+    gc.collect()
+    assert len(_mapped_input_files()) == before  # the file's space is returned with the tracker
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fallocate"), reason="no posix_fallocate here: inputs stay in memory")
+def test_no_room_for_the_mapped_file_keeps_the_inputs_in_memory_with_a_warning(digits, monkeypatch):
+    import errno
+
+    from phasescope.engine.measure import inputs
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inputs, "SPILL_BYTES", 10_000)
+    monkeypatch.setattr(inputs.os, "posix_fallocate", full)
+    ds = torch.utils.data.TensorDataset(digits.x_train[:300], digits.y_train[:300])
+    with pytest.warns(UserWarning, match="TMPDIR"):
+        x, y = inputs.as_tensors(torch.utils.data.DataLoader(ds, batch_size=64), "fit_data")
+    assert torch.equal(x, digits.x_train[:300]) and torch.equal(y, digits.y_train[:300])
 
 
 def test_a_tracker_on_a_dataloader_measures_what_it_measures_on_tensors(digits):

@@ -2,14 +2,23 @@
 
 ``(x, y)`` arrays or tensors, or an iterable of ``(x, y)`` batches (a DataLoader); errors say what to fix.
 A float32 CPU tensor of inputs is kept as given (not copied): the tracker reads it at every checkpoint,
-so it must not be changed in place while the tracker is in use.
+so it must not be changed in place while the tracker is in use. A DataLoader's batches are written
+into one float32 buffer as they come; when that buffer would exceed ``SPILL_BYTES`` (224 x 224 x 3
+images: some 1,800 of them) it is a memory-mapped temporary file instead of memory, so that inputs
+a loader makes on the fly (decoded, resized) do not have to fit in the process's memory: the
+operating system pages them in as each checkpoint reads them, and can drop them again.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+import warnings
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+
+SPILL_BYTES = 1 << 30  # a DataLoader's inputs over this size go to a memory-mapped temporary file (TMPDIR)
 
 
 def iter_batches(data: Any, name: str) -> Iterator[tuple[Any, Any]]:
@@ -43,19 +52,45 @@ def _batch_count(data: Any) -> int | None:
         return None
 
 
+def mapped_buffer(shape: tuple[int, ...], name: str) -> torch.Tensor | None:
+    """An uninitialised float32 tensor of ``shape`` backed by a temporary file in
+    ``tempfile.gettempdir()`` (``TMPDIR``), or None (with a warning) when the disk has no room for it.
+    The file is unlinked at once: its space returns to the disk when the tensor is freed. Its space
+    is reserved up front, so a full disk is an error now, not a crash (SIGBUS) at a later write;
+    where that cannot be done (no ``os.posix_fallocate``: macOS, Windows) the inputs stay in memory."""
+    nbytes = int(np.prod(shape)) * 4
+    if not hasattr(os, "posix_fallocate"):
+        return None
+    try:
+        with tempfile.NamedTemporaryFile(prefix="phasescope-inputs-", suffix=".f32") as f:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+            array = np.memmap(f.name, dtype=np.float32, mode="r+", shape=shape)
+    except OSError as e:
+        warnings.warn(f"{name}: no room for {nbytes / 2**30:.1f} GiB of inputs in {tempfile.gettempdir()} ({e}); "
+                      "they are held in memory instead. Point TMPDIR at a disk with room to keep them out of memory.",
+                      stacklevel=4)
+        return None
+    return torch.from_numpy(array)
+
+
 class _Rows:
     """Input batches written into one float32 buffer as they arrive, when the number of batches is
     known (a DataLoader): ``count`` batches of the first batch's size at most; the inputs then take
-    their own size once (plus at most one batch), not twice as batches and their concatenation.
-    Anything else (more rows than that, other shapes) falls back to concatenating."""
+    their own size once (plus at most one batch), not twice as batches and their concatenation. A
+    buffer over ``SPILL_BYTES`` is a memory-mapped temporary file (:func:`mapped_buffer`). Anything
+    else (more rows than that, other shapes) falls back to concatenating."""
 
-    def __init__(self, count: int | None, float_inputs: bool):
-        self.count, self.float_inputs = count, float_inputs
+    def __init__(self, count: int | None, float_inputs: bool, name: str = "inputs"):
+        self.count, self.float_inputs, self.name = count, float_inputs, name
         self.buf, self.rows, self.rest = None, 0, []
 
     def add(self, x: torch.Tensor) -> None:
         if self.buf is None and not self.rest and self.float_inputs and (self.count or 0) > 1 and x.dim() >= 1:
-            self.buf = torch.empty((len(x) * self.count, *x.shape[1:]), dtype=torch.float32)
+            shape = (len(x) * self.count, *x.shape[1:])
+            if int(np.prod(shape)) * 4 > SPILL_BYTES:
+                self.buf = mapped_buffer(shape, self.name)
+            if self.buf is None:
+                self.buf = torch.empty(shape, dtype=torch.float32)
         if (self.buf is not None and not self.rest and x.shape[1:] == self.buf.shape[1:]
                 and self.rows + len(x) <= len(self.buf)):
             self.buf[self.rows:self.rows + len(x)] = x  # the float32 conversion .float() would do
@@ -76,7 +111,7 @@ def as_tensors(data: Any, name: str, *, tokens: bool = False) -> tuple[torch.Ten
     """Validated (x float32, y int64) tensors from (x, y) arrays/tensors or an iterable of (x, y) batches;
     with ``tokens`` the inputs are token ids and stay integers (int64). A DataLoader's batches are
     written into one buffer as they come (see :class:`_Rows`)."""
-    xs, ys = _Rows(_batch_count(data), float_inputs=not tokens), []
+    xs, ys = _Rows(_batch_count(data), float_inputs=not tokens, name=name), []
     for x, y in iter_batches(data, name):
         x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
         y = y if torch.is_tensor(y) else torch.as_tensor(np.asarray(y))
