@@ -221,3 +221,25 @@ def test_capped_batches_are_accumulated_in_groups_of_measure_batch_size(monkeypa
     assert capped.batch_size == 10
     assert sorted(calls) == plain_calls  # 10-row forward batches, accumulated 50 rows at a time
     _same(plain, capped, rtol=1e-5)
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_span_formed_in_parts_is_the_span_of_one_process(monkeypatch, parts):
+    """Ranks form their own row blocks of the Gram matrix (near-equal shares of the triangle) and
+    sum them: the same Gram matrix, hence the same span, as one process."""
+    from phasescope.engine.measure import span as span_mod
+
+    monkeypatch.setattr(span_mod, "GRAM_ROWS", 7)
+    Xf, _, Xt, _ = _data(n=60, m=30, D=700, p=8)
+    blocks = [span_mod.gram_blocks(60, k, parts) for k in range(parts)]
+    assert sorted(b for bs in blocks for b in bs) == span_mod.gram_blocks(60)  # each block formed once
+    costs = [sum((b - a) * b for a, b in bs) for bs in blocks]  # row block (a, b): b - a rows of b columns
+    assert max(costs) <= 1.35 * min(costs)
+    grams = []
+    for k in range(1, parts):  # the other ranks' parts, then rank 0's completed by their sum
+        InputSpan(Xf, part=(k, parts), all_reduce=lambda G: grams.append(G.clone()) or G)
+    rank0 = InputSpan(Xf, part=(0, parts), all_reduce=lambda G: G + sum(grams))
+    one = InputSpan(Xf)
+    assert rank0.rank == one.rank
+    torch.testing.assert_close(rank0.coords, one.coords, rtol=0, atol=1e-12)
+    torch.testing.assert_close(rank0.project(Xt).coords, one.project(Xt).coords, rtol=0, atol=1e-12)

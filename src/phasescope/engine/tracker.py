@@ -494,13 +494,23 @@ class PhaseTracker:
     def _input_span(self) -> tuple[InputSpan, Projected] | None:
         """The span of the fit inputs and the test inputs' projection onto it, computed once, when
         the linear decoder's inputs have more values than there are fit samples (input_span="auto").
-        Every rank of a sharded tracker computes the same (it holds all the inputs)."""
+        The ranks of a sharded tracker split the work (each its row blocks of the Gram matrix and its
+        share of the test inputs) and all hold the same result."""
         if (self.input_span == "off" or self.decoder != "linear" or self.target.kind != "input"
                 or self.fit_x[0].numel() <= len(self.fit_x)):  # token targets: a one-hot, never a span
             return None
         if self._span is None:
-            span = InputSpan(self.fit_x)
-            self._span = (span, span.project(self.test_x))
+            sh = self._shard
+            if sh is None:
+                span = InputSpan(self.fit_x)
+                self._span = (span, span.project(self.test_x))
+            else:  # the Gram matrix's row blocks and the test projections split over the ranks
+                span = InputSpan(self.fit_x, part=(sh.rank, sh.world),
+                                 all_reduce=lambda G: sh.all_reduce([G], "summing the input span's Gram matrix")[0])
+                n = len(self.test_x)
+                local = span.project(self.test_x[sh.share(n)])
+                self._span = (span, Projected(sh.gather(local.coords, n, "gathering the test inputs' span coordinates"),
+                                              sh.gather(local.residual, n, "gathering the test inputs' residuals")))
         return self._span
 
     def _share(self, n: int) -> slice:

@@ -22,6 +22,7 @@ to the residual term): float64 rounding leaves their eigenvectors unresolved.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -35,6 +36,16 @@ def _columns(rows: int, chunk: int) -> int:
     """Input dimensions per float64 block of ``rows`` rows: ``chunk``, fewer where the block would
     exceed BLOCK_BYTES (at least 256)."""
     return max(1, min(chunk, max(256, BLOCK_BYTES // (8 * max(rows, 1)))))
+
+
+def gram_blocks(n: int, part: int = 0, parts: int = 1) -> list[tuple[int, int]]:
+    """The row blocks ``(a, b)`` of an (n, n) Gram matrix's lower triangle (GRAM_ROWS rows each) that
+    part ``part`` of ``parts`` forms: dealt in a back-and-forth order (0, 1, .., parts - 1, parts - 1,
+    .., 0, ...) so that the parts' shares of the triangle, whose row block k costs k + 1, are near
+    equal. One part (the default) forms them all."""
+    starts = range(0, n, GRAM_ROWS)
+    owner = lambda k: k % parts if (k // parts) % 2 == 0 else parts - 1 - k % parts
+    return [(a, min(a + GRAM_ROWS, n)) for k, a in enumerate(starts) if owner(k) == part]
 
 
 @dataclass
@@ -60,9 +71,14 @@ class InputSpan:
 
     ``coords`` (n, r): the fit inputs' coordinates Z (float64, mean zero); ``fit_residual``: the
     fit inputs' summed squared distance to the span (0 up to the directions dropped by ``rcond``);
-    ``dim``: D. :meth:`project` other inputs, :meth:`lift` coordinates back to inputs."""
+    ``dim``: D. :meth:`project` other inputs, :meth:`lift` coordinates back to inputs.
 
-    def __init__(self, X: torch.Tensor, *, rcond: float = RCOND, chunk: int = CHUNK):
+    Shared by the ranks of a sharded measurement: ``part=(rank, world)`` forms only that rank's row
+    blocks of the Gram matrix (:func:`gram_blocks`) and ``all_reduce`` (summing a tensor over the
+    ranks) completes it, so each rank pays 1/world of the products and all hold the same span."""
+
+    def __init__(self, X: torch.Tensor, *, rcond: float = RCOND, chunk: int = CHUNK, part: tuple[int, int] = (0, 1),
+                 all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
         X = X.detach().reshape(len(X), -1)
         if not X.is_floating_point():
             X = X.float()
@@ -72,11 +88,12 @@ class InputSpan:
         self.mean = torch.cat([X[:, a:a + self.chunk].double().mean(0) for a in range(0, self.dim, self.chunk)]
                               if self.dim else [torch.zeros(0, dtype=torch.float64)])  # by blocks: no float64 copy of X
         G = torch.zeros(self.n, self.n, dtype=torch.float64)
-        step = GRAM_ROWS
+        mine = gram_blocks(self.n, *part)
         for Xc in self._centred_blocks(X):  # the lower triangle only (by row blocks): about half the products
-            for a in range(0, self.n, step):
-                b = min(a + step, self.n)
+            for a, b in mine:
                 G[a:b, :b].addmm_(Xc[a:b], Xc[:b].T)
+        if all_reduce is not None:  # each part formed its own row blocks: their sum is the whole triangle
+            G = all_reduce(G)
         total = float(torch.diagonal(G).sum())
         s, U = torch.linalg.eigh(G, UPLO="L")  # reads the lower triangle, which is all that was formed
         del G  # (n, n) float64 arrays held at once: as few as the eigendecomposition needs
