@@ -42,7 +42,7 @@ def one(args, queue):
     t0 = time.perf_counter()
     span = InputSpan(fit)
     proj = span.project(test)
-    queue.put(("one", time.perf_counter() - t0, span.coords, proj.coords))
+    queue.put(("one", time.perf_counter() - t0, span.coords.numpy(), proj.coords.numpy()))
 
 
 def rank(r, args, store, queue):
@@ -64,7 +64,7 @@ def rank(r, args, store, queue):
     sh.gather(local.residual, len(test))
     seconds = time.perf_counter() - t0
     if r == 0:
-        queue.put(("ranks", seconds, span.coords, coords))
+        queue.put(("ranks", seconds, span.coords.numpy(), coords.numpy()))
     dist.destroy_process_group()
 
 
@@ -91,7 +91,7 @@ def main() -> None:
         for q in procs:
             q.join()
     (t1, c1, p1), (tr, cr, pr) = got["one"], got["ranks"]
-    err = max(float((c1 - cr).abs().max() / c1.abs().max()), float((p1 - pr).abs().max() / p1.abs().max()))
+    err = max(float(abs(c1 - cr).max() / abs(c1).max()), float(abs(p1 - pr).max() / abs(p1).max()))
     print(f"{args.fit} fit / {args.test} test inputs of {args.dim:,} values, one thread per process, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"  one process: {t1:.1f} s; {args.ranks} ranks: {tr:.1f} s ({t1 / tr:.2f}x); "
