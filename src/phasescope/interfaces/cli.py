@@ -27,7 +27,7 @@ from rich.markup import escape  # help texts hold [defaults] and MODULE[i], not 
 from rich.table import Table
 
 from .integrations.tensorboard import TensorBoardLogger
-from .process import entry_point
+from .process import busy_cpu_note, entry_point
 from ..config import ConfigError, RunConfig, comma_list, expand_extension_specs, flag_of, sections
 from ..data import DataError, load_dataset
 from ..outputs.compare import NoCheckpoint, available_metrics, load_run, phase_table, plot_compare, run_labels
@@ -335,6 +335,8 @@ def run(**kw: Any) -> None:
             fail(f"--threads must be at least 1; got {threads}. Leave it out for torch's default.")
 
         torch.set_num_threads(threads)
+    elif (busy := busy_cpu_note(torch.get_num_threads())) is not None:
+        err.print(f"[yellow]note:[/] {escape(busy)}")
 
     # Ctrl-C: the first ends the run after the checkpoint being written (exit 130); later ones are ignored
     # so that the final files are always complete.
