@@ -90,10 +90,14 @@ def _images(n_fit=120, n_test=60, seed=0):
 
 
 def _model():
+    return _model_for((1, 16, 16))
+
+
+def _model_for(shape):
     from phasescope.run.models import build_model
 
     torch.manual_seed(0)
-    return build_model("cnn", (1, 16, 16), 10, width=0.5)
+    return build_model("cnn", tuple(shape), 10, width=0.5)
 
 
 def _track(input_span, distributed=False, **kw):
@@ -243,3 +247,43 @@ def test_a_span_formed_in_parts_is_the_span_of_one_process(monkeypatch, parts):
     assert rank0.rank == one.rank
     torch.testing.assert_close(rank0.coords, one.coords, rtol=0, atol=1e-12)
     torch.testing.assert_close(rank0.project(Xt).coords, one.project(Xt).coords, rtol=0, atol=1e-12)
+
+
+def test_a_rank_with_no_test_samples_shares_the_span_set_up(tmp_path):
+    """Batches of 500 leave rank 1 no test sample of 30: it projects nothing, and both ranks still
+    measure what one process measures (before, its empty projection raised and rank 0 waited)."""
+    import pandas as pd
+
+    from phasescope import PhaseTracker
+    from phasescope.data import load_dataset
+    from tests.test_distributed import ok, run_ranks
+
+    d = load_dataset("digits")
+    fit, test = (d.x_train[:40], d.y_train[:40]), (d.x_test[:30], d.y_test[:30])  # 64 values > 40 fit samples
+    model = _model_for(d.x_train.shape[1:])
+
+    def measured(distributed):
+        t = PhaseTracker(model, ["features.3"], fit, test, [0], distributed=distributed, batch_size=500, bootstrap=50)
+        t.measure(model, 0)
+        assert t._span is not None
+        return t.results()
+
+    one = measured(False)
+    for results in ok(run_ranks(lambda rank: measured("auto"), tmp_path)):
+        pd.testing.assert_frame_equal(one, results, check_exact=False, rtol=1e-5, atol=0)
+
+
+def test_the_span_of_many_row_blocks_has_the_singular_values_of_the_inputs(monkeypatch):
+    """Row blocks of 7 (the lower triangle formed block by block) against an independent SVD."""
+    from phasescope.engine.measure import span as span_mod
+
+    monkeypatch.setattr(span_mod, "GRAM_ROWS", 7)
+    Xf, _, Xt, _ = _data(n=60, m=30, D=700, p=8)
+    sp = InputSpan(Xf)
+    want = torch.linalg.svdvals(Xf - Xf.mean(0))
+    torch.testing.assert_close(sp.sigma, want[:sp.rank], rtol=1e-10, atol=0)
+    proj = sp.project(Xt)
+    Xc = Xt - Xf.mean(0)
+    torch.testing.assert_close(proj.coords.square().sum(1) + proj.residual, Xc.square().sum(1), rtol=1e-10, atol=0)
+    empty = sp.project(Xt[:0])
+    assert empty.coords.shape == (0, sp.rank) and empty.residual.shape == (0,)

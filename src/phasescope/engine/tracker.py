@@ -508,7 +508,8 @@ class PhaseTracker:
                 span = InputSpan(self.fit_x, part=(sh.rank, sh.world),
                                  all_reduce=lambda G: sh.all_reduce([G], "summing the input span's Gram matrix")[0])
                 n = len(self.test_x)
-                local = span.project(self.test_x[sh.share(n)])
+                with sh.agree("projecting the test inputs onto the input span"):
+                    local = span.project(self.test_x[sh.share(n)])
                 self._span = (span, Projected(sh.gather(local.coords, n, "gathering the test inputs' span coordinates"),
                                               sh.gather(local.residual, n, "gathering the test inputs' residuals")))
         return self._span
@@ -604,8 +605,10 @@ class PhaseTracker:
                         rows=share)
 
     def _share_shifts(self, solvers: dict[str, StreamingRidge], sh: Shard, dims: dict[str, int]) -> None:
-        """Rank 0's ridge shifts (the means of the first fit batch, the shifts of one process) on every
-        rank, before the others accumulate: their float32 products are then those one process forms."""
+        """Rank 0's ridge shifts (the means of the first fit group, the shifts of one process) on every
+        rank, before the others accumulate: their float32 products are then those one process forms
+        (where forward batches are capped and grouped, the groups at the edges of the ranks' shares
+        are cut there: equal to one process's to float32 rounding)."""
         parts = []
         for name, s in solvers.items():
             if sh.rank == 0:

@@ -55,7 +55,8 @@ def _batch_count(data: Any) -> int | None:
 def mapped_buffer(shape: tuple[int, ...], name: str) -> torch.Tensor | None:
     """An uninitialised float32 tensor of ``shape`` backed by a temporary file in
     ``tempfile.gettempdir()`` (``TMPDIR``), or None (with a warning) when the disk has no room for it.
-    The file is unlinked at once: its space returns to the disk when the tensor is freed. Its space
+    The file is unlinked at once: its space returns to the disk when the tensor is freed. (Where
+    ``TMPDIR`` is a tmpfs, the file is memory too, though swappable: point it at a disk.) Its space
     is reserved up front, so a full disk is an error now, not a crash (SIGBUS) at a later write;
     where that cannot be done (no ``os.posix_fallocate``: macOS, Windows) the inputs stay in memory."""
     nbytes = int(np.prod(shape)) * 4
@@ -68,7 +69,7 @@ def mapped_buffer(shape: tuple[int, ...], name: str) -> torch.Tensor | None:
     except OSError as e:
         warnings.warn(f"{name}: no room for {nbytes / 2**30:.1f} GiB of inputs in {tempfile.gettempdir()} ({e}); "
                       "they are held in memory instead. Point TMPDIR at a disk with room to keep them out of memory.",
-                      stacklevel=4)
+                      stacklevel=5)  # the caller of PhaseTracker(...)
         return None
     return torch.from_numpy(array)
 

@@ -75,7 +75,7 @@ class InputSpan:
 
     Shared by the ranks of a sharded measurement: ``part=(rank, world)`` forms only that rank's row
     blocks of the Gram matrix (:func:`gram_blocks`) and ``all_reduce`` (summing a tensor over the
-    ranks) completes it, so each rank pays 1/world of the products and all hold the same span."""
+    ranks; called on row blocks of the lower triangle of at most BLOCK_BYTES each) completes it, so each rank pays 1/world of the products and all hold the same span."""
 
     def __init__(self, X: torch.Tensor, *, rcond: float = RCOND, chunk: int = CHUNK, part: tuple[int, int] = (0, 1),
                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
@@ -92,8 +92,11 @@ class InputSpan:
         for Xc in self._centred_blocks(X):  # the lower triangle only (by row blocks): about half the products
             for a, b in mine:
                 G[a:b, :b].addmm_(Xc[a:b], Xc[:b].T)
-        if all_reduce is not None:  # each part formed its own row blocks: their sum is the whole triangle
-            G = all_reduce(G)
+        if all_reduce is not None:  # each part formed its own row blocks: their sum is the whole triangle,
+            step = max(1, BLOCK_BYTES // (8 * self.n))  # summed a block of rows at a time (bounded transfers)
+            for a in range(0, self.n, step):
+                b = min(a + step, self.n)
+                G[a:b, :b] = all_reduce(G[a:b, :b])
         total = float(torch.diagonal(G).sum())
         s, U = torch.linalg.eigh(G, UPLO="L")  # reads the lower triangle, which is all that was formed
         del G  # (n, n) float64 arrays held at once: as few as the eigendecomposition needs
@@ -119,9 +122,10 @@ class InputSpan:
 
     def project(self, X: torch.Tensor) -> Projected:
         """Coordinates and residuals of inputs ``X`` (m, ...) (float64; one pass over the fit inputs)."""
-        X = X.detach().reshape(len(X), -1)
-        if X.shape[1] != self.dim:
-            raise ValueError(f"inputs of {X.shape[1]} values per sample; the span is of {self.dim}.")
+        values = X[0].numel() if len(X) else self.dim
+        if values != self.dim:
+            raise ValueError(f"inputs of {values} values per sample; the span is of {self.dim}.")
+        X = X.detach().reshape(len(X), self.dim)  # (0, D) too: a rank's empty share
         K = torch.zeros(len(X), self.n, dtype=torch.float64)  # (x - mean) . Xc rows
         sq = torch.zeros(len(X), dtype=torch.float64)
         chunk = min(self.chunk, _columns(len(X), self.chunk))  # both blocks within BLOCK_BYTES
