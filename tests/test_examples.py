@@ -25,6 +25,12 @@ def needs(module: str):
                               reason=f"{module} is not installed (see the example's install line)")
 
 
+def test_large_images_from_dataloaders(tmp_path):
+    out = run("large_images.py", "--size", "64", "--fit", "300", "--test", "150", "--iterations", "8", cwd=tmp_path)
+    assert "decoded in the span of the fit inputs: True (rank 299 of 12,288 input values)" in out
+    assert "stage3 [(" in out  # phases found per layer
+
+
 def test_vit_tokens(tmp_path):
     out = run("vit_tokens.py", "--iterations", "4", "--tokens", "cls", cwd=tmp_path)
     assert "token 0 of 17" in out and "blocks.1 (tokens=cls)" in out

@@ -136,9 +136,9 @@ def _same(a, b, rtol):
 def test_tracker_with_the_span_measures_what_it_measures_without(ridge):
     """float32 products on both sides: rows and per-sample errors agree to 1e-4 relative."""
     on = _track("auto", relative_ridge=ridge)
-    assert on._span is not None and on._span[0].rank <= 119
+    assert on.span is not None and on.span.rank <= 119 and on.describe()["input_span_rank"] == on.span.rank
     off = _track("off", relative_ridge=ridge)
-    assert off._span is None
+    assert off.span is None and "input_span_rank" not in off.describe()
     _same(on, off, rtol=1e-4)
 
 

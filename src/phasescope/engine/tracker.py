@@ -49,7 +49,7 @@ from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map
                               iter_batches, prepare)
 from .measure.conv_decoder import ConvDecoder
 from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, local_module, resolve_group
-from .measure.inputs import as_tensors as _as_tensors
+from .measure.inputs import RowSubset, as_tensors as _as_tensors
 from .measure.precision import full_precision
 from .measure.probe import LinearProbe
 from .measure.ridge import OneHot, StreamingRidge, all_reduce_statistics
@@ -345,14 +345,14 @@ class PhaseTracker:
     def ridge(self) -> float:  # deprecated alias
         return self.relative_ridge
 
-    def _bn_subset(self, model: nn.Module, bn_samples: int | None) -> torch.Tensor | None:
+    def _bn_subset(self, model: nn.Module, bn_samples: int | None) -> torch.Tensor | RowSubset | None:
         if self.bn_mode != "recalibrate" or not bn_layers(model):
             return None
         n = len(self.fit_x)
         if bn_samples is None or bn_samples >= n:
             return self.fit_x
         rows = np.sort(np.random.default_rng(self.seed).choice(n, bn_samples, replace=False))
-        return self.fit_x[torch.as_tensor(rows)]
+        return RowSubset(self.fit_x, torch.as_tensor(rows))  # rows copied a batch at a time, when recalibrating
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -371,6 +371,12 @@ class PhaseTracker:
         """The first extension decision to stop training, if any (e.g. --stop-on-increase)."""
         return next((d for _, d in sorted(self.decisions.items()) if d.stop), None)
 
+    @property
+    def span(self) -> InputSpan | None:
+        """The span of the fit inputs that the linear decoder works in (``input_span``; its ``rank``,
+        ``dim``, ...), once a checkpoint has computed it; None before, or where it is not used."""
+        return self._span[0] if self._span else None
+
     def describe(self) -> dict:
         """Measurement settings, as recorded in config.json."""
         return {
@@ -384,6 +390,7 @@ class PhaseTracker:
             "bn_samples": None if self.bn_x is None else int(len(self.bn_x)),
             "relative_ridge": self.relative_ridge, "max_features": self.max_features,
             "measure_batch_size": self.measure_batch_size, "input_span": self.input_span,
+            **({"input_span_rank": self.span.rank} if self.span is not None else {}),
             **({"measure_batch_rows": self.batch_size} if self.batch_size != self.measure_batch_size else {}),
             "fit_samples": int(len(self.fit_x)), "test_samples": int(len(self.test_x)),
             "bootstrap": self.bootstrap, "confidence": self.confidence, "min_effect": self.min_effect,

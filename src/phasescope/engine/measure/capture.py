@@ -30,6 +30,7 @@ from ..layers import CHANNELS_FIRST_1D, Forward, call_model, parse_layer, select
 from ...errors import ModelError
 from ..layers import resolve_layers
 from .distributed import Shard, local_module
+from .inputs import RowSubset
 
 
 class _LocalBatchNorm(_BatchNorm):
@@ -59,7 +60,7 @@ def bn_layers(model: nn.Module) -> list[_BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+def recalibrate_bn(model: nn.Module, x: torch.Tensor | RowSubset, batch_size: int, device: torch.device,
                    forward: Forward | None = None, shard: Shard | None = None) -> None:
     """Recompute BatchNorm running statistics on ``x``: the mean over batches of each batch's mean
     and (unbiased) variance, what ``momentum=None`` (a cumulative average) computes, here summed
@@ -98,7 +99,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, device: t
     model.eval()
 
 
-def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor, batch_size: int, device: torch.device,
+def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor | RowSubset | None, batch_size: int, device: torch.device,
             forward: Forward | None = None, shard: Shard | None = None) -> nn.Module:
     """The frozen, BatchNorm-prepared copy that every measurement at a checkpoint uses (with a
     ``shard``, BatchNorm recalibrated by all its ranks together, see :func:`recalibrate_bn`)."""
