@@ -194,10 +194,13 @@ class PhaseTracker:
     centred fit inputs (r <= n of them, computed once per tracker; see
     :mod:`phasescope.engine.measure.span`): the same per-sample errors, training error and
     reconstructions, without (p, D) products; ``"off"`` decodes all D values. Token targets
-    never use the span (``"auto"`` is ``"off"`` for them; see below). Input tensors are used as
-    given (not copied; see :mod:`phasescope.engine.measure.inputs`), and large inputs are forwarded
-    in batches of at most ``BATCH_INPUT_BYTES`` of input (``batch_size``: the rows forwarded at a
-    time, ``measure_batch_size`` or fewer; recorded as ``measure_batch_rows`` when fewer).
+    never use the span (``"auto"`` is ``"off"`` for them; see below); ``tracker.span`` is the span
+    once computed. Input tensors are used as given (not copied; a DataLoader's inputs over
+    ``SPILL_BYTES`` go to a memory-mapped temporary file; see :mod:`phasescope.engine.measure.inputs`),
+    and large inputs are forwarded in batches of at most ``BATCH_INPUT_BYTES`` of input
+    (``batch_size``: the rows forwarded at a time, ``measure_batch_size`` or fewer; recorded as
+    ``measure_batch_rows`` when fewer), their decoder statistics accumulated in groups of up to
+    ``measure_batch_size`` rows.
 
     Language models: ``target="tokens"`` when the inputs are windows of token ids ``(N, T)`` (see
     :mod:`phasescope.engine.measure.targets`): the decoder reconstructs the one-hot of the last token of
