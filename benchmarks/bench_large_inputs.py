@@ -140,7 +140,7 @@ def loader_run(args) -> None:
 
     default = inputs.SPILL_BYTES
     print("DataLoaders upsampling each batch of 100 images as they go; phasescope with the input span")
-    for label, spill in (("memory-mapped file", default), ("held in memory", 1 << 62)):
+    for label, spill in (("as by default (a memory-mapped file over 1 GiB)", default), ("held in memory", 1 << 62)):
         inputs.SPILL_BYTES = spill
         torch.manual_seed(0)
         model = ResNet18ish()
@@ -153,11 +153,12 @@ def loader_run(args) -> None:
                 warnings.simplefilter("ignore")
                 t = PhaseTracker(model, LAYERS, fit, test, [0, 1], max_features=1024, bn_mode="running", bootstrap=200)
             made = time.perf_counter() - t0
+            mapped = sum("phasescope-inputs-" in line for line in Path("/proc/self/maps").read_text().splitlines())
             peaks.mark("set-up")
             for it in (0, 1):
                 t.measure(model, it)
                 peaks.mark(f"checkpoint {it + 1}")
-        print(f"  inputs {label}: reading the loaders {made:.1f} s, checkpoints {t.timings[0]:.1f} s, "
+        print(f"  inputs {label} ({mapped} mapped file(s)): reading the loaders {made:.1f} s, checkpoints {t.timings[0]:.1f} s, "
               f"{t.timings[1]:.1f} s; peak rise of the resident set {peaks.peak / 2**30:.2f} GiB, of its anonymous "
               f"memory {(anon.peak - anon.start) / 2**30:.2f} GiB", flush=True)
         del t, fit, test
