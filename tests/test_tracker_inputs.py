@@ -277,3 +277,50 @@ def test_the_batchnorm_subset_is_rows_of_the_fit_inputs_not_a_copy(digits):
     recalibrate_bn(b, rows, 30, torch.device("cpu"))
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(x, y)
+
+
+class _ViewNet(nn.Module):
+    """A conv net that flattens with .view, which channels-last memory order breaks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_conv_nets_are_measured_in_channels_last_order_with_the_same_values(digits, monkeypatch):
+    import pandas as pd
+
+    from phasescope.engine.measure import capture
+
+    m = model_for(digits)
+    fast = tracker(m, digits)
+    assert fast.channels_last  # a conv net, on the CPU, agreeing on two samples
+    monkeypatch.setattr(capture, "CHANNELS_LAST", False)
+    usual = tracker(m, digits)
+    assert not usual.channels_last
+    fast.measure(m, 0)
+    usual.measure(m, 0)
+    pd.testing.assert_frame_equal(fast.results(), usual.results(), check_exact=False, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fast.errors["features.3"][0], usual.errors["features.3"][0], rtol=1e-5)
+
+
+def test_a_model_that_breaks_in_channels_last_order_is_measured_as_it_is(digits):
+    from phasescope.engine.measure.capture import channels_last_helps
+
+    torch.manual_seed(0)
+    net = _ViewNet()
+    x = digits.x_train[:2]
+    with pytest.raises(RuntimeError, match="view"):  # what the check protects against
+        _ViewNet().to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert not channels_last_helps(_ViewNet(), x, torch.device("cpu"))
+    t = PhaseTracker(net, ["conv"], (digits.x_train[:300], digits.y_train[:300]),
+                     (digits.x_test[:150], digits.y_test[:150]), schedule=[0], bootstrap=50)
+    assert not t.channels_last
+    t.measure(net, 0)  # measured, not crashed
+    mlp = build_model("mlp", digits.input_shape, 10)
+    assert not channels_last_helps(mlp, x, torch.device("cpu"))  # no convolution: nothing to gain

@@ -180,8 +180,23 @@ def logits_of(out: Any) -> torch.Tensor:
                      "Pass forward=lambda model, x: ... returning them (e.g. model(pixel_values=x).logits).")
 
 
+CHANNELS_LAST = "_phasescope_channels_last"  # set on a frozen copy converted by to_channels_last
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` (a frozen copy of ours) with its 4-D parameters in channels-last memory order, and
+    marked so that :func:`call_model` hands it its 4-D float inputs in that order too: on a CPU,
+    convolutions then run 1.1-1.45x faster (oneDNN), with the same values up to float rounding."""
+    model = model.to(memory_format=torch.channels_last)
+    setattr(model, CHANNELS_LAST, True)
+    return model
+
+
 def call_model(model: nn.Module, x: torch.Tensor, forward: Forward | None = None) -> torch.Tensor:
-    """Logits of ``model`` on ``x``, through ``forward(model, x)`` when given."""
+    """Logits of ``model`` on ``x``, through ``forward(model, x)`` when given (a model marked by
+    :func:`to_channels_last` gets 4-D float inputs in channels-last order)."""
+    if x.dim() == 4 and x.is_floating_point() and getattr(model, CHANNELS_LAST, False):
+        x = x.contiguous(memory_format=torch.channels_last)
     return logits_of(forward(model, x) if forward is not None else model(x))
 
 

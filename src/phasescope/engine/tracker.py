@@ -45,8 +45,8 @@ from .. import defaults, registry
 from ..errors import ModelError, NonFiniteActivations, NonFiniteInput
 from ..extension import HEAD, CheckpointContext, Decision, Extension, Requires
 from .layers import Forward, dry_run, preserved_modes, resolve_layers
-from .measure.capture import (FeatureMap, bn_layers, capture_inputs, feature_map, final_linear_name, flatten_features,
-                              iter_batches, prepare)
+from .measure.capture import (FeatureMap, bn_layers, capture_inputs, channels_last_helps, feature_map,
+                              final_linear_name, flatten_features, iter_batches, prepare)
 from .measure.conv_decoder import ConvDecoder
 from .measure.distributed import DEFAULT_TIMEOUT, Shard, check_distributed, local_module, resolve_group
 from .measure.inputs import RowSubset, as_tensors as _as_tensors
@@ -309,6 +309,9 @@ class PhaseTracker:
         self.device = _check_device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
         # BatchNorm recalibration: a seeded subset of the fit set; none at all without BatchNorm.
         self.bn_x = self._bn_subset(model, bn_samples)
+        # Conv nets on a CPU are measured in channels-last memory order when that runs (and agrees) on
+        # two fit samples: their forward passes, most of a checkpoint, take 1.1-1.45x less time.
+        self.channels_last = channels_last_helps(model, self.fit_x[:2], self.device, forward)
         modules = resolve_layers(model, self.layers)
         self.layer_shapes = {n: list(shapes[n]) for n in self.layers}
         self.feature_maps: dict[str, FeatureMap] = {n: feature_map(shapes[n], max_features, tokens, modules[n])
@@ -466,7 +469,7 @@ class PhaseTracker:
         sh = self._shard
         no_bn = self.bn_mode == "recalibrate" and self.bn_x is None  # no BatchNorm: nothing to recalibrate
         frozen = prepare(model, "running" if no_bn else self.bn_mode, self.bn_x, self.measure_batch_size, self.device,
-                         self.forward, sh)
+                         self.forward, sh, channels_last=self.channels_last)
         fit = self._fit_pass(frozen, it)
         test = self._test_pass(frozen, it)
         if fit.features is None and self.probe == "logistic" and sh is None:  # the iterative probe needs them all
