@@ -267,6 +267,22 @@ def sklearn_run(peaks, model, fit, test, lams, batch):
     return errs, forward, time.perf_counter() - t0 - forward
 
 
+def channels_last_forward(model, fit, test, batch: int) -> float:
+    """Seconds of the eval forward passes over fit and test in channels-last memory order (what
+    phasescope runs for a conv net on a CPU: phasescope.engine.layers.to_channels_last)."""
+    import copy
+
+    from phasescope.engine.layers import call_model, to_channels_last
+
+    frozen = to_channels_last(copy.deepcopy(model).eval())
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for x in (fit[0], test[0]):
+            for i in range(0, len(x), batch):
+                call_model(frozen, x[i:i + batch])
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fit", type=int, default=4000)
@@ -305,6 +321,8 @@ def main() -> None:
     t, peak, _, (errs_sk, forward, decode) = isolated(sklearn_run, model, fit, test, lams, probe.batch_size)
     results["hooks + scikit-learn Ridge"] = ([t, float("nan")], peak, errs_sk)
     sk_t = t
+    forward_cl = channels_last_forward(model, fit, test, probe.batch_size)
+    print(f"  the same forward passes in channels-last order: {forward_cl:.1f} s", flush=True)
     print(f"  hooks + scikit-learn: {t:.1f} s (forward passes {forward:.1f} s, Ridge {decode:.1f} s); "
           f"peak {peak / 2**30:.2f} GiB", flush=True)
     for n in LAYERS:
@@ -327,9 +345,10 @@ def main() -> None:
               f"{times[0] / base_t:11.1f}x {peak / base_m:13.1f}x")
     print("(time / span: each method's first checkpoint over the span's second; scikit-learn's time "
           "includes its forward passes; phasescope's include the probes and intervals; BatchNorm in running mode for both)")
-    beyond = base_t - forward
-    print(f"\nthe same forward passes (hooks, {probe.batch_size} rows per batch, timed in the scikit-learn run): "
-          f"{forward:.1f} s. Beyond them, per checkpoint: phasescope (input span, decoders + probes + intervals) "
+    beyond = base_t - forward_cl
+    print(f"\nforward passes ({probe.batch_size} rows per batch): hooks on the model as it is {forward:.1f} s "
+          f"(timed in the scikit-learn run); in channels-last order, as phasescope runs a conv net on a CPU, "
+          f"{forward_cl:.1f} s. Beyond them, per checkpoint: phasescope (input span, decoders + probes + intervals) "
           f"{beyond:.1f} s, scikit-learn Ridge (decoders only) {decode:.1f} s: {decode / max(beyond, 1e-9):.1f}x; "
           f"whole checkpoint {sk_t:.1f} s against {base_t:.1f} s: {sk_t / base_t:.1f}x")
     print("\npeak rise of the resident set per segment (over the start of the method; the inputs the caller holds "
