@@ -321,10 +321,10 @@ def main() -> None:
     t, peak, _, (errs_sk, forward, decode) = isolated(sklearn_run, model, fit, test, lams, probe.batch_size)
     results["hooks + scikit-learn Ridge"] = ([t, float("nan")], peak, errs_sk)
     sk_t = t
-    forward_cl = channels_last_forward(model, fit, test, probe.batch_size)
-    print(f"  the same forward passes in channels-last order: {forward_cl:.1f} s", flush=True)
     print(f"  hooks + scikit-learn: {t:.1f} s (forward passes {forward:.1f} s, Ridge {decode:.1f} s); "
           f"peak {peak / 2**30:.2f} GiB", flush=True)
+    forward_cl = channels_last_forward(model, fit, test, probe.batch_size)
+    print(f"  the same forward passes in channels-last order: {forward_cl:.1f} s", flush=True)
     for n in LAYERS:
         rel = np.abs(errs[n] - errs_sk[n]).max() / np.abs(errs_sk[n]).max()
         print(f"  {n}: per-sample errors, span vs scikit-learn: max relative difference {rel:.1e}")
