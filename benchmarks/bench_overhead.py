@@ -35,7 +35,8 @@ from phasescope.run.experiment import build_tracker
 from phasescope.engine.measure.capture import iter_batches, prepare
 from phasescope.run.models import build_model
 from phasescope.engine.schedule import log_schedule
-from phasescope.samples import sample_extensions
+from phasescope.extension import RunSetup
+from phasescope.extensions.samples import SampleDynamics
 from phasescope.run.training import BatchStream, make_optimizer, resolve_device, train
 
 
@@ -113,7 +114,8 @@ def per_checkpoint(cfg: RunConfig, data, label: str, rounds: int = 6) -> None:
     ratio of the fastest checkpoint to the fastest unit are printed."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
-    tracker = build_tracker(cfg, model, data, torch.device("cpu"), sample_extensions(cfg, data))  # as a run has
+    samples = SampleDynamics.from_config(RunSetup(cfg, data, []))  # the per-sample dynamics, on by default
+    tracker = build_tracker(cfg, model, data, torch.device("cpu"), samples)
     forward_unit(model, tracker)  # warm-up
     first = time.perf_counter()
     tracker.measure(model, 0)

@@ -1,4 +1,4 @@
-"""Extra cost of the per-sample dynamics (phasescope.samples) at one checkpoint, side by side.
+"""Extra cost of the per-sample dynamics (phasescope.extensions.samples) at one checkpoint, side by side.
 
     python benchmarks/bench_samples.py        # small CNN on the embedded MNIST digits (the CLI default)
     python benchmarks/bench_samples.py --dataset cifar10 --data-dir ../shared/data/cifar10_subset.npz \
@@ -33,7 +33,7 @@ from phasescope.data import load_dataset
 from phasescope.run.experiment import build_tracker, measurement_sets
 from phasescope.engine.measure.capture import prepare
 from phasescope.run.models import build_model
-from phasescope.samples import SampleDynamics
+from phasescope.extensions.samples import SampleDynamics
 from phasescope.run.training import BatchStream, make_optimizer, train
 
 
