@@ -39,6 +39,8 @@ def test_short_default_run_matches_the_stored_results(tmp_path):
     now = result.payload["layers"]["features.3"]
     assert [p["name"] for p in now["phases"]] == [p["name"] for p in stored["phases"]]
     assert now["min_iteration"] == stored["min_iteration"]
+    # the default --test-samples (2000) is clamped to the 1,000 test digits: recorded, not told
+    assert not any("--test-samples" in n for n in result.notes), result.notes
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     before = json.loads((FIXTURE / "config.json").read_text())
     assert {k: v for k, v in saved.items() if k != "versions"} == before

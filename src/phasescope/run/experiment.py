@@ -44,6 +44,8 @@ from ..errors import StopTraining
 from .training import BatchStream, TrainingDiverged, make_optimizer, resolve_device, train
 from ..outputs.compare import aggregate, load_runs, phase_table, plot_seeds, seed_agreement
 
+DEFAULTS = RunConfig()  # what a run uses for every option not given
+
 
 @dataclass
 class RunResult:
@@ -310,7 +312,9 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
         if stage == "data":
             data, extensions = run_extensions(cfg, data, extensions)
     adjusted = {**adjusted, **changes}
-    notes += [c["why"] for c in changes.values()]
+    # config.json records every adjustment; the user is told of those to values they chose (a default
+    # larger than the data, e.g. --test-samples 2000 on the 1,000 test digits of the default run, is not news)
+    notes += [c["why"] for k, c in changes.items() if c["requested"] != getattr(DEFAULTS, k, None)]
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
     budget = None
