@@ -90,6 +90,13 @@ def clamp_to_data(cfg: RunConfig, data: Splits) -> tuple[RunConfig, dict[str, di
     return cfg, changes
 
 
+def worth_telling(changes: dict[str, dict]) -> list[str]:
+    """The notes of :func:`clamp_to_data`'s adjustments to values the user chose: config.json records
+    every adjustment, but a default larger than the data (``--test-samples 2000`` on the 1,000 test
+    digits of the default run) is not news."""
+    return [c["why"] for k, c in changes.items() if c["requested"] != getattr(DEFAULTS, k, None)]
+
+
 def build_tracker(cfg: RunConfig, model: torch.nn.Module, data: Splits, device: torch.device,
                   extensions: Sequence = (), *, forward: Any = None,
                   schedule: Sequence[int] | None = None) -> PhaseTracker:
@@ -312,9 +319,7 @@ def _run(cfg: RunConfig, folder: RunWriter, *, progress: bool, extensions: Seque
         if stage == "data":
             data, extensions = run_extensions(cfg, data, extensions)
     adjusted = {**adjusted, **changes}
-    # config.json records every adjustment; the user is told of those to values they chose (a default
-    # larger than the data, e.g. --test-samples 2000 on the 1,000 test digits of the default run, is not news)
-    notes += [c["why"] for k, c in changes.items() if c["requested"] != getattr(DEFAULTS, k, None)]
+    notes += worth_telling(changes)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width).to(device)
     budget = None

@@ -31,7 +31,7 @@ import torch
 
 from ...config import ConfigError, RunConfig
 from ...data.text import is_text
-from ...run.experiment import config_differences, text_positions
+from ...run.experiment import config_differences, text_positions, worth_telling
 from ...run.models import build_model
 from ...run.runfolder import RunWriter, config_document
 from ...outputs.runs import (InterruptGuard, RunFolderError, RunWriteError, Wording, atomic_write, read_json,
@@ -325,7 +325,7 @@ def _analyze(found: Discovery, cfg: RunConfig, folder: RunWriter, existing: bool
     if saved is not None:
         _check_saved(saved, out, ckpt_dir, cfg, source, (read_json(out / "config.json") if (out / "config.json").exists()
                                                           else {}).get("adjusted") or {})
-    notes += [c["why"] for c in adjusted.values()]
+    notes += worth_telling(adjusted)
     model, reference, tied, against, load_findings = _reference_model(source, cfg, data, checkpoints)
 
     scans = _scan_all(checkpoints, (saved or {}).get("scans", {}), reference, tied, source, on_scan)
