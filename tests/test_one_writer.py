@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from phasescope import RunConfig, log_schedule, run_experiment
 from phasescope.data import load_dataset
 from phasescope.run.models import build_model
-from phasescope.outputs.runs import RunFolder, RunFolderError, RunLockedError, locked_folder, read_json
+from phasescope.outputs.runs import RunFolder, RunFolderError, RunLockedError, locked_folder, read_json, writer_pid
 
 RUN_KEYS = {"config", "data", "measurement", "model", "versions"}  # config.json of every run
 
@@ -120,7 +120,7 @@ def test_lightning_callback_refuses_a_finished_run_folder_before_training_and_ch
     assert steps == []  # refused before the first step
     assert snapshot(run_folder) == before
     with locked_folder(run_folder):  # the refused callback holds no lock
-        pass
+        assert writer_pid(run_folder) is not None  # taken, by this process, now
 
 
 def test_lightning_callback_with_overwrite_replaces_only_run_files(pl, digits, run_folder):
@@ -158,7 +158,7 @@ def test_lightning_callback_holds_the_lock_while_training_and_releases_it_on_an_
     assert refused == [2]
     assert read_json(out / "phases.json")["status"] == "failed"  # recorded on the way out
     with locked_folder(out):  # released
-        pass
+        assert writer_pid(out) is not None  # taken, by this process, now
 
 
 def test_lightning_fit_resumed_from_its_checkpoint_continues_the_run_in_its_folder(pl, digits, tmp_path):
@@ -234,8 +234,8 @@ def test_hf_callback_refuses_a_finished_run_folder_and_overwrites_only_run_files
     assert RUN_KEYS <= set(doc) and doc["integration"]["source"] == "transformers"
     assert read_json(run_folder / "phases.json")["checkpoints"] == log_schedule(8)
     assert not cb.run.held
-    with locked_folder(run_folder):
-        pass
+    with locked_folder(run_folder):  # released: another writer can take the lock
+        assert writer_pid(run_folder) is not None  # taken, by this process, now
 
 
 def test_hf_callback_holds_the_lock_and_resumes_into_its_folder(hf, digits, tmp_path):
