@@ -158,7 +158,8 @@ def loader_run(args) -> None:
             for it in (0, 1):
                 t.measure(model, it)
                 peaks.mark(f"checkpoint {it + 1}")
-        print(f"  inputs {label} ({mapped} mapped file(s)): reading the loaders {made:.1f} s, checkpoints {t.timings[0]:.1f} s, "
+        print(f"  inputs {label} ({mapped} mapped file(s)): reading the loaders {made:.1f} s, "
+              f"checkpoints {t.timings[0]:.1f} s, "
               f"{t.timings[1]:.1f} s; peak rise of the resident set {peaks.peak / 2**30:.2f} GiB, of its anonymous "
               f"memory {(anon.peak - anon.start) / 2**30:.2f} GiB", flush=True)
         del t, fit, test

@@ -209,7 +209,8 @@ def test_a_large_dataloader_goes_to_a_memory_mapped_file_and_measures_the_same(d
     assert len(_mapped_input_files()) == before  # the file's space is returned with the tracker
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fallocate"), reason="no posix_fallocate here: inputs stay in memory")
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fallocate"),
+                    reason="no posix_fallocate here: inputs stay in memory")
 def test_no_room_for_the_mapped_file_keeps_the_inputs_in_memory_with_a_warning(digits, monkeypatch):
     import errno
 

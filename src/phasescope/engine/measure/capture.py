@@ -58,7 +58,8 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return frozen
 
 
-def channels_last_helps(model: nn.Module, x: torch.Tensor, device: torch.device, forward: Forward | None = None) -> bool:
+def channels_last_helps(model: nn.Module, x: torch.Tensor, device: torch.device,
+                        forward: Forward | None = None) -> bool:
     """Whether measuring ``model`` in channels-last memory order is safe and worth it: on a CPU
     (where oneDNN's convolutions are measured faster in it; GPUs keep the model's order), for a
     model with 2-D convolutions on 4-D float inputs, when a frozen copy in that order runs on the
@@ -122,8 +123,9 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor | RowSubset, batch_size: in
     model.eval()
 
 
-def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor | RowSubset | None, batch_size: int, device: torch.device,
-            forward: Forward | None = None, shard: Shard | None = None, channels_last: bool = False) -> nn.Module:
+def prepare(model: nn.Module, bn_mode: str, x_calib: torch.Tensor | RowSubset | None, batch_size: int,
+            device: torch.device, forward: Forward | None = None, shard: Shard | None = None,
+            channels_last: bool = False) -> nn.Module:
     """The frozen, BatchNorm-prepared copy that every measurement at a checkpoint uses (with a
     ``shard``, BatchNorm recalibrated by all its ranks together, see :func:`recalibrate_bn`;
     ``channels_last``: in channels-last memory order, see :func:`~..layers.to_channels_last`)."""

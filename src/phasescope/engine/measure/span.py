@@ -11,7 +11,8 @@ whose second term depends on neither the layer nor the checkpoint. So D (150,528
 224 x 224 x 3 images) is replaced by r <= n, with the same per-sample errors.
 
 V is never formed: from the eigendecomposition of the (n, n) Gram matrix Xc Xc^T = U S^2 U^T
-(float64; its lower triangle only, by row blocks: n^2 D / 2 multiply-adds), V = Xc^T U S^-1, the fit coordinates are Z = U S, a test input's coordinates are
+(float64; its lower triangle only, by row blocks: n^2 D / 2 multiply-adds), V = Xc^T U S^-1, the
+fit coordinates are Z = U S, a test input's coordinates are
 S^-1 U^T Xc (x - mean), and a coordinate vector maps back to pixels through Xc^T U S^-1 z: the
 only (., D) array is the fit inputs themselves, which the caller already holds (used as given, not
 copied); every product goes through float64 blocks of at most ``BLOCK_BYTES`` (some thousand input
@@ -75,7 +76,8 @@ class InputSpan:
 
     Shared by the ranks of a sharded measurement: ``part=(rank, world)`` forms only that rank's row
     blocks of the Gram matrix (:func:`gram_blocks`) and ``all_reduce`` (summing a tensor over the
-    ranks; called on row blocks of the lower triangle of at most BLOCK_BYTES each) completes it, so each rank pays 1/world of the products and all hold the same span."""
+    ranks; called on row blocks of the lower triangle of at most BLOCK_BYTES each) completes it, so
+    each rank pays 1/world of the products and all hold the same span."""
 
     def __init__(self, X: torch.Tensor, *, rcond: float = RCOND, chunk: int = CHUNK, part: tuple[int, int] = (0, 1),
                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
